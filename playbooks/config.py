@@ -1,0 +1,66 @@
+"""Every setting of the project, with its default.
+
+Invoke reads a key from the environment only when it has a default here: ``shared.root`` is
+``INVOKE_SHARED_ROOT``, ``fleet.name`` is ``INVOKE_FLEET_NAME``.  Booleans from the environment are ``0``/``1``;
+lists are comma-separated strings.  ``invoke.yaml`` at the top of the repository overrides these defaults, and
+command-line flags override both.  Invoke's own ``run`` subtree is taken, so the job settings live under ``job``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+DEFAULTS = {
+    "fleet": {
+        "name": "fleetbook",       # fleets are found by this label; every fleet task takes --name
+        "provider": "local",       # local | gcp | aws
+        "state_dir": "",           # keys, known_hosts, per-node state; "" = <repo>/.fleetbook/fleets
+        "ssh_timeout": 20.0,       # seconds per host for connect and for each short command
+        "max_parallel": 16,        # cap on concurrent SSH connections in a fan-out
+        "ready_timeout": 60.0,     # seconds to wait for every node to answer SSH
+        "ttl_hours": 4.0,          # cloud nodes delete themselves after this
+        "price_per_hour": 0.0,     # USD per node-hour, for the cost in `invoke progress` (0 = unknown)
+    },
+    "local": {
+        "base_address": "127.0.1.10",  # node i listens on base + i (all of 127.0.0.0/8 answers on lo)
+        "port": 2222,              # sshd port of each node when not root (as root: 22)
+        "head_port": 2299,         # port of the fleet's own SFTP-only head sshd
+        "isolation": "auto",       # auto | user | none: per-node Unix users + mount namespaces need root
+        "cores_per_node": 1,       # what a local node counts as its cores (they share one machine)
+    },
+    "shared": {
+        "root": "data",            # the shared disk on the head, relative to the repo unless absolute
+        "mountpoint": "/mnt/fleetbook",  # where every node mounts it (local non-root: <node dir>/mnt)
+    },
+    "job": {
+        "workload": "resize",
+        "src": "src",              # relative to shared.root
+        "dst": "out",              # relative to shared.root
+        "args": "",                # extra workload arguments, one shell-quoted string
+        "lost_after": 30.0,        # seconds without a heartbeat before a node counts as lost
+        "poll": 1.0,               # seconds between progress refreshes
+    },
+    "bench": {
+        "scale": "default",        # small | default | large
+        "profile": "",             # "" = <repo>/.fleetbook/profile.json
+    },
+}
+
+
+def repo_path(value: str) -> Path:
+    """A setting that names a path: absolute as given, else relative to the repository."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else REPO / p
+
+
+def shared_root(c) -> Path:
+    return repo_path(c.config.shared.root).resolve()
+
+
+def state_dir(c) -> Path:
+    return repo_path(c.config.fleet.state_dir or ".fleetbook/fleets")
+
+
+def profile_path(c) -> Path:
+    return repo_path(c.config.bench.profile or ".fleetbook/profile.json")
