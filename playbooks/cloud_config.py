@@ -1,0 +1,86 @@
+"""Settings of the cloud providers (``gcp``, ``aws``) and of the image bake (``image``), with their defaults.
+
+The lead merges ``CLOUD_DEFAULTS`` into ``playbooks.config.DEFAULTS``, so each key can come from ``invoke.yaml``
+or from the environment (``gcp.project`` is ``INVOKE_GCP_PROJECT``, ``aws.ssh_cidr`` is ``INVOKE_AWS_SSH_CIDR``).
+Lists are comma-separated strings (the environment cannot hold a list).  A price of 0 means "use the built-in
+table below for this machine type"; a machine type missing from the table has an unknown cost.
+"""
+from __future__ import annotations
+
+# USD per machine-hour, (spot, on-demand); rough list prices (us-central1 / us-east-1, late 2025).  Override
+# per project with gcp.price_spot / gcp.price_on_demand (or the aws.* twins), or extend the tables in invoke.yaml.
+GCP_PRICES = {
+    "e2-micro": [0.0025, 0.0084],
+    "e2-small": [0.0050, 0.0168],
+    "e2-medium": [0.0100, 0.0335],
+    "e2-standard-2": [0.0201, 0.0670],
+    "e2-standard-4": [0.0402, 0.1340],
+    "e2-standard-8": [0.0804, 0.2681],
+    "n2-standard-2": [0.0237, 0.0971],
+    "n2-standard-4": [0.0474, 0.1942],
+    "c2d-standard-4": [0.0359, 0.1815],
+}
+AWS_PRICES = {
+    "t3.micro": [0.0031, 0.0104],
+    "t3.small": [0.0062, 0.0208],
+    "t3.medium": [0.0125, 0.0416],
+    "c6i.large": [0.0340, 0.0850],
+    "c6i.xlarge": [0.0680, 0.1700],
+    "c7i.xlarge": [0.0700, 0.1785],
+    "m6i.large": [0.0380, 0.0960],
+}
+
+CLOUD_DEFAULTS = {
+    "gcp": {
+        "project": "",              # "" = the project of the application-default credentials
+        "zone": "us-central1-a",    # where fleet.create puts the nodes
+        "zones": "",                # comma-separated zones that list_all/fleet.down --all scan ("" = every zone)
+        "machine_type": "e2-standard-2",
+        "image": "",                # full image path/URL; "" = newest baked image, else image_family below
+        "image_family": "debian-12",
+        "image_project": "debian-cloud",
+        "disk_gb": 20,
+        "network": "global/networks/default",
+        "subnetwork": "",           # "" = the network's auto subnetwork
+        "endpoint": "",             # another Compute endpoint (a fake or a proxy); plain http:// => no credentials
+        "credentials": "",          # "" = application-default; "anonymous"; or a service-account JSON path
+        "ssh_source_ranges": "",    # comma-separated CIDRs that may reach port 22 (your address/32); required
+        "firewall": True,           # create/keep the firewall rule fleetbook-ssh (tag fleetbook)
+        "user": "fleet",            # login user, created by the guest agent from the ssh-keys metadata
+        "ssh_port": 22,
+        "price_spot": 0.0,          # USD per node-hour; 0 = GCP_PRICES[machine_type]
+        "price_on_demand": 0.0,
+        "prices": GCP_PRICES,
+        "operation_timeout": 300.0,  # seconds to wait for one zone/global operation
+    },
+    "aws": {
+        "region": "us-east-1",
+        "regions": "",              # comma-separated regions that list_all/fleet.down --all scan ("" = region)
+        "instance_type": "t3.small",
+        # "" => newest baked image, else this public Debian 12 AMI resolved by EC2 itself through SSM
+        "ami": "resolve:ssm:/aws/service/debian/release/12/latest/amd64",
+        "subnet": "",               # "" = the default VPC's default subnet of the availability zone EC2 picks
+        "ssh_cidr": "",             # CIDR that may reach port 22 (your address/32); required
+        "security_group": "fleetbook-ssh",
+        "user": "admin",            # Debian AMIs: admin; Ubuntu: ubuntu; Amazon Linux: ec2-user
+        "ssh_port": 22,
+        "disk_gb": 20,
+        "price_spot": 0.0,
+        "price_on_demand": 0.0,
+        "prices": AWS_PRICES,
+        "waiter_timeout": 300.0,    # seconds for every boto3 waiter (running, stopped, terminated, image)
+    },
+    "image": {
+        "provider": "",             # "" = fleet.provider
+        "family": "fleetbook",      # GCP image family / AWS image name prefix of baked images
+        # setup steps run on the template instance over SSH, in order; the image is keyed by their hash
+        "steps": [
+            "sudo apt-get update -q",
+            "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 python3-venv python3-pip sshfs fuse3",
+            "sudo python3 -m pip install --break-system-packages -q numpy pillow opencv-python-headless "
+            "scikit-learn scikit-image",
+        ],
+        "use_baked": True,          # fleet.create uses the newest baked image when no image is set
+        "timeout": 1800.0,          # seconds for the whole bake
+    },
+}

@@ -1,0 +1,144 @@
+"""Create, list and remove a fleet of nodes (local sshd hosts, GCP or AWS spot machines).
+
+A fleet is found by its label ``fleet=<name>`` at the provider, never by a local list.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from invoke import task
+from invoke.exceptions import Exit
+from rich.console import Console
+from rich.table import Table
+
+from . import providers
+from .providers import FleetSpec, NodesNotReady
+
+NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
+console = Console()
+err = Console(stderr=True)
+
+
+def fleet_name(c, name: str) -> str:
+    name = name or c.config.fleet.name
+    if not NAME_RE.match(name):
+        raise Exit(f"fleet name {name!r} is not valid: use 1-20 lowercase letters, digits and '-', "
+                   "starting with a letter and not ending with '-' (it prefixes instance names)")
+    return name
+
+
+def provider_of(c, provider: str):
+    return providers.get(provider or c.config.fleet.provider)
+
+
+def dry(c, dry_run: bool) -> bool:
+    """``--dry-run`` on the task, or Invoke's global ``--dry``."""
+    return bool(dry_run or c.config.run.dry)
+
+
+def nodes_or_exit(c, name: str, provider: str = "", *, running: bool = True):
+    """The fleet's nodes (only running ones by default), or a one-line error when there are none."""
+    name = fleet_name(c, name)
+    nodes = provider_of(c, provider).list_nodes(c, name)
+    alive = [n for n in nodes if n.state == providers.RUNNING] if running else nodes
+    if not alive:
+        raise Exit(f"no running fleet named {name!r}: start one with `invoke fleet.create -n 3 --name {name}`")
+    return name, alive
+
+
+def uptime(started_at) -> str:
+    if not started_at:
+        return "-"
+    s = int(time.time() - started_at)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def show(nodes, title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for col in ("node", "address", "state", "uptime", "user", "isolation"):
+        table.add_column(col)
+    for n in nodes:
+        iso = n.labels.get("isolation", "-")
+        table.add_row(n.name, f"{n.host}:{n.port}", n.state, uptime(n.started_at), n.user,
+                      "reduced (not root)" if iso == "none" else iso)
+    console.print(table)
+
+
+@task(help={
+    "n": "how many nodes the fleet should have (creates only the missing ones); `--n 20` works too",
+    "name": "fleet name (default: fleet.name); several fleets can coexist",
+    "provider": "local, gcp or aws (default: fleet.provider)",
+    "spot": "spot / preemptible machines (cloud only; --no-spot for on-demand)",
+    "min": "cloud: fail unless at least this many can be had (default: n)",
+    "ttl": "cloud: hours after which nodes delete themselves (default: fleet.ttl_hours)",
+    "dry_run": "print what would be created and create nothing",
+    "wait": "wait until every node answers SSH (--no-wait returns once the provider accepted them)",
+})
+def create(c, n=0, name="", provider="", spot=True, min=0, ttl=0.0, dry_run=False, wait=True):
+    """Start a fleet of N nodes, or grow one to N (idempotent)."""
+    if n < 1:
+        raise Exit("say how many nodes: invoke fleet.create -n 3 (or --n 3)")
+    name = fleet_name(c, name)
+    prov = provider_of(c, provider)
+    spec = FleetSpec(name=name, count=n, provider=prov.__name__.rsplit(".", 1)[-1], spot=spot,
+                     min_count=min or None, ttl_hours=ttl or float(c.config.fleet.ttl_hours),
+                     dry_run=dry(c, dry_run), wait=wait)
+    if hasattr(prov, "estimate"):
+        console.print(prov.estimate(c, spec))
+    before = [x for x in prov.list_nodes(c, name) if x.state != providers.TERMINATED]
+    if spec.dry_run:
+        console.print(f"[dry run] fleet {name}: {len(before)} node(s) exist; would create {max(0, n - len(before))}")
+        return
+    nodes = prov.create(c, spec)
+    if wait:
+        try:
+            nodes = prov.wait_ready(c, name, float(c.config.fleet.ready_timeout))
+        except NodesNotReady as exc:
+            raise Exit(f"fleet {name}: {exc}; see `invoke fleet.list --name {name}`") from None
+    show(nodes, f"fleet {name}: {max(0, len(nodes) - len(before))} created, {len(nodes)} in all")
+
+
+@task(name="list", help={
+    "name": "fleet name (default: fleet.name)",
+    "provider": "local, gcp or aws (default: fleet.provider)",
+    "all": "cloud: every instance with a fleet label in every configured zone/region, orphans included",
+    "json": "print the nodes as JSON",
+})
+def list_(c, name="", provider="", all=False, json_=False):
+    """Show the fleet's nodes as they are now (checked live): address, state, uptime."""
+    prov = provider_of(c, provider)
+    if all and hasattr(prov, "list_all"):
+        nodes = prov.list_all(c)
+        title = "every fleetbook instance"
+    else:
+        name = fleet_name(c, name)
+        nodes = prov.list_nodes(c, name)
+        title = f"fleet {name}"
+    if json_:
+        print(json.dumps([{"name": x.name, "host": x.host, "port": x.port, "state": x.state, "user": x.user,
+                           "uptime_s": round(time.time() - x.started_at) if x.started_at else None,
+                           "labels": x.labels} for x in nodes], indent=1))
+    elif not nodes:
+        console.print(f"{title}: no nodes")
+    else:
+        show(nodes, title)
+
+
+@task(help={
+    "name": "fleet name (default: fleet.name)",
+    "provider": "local, gcp or aws (default: fleet.provider)",
+    "dry_run": "print what would be deleted and delete nothing",
+})
+def down(c, name="", provider="", dry_run=False):
+    """Stop and delete every node of the fleet; a second call does nothing."""
+    name = fleet_name(c, name)
+    prov = provider_of(c, provider)
+    if dry(c, dry_run):
+        nodes = prov.list_nodes(c, name)
+        console.print(f"[dry run] fleet {name}: would delete {len(nodes)} node(s): "
+                      + (", ".join(x.name for x in nodes) or "none"))
+        return
+    removed = prov.terminate(c, name)
+    console.print(f"fleet {name}: {removed} node(s) removed" if removed else f"fleet {name}: nothing to remove")

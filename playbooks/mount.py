@@ -1,0 +1,85 @@
+"""Mount the head's shared disk on every node over sshfs (and unmount it).
+
+Each node mounts ``<head>:<shared root>`` at its mountpoint with the fleet's node key (SFTP only), the head's
+pinned host key, keep-alives and reconnect.  The mounts are made in parallel, at most fleet.max_parallel at once.
+"""
+from __future__ import annotations
+
+from invoke import task
+from invoke.exceptions import Exit
+from rich.console import Console
+
+from . import head as local_head
+from .fleet import nodes_or_exit, provider_of
+from .remote import fan_out, q, run_checked, show_failures
+
+console = Console()
+
+
+def home(node) -> str:
+    """The node's home as a shell word: its own folder on a local fleet, else $HOME."""
+    h = node.labels.get("home")
+    return q(h) if h else '"$HOME"'
+
+
+def head_for(c, fleet: str, provider: str):
+    prov = provider_of(c, provider)
+    if hasattr(prov, "head"):
+        return prov.head(c, fleet)
+    return local_head.start(c, fleet)
+
+
+def is_mounted(mp: str) -> str:
+    """Shell test: an sshfs mount (not just any mount) sits at ``mp`` (already quoted)."""
+    return f"findmnt -n -t fuse.sshfs --mountpoint {mp} >/dev/null"
+
+
+def mount_command(node, head) -> str:
+    h = home(node)
+    mp = q(node.mountpoint)
+    opts = ",".join([
+        "reconnect", "ServerAliveInterval=5", "ServerAliveCountMax=3", "BatchMode=yes",
+        "StrictHostKeyChecking=yes", "IdentitiesOnly=yes", f"Port={head.port}",
+        "KexAlgorithms=curve25519-sha256",
+    ])
+    target = q(f"{head.user}@{head.host}:{head.remote_path}")
+    return (f"mkdir -p {mp} && if {is_mounted(mp)} && ls {mp} >/dev/null 2>&1; then echo already; else "
+            f"{{ ! {is_mounted(mp)} || fusermount3 -u -z {mp}; }} && "
+            f"sshfs -o {opts} -o IdentityFile={h}/.ssh/fleet_head -o UserKnownHostsFile={h}/.ssh/known_hosts "
+            f"{target} {mp} && {is_mounted(mp)} && echo mounted; fi")
+
+
+def unmount_command(node) -> str:
+    mp = q(node.mountpoint)
+    return (f"if {is_mounted(mp)}; then "
+            f"fusermount3 -u {mp} 2>/dev/null || fusermount3 -u -z {mp}; echo unmounted; else echo not-mounted; fi")
+
+
+def mount_all(c, fleet: str, nodes, provider: str = ""):
+    head = head_for(c, fleet, provider)
+    timeout = float(c.config.fleet.ssh_timeout)
+    return fan_out(c, fleet, nodes, lambda conn, n: run_checked(conn, mount_command(n, head), timeout).strip(),
+                   step="mount")
+
+
+@task(help={"name": "fleet name (default: fleet.name)", "provider": "local, gcp or aws (default: fleet.provider)"})
+def mount(c, name="", provider=""):
+    """Mount the shared disk (shared.root) on every node."""
+    name, nodes = nodes_or_exit(c, name, provider)
+    results = mount_all(c, name, nodes, provider)
+    ok = sum(r.ok for r in results)
+    console.print(f"shared disk mounted on {ok}/{len(nodes)} node(s) at {nodes[0].mountpoint}")
+    if show_failures(results):
+        raise Exit("some nodes could not mount the shared disk (see the table above)")
+
+
+@task(help={"name": "fleet name (default: fleet.name)", "provider": "local, gcp or aws (default: fleet.provider)"})
+def unmount(c, name="", provider=""):
+    """Unmount the shared disk from every node."""
+    name, nodes = nodes_or_exit(c, name, provider)
+    timeout = float(c.config.fleet.ssh_timeout)
+    results = fan_out(c, name, nodes, lambda conn, n: run_checked(conn, unmount_command(n), timeout).strip(),
+                      step="unmount")
+    console.print(f"shared disk unmounted from {sum(r.ok for r in results)}/{len(nodes)} node(s)")
+    if show_failures(results):
+        raise Exit("some nodes could not unmount (see the table above)")

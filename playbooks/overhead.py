@@ -1,0 +1,252 @@
+"""Where the time goes on each node: compute, disk, network, memory, unused cores, or nothing at all.
+
+``invoke overhead`` samples every running node of the fleet in parallel for ``--seconds`` (once a second:
+CPU per core, load, memory and swap, disk and network MB/s, the workload processes' CPU, RSS and what their
+threads wait on, and the run's items/s from the heartbeats on the shared disk), then gives each node a verdict
+with the one lever to pull.  On a local fleet the nodes share one machine: a node's own figures come from its
+own processes (environment marker ``FLEETBOOK_NODE=<fleet>/<node>``) and its cores from
+``local.cores_per_node``; machine-wide figures are marked as shared.
+"""
+from __future__ import annotations
+
+import base64
+import json as jsonlib
+import shlex
+import sys
+import time
+import zlib
+from pathlib import Path
+
+from invoke import task
+from invoke.exceptions import Exit
+
+from playbooks import providers, remote
+from playbooks.config import shared_root
+from playbooks.overhead_verdict import Verdict, classify, fleet_line, timeline
+
+SAMPLER = Path(__file__).with_name("overhead_sample.py")
+MARKER = "FLEETBOOK_NODE"
+MAX_SECONDS = 600
+NO_DATA = "no-data"
+
+
+def fan_out(c, fleet, nodes, fn, *, step):
+    """The fleet's bounded parallel SSH fan-out (playbooks/remote.py); a seam for tests."""
+    return remote.fan_out(c, fleet, nodes, fn, step=step, max_parallel=c.config.fleet.max_parallel)
+
+
+def sampler_command(python: str, seconds: float, match: str) -> str:
+    """One shell command that runs the sampler on a node without copying a file there first."""
+    code = base64.b64encode(zlib.compress(SAMPLER.read_bytes(), 9)).decode()
+    boot = f"import base64,zlib;exec(compile(zlib.decompress(base64.b64decode('{code}')),'overhead_sample.py','exec'))"
+    return " ".join([python, "-c", shlex.quote(boot), "--seconds", str(seconds), "--match", shlex.quote(match)])
+
+
+def parse_sampler_output(stdout: str) -> dict:
+    """The sampler's JSON (its last non-empty line), or a RuntimeError saying what the node said instead."""
+    lines = [ln for ln in stdout.strip().splitlines() if ln.strip()]
+    if not lines:
+        raise RuntimeError("the sampler printed nothing")
+    try:
+        data = jsonlib.loads(lines[-1])
+    except ValueError:
+        raise RuntimeError(f"the sampler printed no JSON: {lines[-1][:200]}") from None
+    if "error" in data:
+        raise RuntimeError(data["error"])
+    return data
+
+
+def make_sampler(fleet: str, seconds: float, timeout: float):
+    """fn(conn, node) for the fan-out: run the sampler on the node and return its series."""
+
+    def sample_node(conn, node) -> dict:
+        cmd = sampler_command(node.python, seconds, f"{MARKER}={fleet}/{node.name}")
+        r = conn.run(cmd, hide=True, warn=True, in_stream=False, timeout=timeout)
+        if r.exited != 0:
+            last = (r.stderr.strip().splitlines() or r.stdout.strip().splitlines() or [f"exit {r.exited}"])[-1]
+            if "No module named 'psutil'" in r.stdout + r.stderr:
+                last = "psutil is missing on the node: add it to the node image (invoke image.bake)"
+            raise RuntimeError(last)
+        return parse_sampler_output(r.stdout)
+
+    return sample_node
+
+
+# ---------------------------------------------------------------------------------------------- heartbeats
+def read_heartbeats(c, nodes) -> dict:
+    """{node name: heartbeat dict} of the latest run, read on the head's own disk; {} when there is no run."""
+    runs = shared_root(c) / ".fleetbook" / "runs"
+    try:
+        run_id = (runs / "LATEST").read_text().strip()
+    except OSError:
+        return {}
+    out = {}
+    for n in nodes:
+        try:
+            out[n.name] = jsonlib.loads((runs / run_id / "nodes" / n.name / "heartbeat.json").read_text())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def items_rate(before: dict | None, after: dict | None, now: float, lost_after: float) -> float | None:
+    """Items/s of one node over the sampling window: from the heartbeat's done counter if it moved, else its
+    own rate_per_s; 0 when the run is finished or the heartbeat is stale; None without a heartbeat."""
+    if not after:
+        return None
+    if after.get("total") and after.get("done", 0) + after.get("skipped", 0) + after.get("failed", 0) >= after["total"]:
+        return 0.0
+    if now - float(after.get("updated_at") or 0) > lost_after:
+        return 0.0
+    if before and float(after.get("updated_at") or 0) > float(before.get("updated_at") or 0) \
+            and before.get("started_at") == after.get("started_at"):
+        dt = float(after["updated_at"]) - float(before["updated_at"])
+        return max(0.0, (after.get("done", 0) - before.get("done", 0)) / dt)
+    return float(after.get("rate_per_s") or 0.0)
+
+
+# ---------------------------------------------------------------------------------------------- output
+def no_data(node: str, error: str) -> Verdict:
+    return Verdict(node, NO_DATA, f"{NO_DATA}: {error}; check that the node answers SSH", {"error": error})
+
+
+def as_json(fleet: str, seconds: float, shared: bool, cores, verdicts: list[Verdict]) -> dict:
+    keep = ("cores", "busy_cores", "cpu_pct", "iowait_pct", "net_wait_pct", "disk_mb_s", "net_mb_s", "disk_iops",
+            "rss_mb", "majflt_s", "mem_used_pct", "swap_mb_s", "load1", "procs", "items_per_s", "error")
+    return {
+        "fleet": fleet, "seconds": seconds, "shared_machine": shared, "cores_per_node": cores,
+        "shared_figures": list(verdicts[0].shared) if verdicts and verdicts[0].shared else [],
+        "nodes": {v.node: {"verdict": v.verdict, "lever": v.lever,
+                           **{k: v.figures[k] for k in keep if k in v.figures}} for v in verdicts},
+        "fleet_line": fleet_line([v for v in verdicts if v.verdict != NO_DATA]),
+    }
+
+
+def _fmt(x, spec=".1f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def print_table(fleet: str, shared: bool, cores, verdicts: list[Verdict], line: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    star = "*" if shared else ""
+    t = Table(title=f"overhead of fleet {fleet}", show_lines=False)
+    for col, just in (("node", "left"), ("verdict", "left"), ("busy cores", "right"), ("CPU %", "right"),
+                      ("iowait %", "right"), ("net wait %", "right"), ("disk MB/s", "right"),
+                      (f"net MB/s{star}", "right"), ("RSS MB", "right"), (f"mem %{star}", "right"),
+                      ("items/s", "right"), ("lever", "left")):
+        t.add_column(col, justify=just, overflow="fold")
+    for v in verdicts:
+        f = v.figures
+        if v.verdict == NO_DATA:
+            t.add_row(v.node, f"[red]{NO_DATA}[/red]", *["-"] * 9, f.get("error", ""))
+            continue
+        busy = f"{_fmt(min(max(f['busy_cores'], f['run_threads']), f['cores']))}/{f['cores']:g}"
+        t.add_row(v.node, v.verdict, busy, _fmt(f["cpu_pct"], ".0f"), _fmt(f["iowait_pct"], ".0f"),
+                  _fmt(f["net_wait_pct"], ".0f"), _fmt(f["disk_mb_s"]), _fmt(f["net_mb_s"]), _fmt(f["rss_mb"], ".0f"),
+                  _fmt(f["mem_used_pct"], ".0f"), _fmt(f.get("items_per_s")), v.lever.split(": ", 1)[-1])
+    con = Console()
+    con.print(t)
+    total = "unknown (no heartbeats)" if line["items_per_s"] is None else f"{line['items_per_s']:.1f} items/s"
+    slow = line["slowest"]
+    if slow:
+        rate = "" if slow["items_per_s"] is None else f", {slow['items_per_s']:.1f} items/s"
+        slow_txt = f"slowest {slow['node']}{rate}: {slow['lever']}"
+    else:
+        slow_txt = "no node answered"
+    con.print(f"fleet: {line['nodes']} node(s), {total}; {slow_txt}", markup=False, highlight=False)
+    if shared:
+        con.print(f"* shared: local nodes run on one machine, so net MB/s, memory, load and IOPS are machine-wide "
+                  f"(the same for every node); CPU, waits, disk MB/s and RSS come from each node's own processes "
+                  f"({MARKER}={fleet}/<node>), cores = local.cores_per_node = {cores}.",
+                  markup=False, highlight=False)
+
+
+def write_plot(path: Path, series: dict, cores, shared: bool) -> None:
+    """A PNG timeline: CPU %, iowait %, disk MB/s and network MB/s per node (matplotlib Agg)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise Exit("--plot needs matplotlib: pip install -e '.[bench]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("cpu_pct", "CPU %"), ("iowait_pct", "iowait %"), ("disk_mb_s", "disk MB/s"),
+              ("net_mb_s", "network MB/s" + (" (machine-wide)" if shared else "")))
+    fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(9, 8), constrained_layout=True)
+    t0 = min((s.get("started_at") or 0.0) for s in series.values()) if series else 0.0
+    for node, s in sorted(series.items()):
+        tl = timeline(s, cores=cores, shared=shared)
+        shift = (s.get("started_at") or t0) - t0
+        xs = [x + shift for x in tl["t"]]
+        for ax, (key, _) in zip(axes, panels):
+            ax.plot(xs, tl[key], marker="o", markersize=3, label=node)
+    for ax, (_, label) in zip(axes, panels):
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(0, 105)
+    axes[1].set_ylim(0, 105)
+    axes[-1].set_xlabel("seconds")
+    if series:
+        axes[0].legend(loc="upper right", fontsize="small", ncol=min(4, len(series)))
+    fig.suptitle("fleetbook overhead" + (" (local fleet: shared machine)" if shared else ""))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- the task
+@task(help={
+    "seconds": "how long to sample every node, one sample a second (default 10)",
+    "json": "print only a JSON object to stdout: verdict and lever (and figures) per node",
+    "plot": "also write a PNG timeline of CPU, iowait, disk and network per node to this file",
+    "name": "fleet name (default: fleet.name)",
+})
+def overhead(c, seconds=10, json=False, plot="", name=""):
+    """Sample every node for a few seconds and say what holds each back, with the lever to pull."""
+    fleet = name or c.config.fleet.name
+    if not 1 <= seconds <= MAX_SECONDS:
+        raise Exit(f"--seconds must be between 1 and {MAX_SECONDS}, got {seconds}")
+    if plot and not plot.lower().endswith(".png"):
+        raise Exit(f"--plot writes a PNG: give a file name ending in .png, got {plot!r}")
+    provider_name = c.config.fleet.provider
+    provider = providers.get(provider_name)
+    nodes = [n for n in provider.list_nodes(c, fleet) if n.state == providers.RUNNING]
+    if not nodes:
+        raise Exit(f"fleet {fleet!r} has no running nodes: create it with `invoke fleet.create --name {fleet}` "
+                   f"(provider {provider_name})")
+    shared = provider_name == "local"
+    cores = c.config.local.cores_per_node if shared else None
+
+    hb_before = read_heartbeats(c, nodes)
+    timeout = seconds + 2 * float(c.config.fleet.ssh_timeout)
+    results = fan_out(c, fleet, nodes, make_sampler(fleet, seconds, timeout), step="overhead")
+    hb_after = read_heartbeats(c, nodes)
+    now = time.time()
+
+    verdicts, series = [], {}
+    by_name = {r.node.name: r for r in results}
+    for n in nodes:
+        r = by_name.get(n.name)
+        if r is None or not r.ok:
+            verdicts.append(no_data(n.name, str(getattr(r, "error", None) or "no result")))
+            continue
+        series[n.name] = r.value
+        rate = items_rate(hb_before.get(n.name), hb_after.get(n.name), now, float(c.config.job.lost_after))
+        try:
+            verdicts.append(classify(r.value, node=n.name, cores=cores, shared=shared,
+                                     heartbeat=hb_after.get(n.name), items_per_s=rate))
+        except (ValueError, KeyError, TypeError) as exc:
+            verdicts.append(no_data(n.name, f"unreadable samples ({exc})"))
+
+    if plot:
+        write_plot(Path(plot), series, cores, shared)
+    if json:
+        print(jsonlib.dumps(as_json(fleet, seconds, shared, cores, verdicts), indent=2))
+        if plot:
+            print(f"wrote {plot}", file=sys.stderr)
+        return
+    print_table(fleet, shared, cores, verdicts, fleet_line([v for v in verdicts if v.verdict != NO_DATA]))
+    if plot:
+        print(f"wrote {plot}")

@@ -1,0 +1,143 @@
+"""How far a run is: outputs counted against inputs on the head's own disk, plus each node's heartbeat.
+
+Counting is one directory scan of the destination on the head (never a stat per file, never over a mount);
+the workload itself says what its items are and which output belongs to each (``fleetwork.count_progress``).
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+
+from invoke import task
+from invoke.exceptions import Exit
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import runstate
+from .config import shared_root
+from .fleet import provider_of
+
+console = Console()
+
+
+def snapshot(c, record: dict, now: float | None = None) -> dict:
+    """The numbers of a run right now, in the shape `invoke progress --json` prints."""
+    now = now or time.time()
+    root = shared_root(c)
+    fw = runstate.fleetwork()
+    wl = fw.load(record["workload"])
+    src, dst = str(root / record["src"]), str(root / record["dst"])
+    opts = wl.parse_args(["--src", src, "--dst", dst, *shlex.split(record.get("args", ""))])
+    counts = fw.count_progress(wl, src, dst, opts)
+    lost_after = float(c.config.job.lost_after)
+    nodes, rate = [], 0.0
+    for entry in record["nodes"]:
+        beat, exit_ = runstate.node_files(c, record["run_id"], entry["name"])
+        state = runstate.node_status(record, entry["name"], beat, exit_, lost_after, now)
+        node_rate = float(beat.get("rate_per_s", 0.0)) if beat and state == "running" else 0.0
+        rate += node_rate
+        seen = beat.get("updated_at") if beat else None
+        nodes.append({"name": entry["name"], "rate_per_s": round(node_rate, 3),
+                      "last_seen_s": round(now - seen, 1) if seen else None, "state": state,
+                      "done": beat.get("done", 0) if beat else 0, "failed": beat.get("failed", 0) if beat else 0})
+    left = counts["total"] - counts["done"] - counts["failed"]
+    elapsed = now - record["started_at"]
+    return {
+        "run_id": record["run_id"], "workload": record["workload"], "total": counts["total"],
+        "done": counts["done"], "failed": counts["failed"], "rate_per_s": round(rate, 3),
+        "eta_s": (0.0 if left <= 0 else round(left / rate, 1) if rate > 0 else None),
+        "elapsed_s": round(elapsed, 1), "cost_usd": cost(c, record, elapsed), "nodes": nodes,
+    }
+
+
+def cost(c, record: dict, elapsed: float) -> float | None:
+    """Cost so far: the provider's own estimate when it has one; None on a local fleet."""
+    if record.get("provider", "local") == "local":
+        return None
+    prov = provider_of(c, record["provider"])
+    if hasattr(prov, "cost_so_far"):
+        return prov.cost_so_far(c, record, elapsed)
+    price = float(c.config.fleet.price_per_hour)
+    return round(price * len(record["nodes"]) * elapsed / 3600, 4) if price else None
+
+
+def finished(snap: dict) -> bool:
+    return all(n["state"] in ("done", "failed", "lost") for n in snap["nodes"])
+
+
+def table(snap: dict) -> Table:
+    eta = "-" if snap["eta_s"] is None else f"{snap['eta_s']:.0f} s"
+    t = Table(title=f"run {snap['run_id']}: {snap['done']}/{snap['total']} done, {snap['failed']} failed, "
+                    f"{snap['rate_per_s']:.1f} items/s, ETA {eta}, {snap['elapsed_s']:.0f} s elapsed"
+                    + (f", ${snap['cost_usd']:.2f}" if snap["cost_usd"] is not None else ""),
+              title_justify="left")
+    for col in ("node", "state", "items/s", "done", "failed", "last seen"):
+        t.add_column(col)
+    for n in snap["nodes"]:
+        seen = "-" if n["last_seen_s"] is None else f"{n['last_seen_s']:.0f} s ago"
+        style = {"lost": "red", "failed": "red", "done": "green"}.get(n["state"], "")
+        t.add_row(n["name"], f"[{style}]{n['state']}[/]" if style else n["state"], f"{n['rate_per_s']:.1f}",
+                  str(n["done"]), str(n["failed"]), seen)
+    return t
+
+
+def show_failed(c, record: dict) -> None:
+    fw = runstate.fleetwork()
+    failures = fw.read_failures(str(shared_root(c) / record["dst"]))
+    t = Table(title=f"{len(failures)} failed item(s)", title_justify="left")
+    for col in ("item", "reason", "node", "error"):
+        t.add_column(col)
+    for item, rec in sorted(failures.items()):
+        t.add_row(item, str(rec.get("reason", "")), str(rec.get("node", "")), str(rec.get("error", ""))[:80])
+    console.print(t)
+
+
+def wait_until_finished(c, record: dict) -> dict:
+    """A progress bar until every node has finished or is lost; exit non-zero naming lost or failed nodes."""
+    poll = float(c.config.job.poll)
+    snap = snapshot(c, record)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]:.1f} items/s"), TimeRemainingColumn(), console=console,
+                  transient=False) as bar:
+        job = bar.add_task(record["workload"], total=snap["total"] or None, rate=0.0)
+        while True:
+            bar.update(job, completed=snap["done"] + snap["failed"], rate=snap["rate_per_s"])
+            if finished(snap):
+                break
+            time.sleep(poll)
+            snap = snapshot(c, record)
+    console.print(table(snap))
+    bad = [f"{n['name']} ({n['state']})" for n in snap["nodes"] if n["state"] in ("lost", "failed")]
+    if bad:
+        raise Exit(f"run {record['run_id']}: {', '.join(bad)}; "
+                   f"re-run `invoke run --workload {record['workload']}` to finish what they left")
+    return snap
+
+
+@task(help={
+    "watch": "refresh until every node has finished (with --json: one JSON object per line)",
+    "json": "print only JSON: run_id, total, done, failed, rate_per_s, eta_s, elapsed_s, cost_usd, nodes",
+    "failed": "list the failed items with their reasons",
+    "run_id": "which run (default: the latest)",
+})
+def progress(c, watch=False, json_=False, failed=False, run_id=""):
+    """Done / failed / rate / ETA / cost of a run, counted on the head's own disk."""
+    record = runstate.load_run(c, run_id)
+    poll = float(c.config.job.poll)
+    while True:
+        snap = snapshot(c, record)
+        if json_:
+            print(json.dumps({k: v for k, v in snap.items() if k != "workload"}
+                             | {"nodes": [{k: n[k] for k in ("name", "rate_per_s", "last_seen_s", "state")}
+                                          for n in snap["nodes"]]}), flush=True)
+        else:
+            console.print(table(snap))
+        if not watch or finished(snap):
+            break
+        time.sleep(poll)
+    if failed and not json_:
+        show_failed(c, record)
+    sys.stdout.flush()

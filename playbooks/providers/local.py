@@ -1,0 +1,414 @@
+"""The ``local`` provider: every node is a real OpenSSH daemon on its own loopback address of this machine.
+
+As root (isolation ``user``) a node behaves like a machine: it has its own Unix user (its processes can be
+killed as one, like a vanished VM), its own home as its disk, its own mount namespace (its sshfs mount of the
+shared disk sits at ``shared.mountpoint``, the same path on every node, invisible to the others) and it cannot
+write the head's folders except through that mount.  Without root (isolation ``none``) the daemons run as the
+operator, each node's mount sits in its own folder, and ``fleet.list`` says that isolation is reduced.
+
+The truth about a node is its labels file (``node.json``) plus the live process: a dead daemon is
+``terminated``, a stopped or silent one is ``unreachable``.  Every process started through a node carries
+``FLEETBOOK_NODE=<fleet>/<node>`` in its environment.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+from invoke.exceptions import Exit
+
+from .. import sshkeys
+from ..config import state_dir
+from . import RUNNING, TERMINATED, UNREACHABLE, FleetSpec, Node, NodesNotReady
+
+SSHD = "/usr/sbin/sshd"
+MARKER = "FLEETBOOK_NODE"
+
+
+# ---------------------------------------------------------------- where things are
+
+def fleet_dir(c, fleet: str) -> Path:
+    return state_dir(c) / fleet
+
+
+def node_dir(c, fleet: str, node: str) -> Path:
+    return fleet_dir(c, fleet) / "nodes" / node
+
+
+def isolation(c) -> str:
+    wanted = str(c.config.local.isolation)
+    if wanted not in ("auto", "user", "none"):
+        raise Exit(f"local.isolation is {wanted!r}: use auto, user or none")
+    if wanted == "user" and os.geteuid() != 0:
+        raise Exit("local.isolation=user needs root: run as root or set INVOKE_LOCAL_ISOLATION=none")
+    return "user" if (wanted == "user" or (wanted == "auto" and os.geteuid() == 0)) else "none"
+
+
+def _check_tools() -> None:
+    missing = [t for t in (SSHD, "sshfs", "fusermount3") if not shutil.which(t)]
+    if missing:
+        raise Exit(f"missing {', '.join(missing)}: install openssh-server sshfs fuse3 (./setup.sh does)")
+
+
+# ---------------------------------------------------------------- addresses
+
+def _used_addresses(c) -> set[str]:
+    used = set()
+    for labels in state_dir(c).glob("*/*/*/node.json"):
+        used.add(json.loads(labels.read_text())["host"])
+    for head in state_dir(c).glob("*/head/head.json"):
+        used.add(json.loads(head.read_text())["host"])
+    return used
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def allocate_address(c, port: int, taken: set[str] | None = None) -> str:
+    """The first loopback address from ``local.base_address`` on that no fleet uses and whose port is free."""
+    used = _used_addresses(c) | (taken or set())
+    base = ipaddress.IPv4Address(c.config.local.base_address)
+    for k in range(2000):
+        host = str(base + k)
+        if not ipaddress.IPv4Address(host).is_loopback:
+            break
+        if host not in used and _port_free(host, port):
+            return host
+    raise Exit("no free loopback address left for a node: run `invoke fleet.down` on fleets you no longer need")
+
+
+# ---------------------------------------------------------------- fleet-level material
+
+def ensure_fleet(c, fleet: str) -> Path:
+    """Keys of the fleet (operator -> nodes, nodes -> head) and the head's host key; idempotent."""
+    fdir = fleet_dir(c, fleet)
+    for d in (fdir, fdir / "nodes", fdir / "head"):
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o711)  # node users may pass through to their own home, and read nothing here
+    sshkeys.keypair(fdir / "id_ed25519", f"fleetbook-operator@{fleet}")
+    sshkeys.keypair(fdir / "node_ed25519", f"fleetbook-node@{fleet}")
+    sshkeys.keypair(fdir / "head" / "ssh_host_ed25519_key", f"fleetbook-head@{fleet}")
+    return fdir
+
+
+# ---------------------------------------------------------------- processes
+
+def _pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int | None, cfg: Path) -> psutil.Process | None:
+    """The process ``pid`` if it is the sshd started with ``cfg`` (a recycled pid is not ours)."""
+    if not pid:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if str(cfg) in proc.cmdline() and proc.status() != psutil.STATUS_ZOMBIE:
+            return proc
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        pass
+    return None
+
+
+def node_processes(fleet: str, node: str, user: str | None = None) -> list[psutil.Process]:
+    """Every process that belongs to the node: its environment marker, or (as root) its Unix user."""
+    marker = f"{fleet}/{node}"
+    found = []
+    for proc in psutil.process_iter(["username"]):
+        try:
+            if (user and proc.info["username"] == user) or proc.environ().get(MARKER) == marker:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def _kill_all(procs: list[psutil.Process]) -> None:
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=5)
+
+
+def banner(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True when an SSH server answers with its banner at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            return s.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def sshd_config(*, listen: str, port: int, host_key: Path, pid_file: Path, authorized: Path, user: str,
+                extra: list[str]) -> str:
+    lines = [
+        f"ListenAddress {listen}:{port}", f"HostKey {host_key}", f"PidFile {pid_file}",
+        f"AuthorizedKeysFile {authorized}", f"AllowUsers {user}",
+        "PubkeyAuthentication yes", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+        "UsePAM no", "StrictModes no", "PrintMotd no", "X11Forwarding no", "PermitTunnel no",
+        "PermitUserEnvironment no", "MaxStartups 100:30:200", "MaxSessions 64", "LogLevel ERROR",
+        "KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org",
+    ]
+    return "\n".join(lines + extra) + "\n"
+
+
+def start_sshd(cfg: Path, log: Path, wrapper: list[str] | None = None) -> int:
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    check = subprocess.run([SSHD, "-t", "-f", str(cfg)], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise Exit(f"sshd rejected {cfg}: {check.stderr.strip().splitlines()[-1]}")
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([*(wrapper or []), SSHD, "-D", "-e", "-f", str(cfg)], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=out, start_new_session=True, close_fds=True)
+    return proc.pid
+
+
+# ---------------------------------------------------------------- nodes
+
+def _read_labels(ndir: Path) -> dict | None:
+    try:
+        return json.loads((ndir / "node.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _node(labels: dict, state: str) -> Node:
+    home = labels["home"]
+    mountpoint = labels["mountpoint"]
+    return Node(name=labels["node"], host=labels["host"], port=labels["port"], user=labels["user"], state=state,
+                id=str(labels.get("pid", "")), labels=labels, started_at=labels.get("created_at"),
+                mountpoint=mountpoint, python=labels["python"], workdir=f"{home}/fleetbook")
+
+
+def node_state(ndir: Path, labels: dict) -> str:
+    proc = _alive(_pid(ndir / "sshd.pid") or labels.get("pid"), ndir / "sshd_config")
+    if proc is None:
+        return TERMINATED
+    try:
+        if proc.status() == psutil.STATUS_STOPPED:
+            return UNREACHABLE
+    except psutil.NoSuchProcess:
+        return TERMINATED
+    return RUNNING if banner(labels["host"], labels["port"]) else UNREACHABLE
+
+
+def list_nodes(c, name: str) -> list[Node]:
+    nodes = []
+    for ndir in sorted((fleet_dir(c, name) / "nodes").glob("*"), key=lambda p: _index(p.name)):
+        labels = _read_labels(ndir)
+        if labels and labels.get("fleet") == name:
+            nodes.append(_node(labels, node_state(ndir, labels)))
+    return nodes
+
+
+def _index(node_name: str) -> int:
+    tail = node_name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 10**6
+
+
+def _python() -> str:
+    """The interpreter nodes run workloads with: the head's virtual environment, by absolute path."""
+    from ..config import REPO
+    venv = REPO / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else shutil.which("python3") or "python3"
+
+
+def _create_node(c, fleet: str, index: int, host: str, mode: str) -> Node:
+    fdir = fleet_dir(c, fleet)
+    name = f"{fleet}-{index}"
+    ndir = node_dir(c, fleet, name)
+    if ndir.exists():
+        shutil.rmtree(ndir)
+    home = ndir / "home"
+    (home / ".ssh").mkdir(parents=True)
+    os.chmod(ndir, 0o711)
+    port = int(c.config.local.port)
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    wrapper = None
+    mountpoint = str(ndir / "mnt")
+    if mode == "user":
+        user = f"fb-{fleet}-{index}"
+        _remove_user(user)
+        subprocess.run(["useradd", "--no-create-home", "--home-dir", str(home), "--shell", "/bin/sh",
+                        "--user-group", "--password", "*", user], check=True, capture_output=True)
+        mountpoint = str(c.config.shared.mountpoint)
+        Path(mountpoint).mkdir(parents=True, exist_ok=True)
+        ids = pwd.getpwnam(user)
+        # A private mount namespace: the node's tmpfs at the mountpoint (owned by the node's user, so its
+        # sshfs can mount there) is seen by this node only; it vanishes with the node's last process.
+        wrapper = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                   f"mount -t tmpfs -o size=1m,mode=0755,uid={ids.pw_uid},gid={ids.pw_gid} fleetbook "
+                   f"{mountpoint} && exec \"$0\" \"$@\""]
+    else:
+        Path(mountpoint).mkdir()
+    # what the node holds: the key to reach the head (SFTP only) and the head's pinned host key
+    head = json.loads((fdir / "head" / "head.json").read_text())
+    shutil.copyfile(fdir / "node_ed25519", home / ".ssh" / "fleet_head")
+    os.chmod(home / ".ssh" / "fleet_head", 0o600)
+    head_pub = (fdir / "head" / "ssh_host_ed25519_key.pub").read_text()
+    sshkeys.pin(home / ".ssh" / "known_hosts", head["host"], head["port"], head_pub)
+    (ndir / "authorized_keys").write_text((fdir / "id_ed25519.pub").read_text())
+    host_pub = sshkeys.keypair(ndir / "ssh_host_ed25519_key", f"{name}@fleetbook")
+    cfg = ndir / "sshd_config"
+    cfg.write_text(sshd_config(listen=host, port=port, host_key=ndir / "ssh_host_ed25519_key",
+                               pid_file=ndir / "sshd.pid", authorized=ndir / "authorized_keys", user=user,
+                               extra=[f"SetEnv {MARKER}={fleet}/{name}", "AllowTcpForwarding no",
+                                      "Subsystem sftp internal-sftp"]))
+    if mode == "user":
+        subprocess.run(["chown", "-R", f"{user}:{user}", str(home)], check=True)
+        os.chmod(home, 0o700)
+    labels = {"fleet": fleet, "node": name, "index": index, "host": host, "port": port, "user": user,
+              "isolation": mode, "home": str(home), "mountpoint": mountpoint, "python": _python(),
+              "created_at": time.time()}
+    (ndir / "node.json").write_text(json.dumps(labels, indent=1))
+    pid = start_sshd(cfg, ndir / "sshd.log", wrapper)
+    labels["pid"] = pid
+    (ndir / "node.json").write_text(json.dumps(labels, indent=1))
+    sshkeys.pin(fdir / "known_hosts", host, port, host_pub)
+    return _node(labels, RUNNING)
+
+
+def _remove_user(user: str) -> None:
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return
+    subprocess.run(["userdel", user], capture_output=True)
+
+
+def ensure_head_address(c, fleet: str) -> dict:
+    head_json = fleet_dir(c, fleet) / "head" / "head.json"
+    if head_json.exists():
+        return json.loads(head_json.read_text())
+    port = int(c.config.local.head_port)
+    head = {"host": allocate_address(c, port), "port": port}
+    head_json.write_text(json.dumps(head))
+    return head
+
+
+def _fuse_access(mode: str) -> None:
+    """Node users must be able to open /dev/fuse (Debian's default is 0666; some machines have 0600)."""
+    if mode == "user":
+        if os.stat("/dev/fuse").st_mode & 0o006 != 0o006:
+            os.chmod("/dev/fuse", 0o666)
+    elif not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise Exit("/dev/fuse is not open to you: run `sudo chmod 0666 /dev/fuse` (Debian's default) or ./setup.sh")
+
+
+def create(c, spec: FleetSpec) -> list[Node]:
+    _check_tools()
+    mode = isolation(c)
+    _fuse_access(mode)
+    existing = list_nodes(c, spec.name)
+    alive = [n for n in existing if n.state != TERMINATED]
+    gap = spec.count - len(alive)
+    if spec.dry_run or gap <= 0:
+        return existing
+    ensure_fleet(c, spec.name)
+    ensure_head_address(c, spec.name)
+    for dead in (n for n in existing if n.state == TERMINATED):  # a vanished node is gone, as in a cloud
+        _remove_node(c, spec.name, dead)
+    used = {n.labels.get("index") for n in alive}
+    indices = [i for i in range(spec.count + len(existing) + 1) if i not in used][:gap]
+    created = []
+    taken: set[str] = set()
+    try:
+        for index in indices:
+            host = allocate_address(c, int(c.config.local.port), taken)
+            taken.add(host)
+            created.append(_create_node(c, spec.name, index, host, mode))
+    except BaseException:
+        for node in created:  # nothing half-created stays behind
+            _remove_node(c, spec.name, node)
+        raise
+    return list_nodes(c, spec.name)
+
+
+def wait_ready(c, name: str, timeout: float) -> list[Node]:
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = list_nodes(c, name)
+        waiting = [n.name for n in nodes if n.state != RUNNING]
+        if not waiting:
+            return nodes
+        if time.monotonic() > deadline:
+            raise NodesNotReady(waiting)
+        time.sleep(0.1)
+
+
+def kill_node(c, name: str, node: str) -> None:
+    """Make one node vanish as a whole, like a preempted VM: its daemon and every process of it die."""
+    ndir = node_dir(c, name, node)
+    labels = _read_labels(ndir) or {}
+    procs = node_processes(name, node, labels.get("user") if labels.get("isolation") == "user" else None)
+    listener = _alive(_pid(ndir / "sshd.pid") or labels.get("pid"), ndir / "sshd_config")
+    if listener:
+        procs.append(listener)
+    _kill_all(procs)
+    if labels.get("isolation") == "none":
+        unmount_dead(labels.get("mountpoint", ""))
+
+
+def unmount_dead(mountpoint: str) -> None:
+    if _is_fuse_mount(mountpoint):
+        subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True)
+
+
+def _is_fuse_mount(path: str) -> bool:
+    if not path:
+        return False
+    try:
+        with open("/proc/self/mounts") as f:
+            return any(line.split()[1] == path for line in f)
+    except OSError:
+        return False
+
+
+def _remove_node(c, name: str, node: Node) -> None:
+    kill_node(c, name, node.name)
+    labels = node.labels or {}
+    if labels.get("isolation") == "user":
+        _remove_user(labels["user"])
+    sshkeys.unpin(fleet_dir(c, name) / "known_hosts", node.host, node.port)
+    shutil.rmtree(node_dir(c, name, node.name), ignore_errors=True)
+
+
+def terminate(c, name: str, dry_run: bool = False) -> int:
+    from .. import head  # the local head's sshd lives and dies with the fleet
+    nodes = list_nodes(c, name)
+    removed = len(nodes)
+    if dry_run:
+        return removed
+    for _ in range(3):  # re-list until nothing remains
+        for node in nodes:
+            _remove_node(c, name, node)
+        nodes = list_nodes(c, name)
+        if not nodes:
+            break
+    head.stop(c, name)
+    shutil.rmtree(fleet_dir(c, name), ignore_errors=True)
+    if nodes:
+        raise Exit(f"{len(nodes)} node(s) of {name} would not go away: {', '.join(n.name for n in nodes)}")
+    return removed

@@ -1,0 +1,100 @@
+"""Bounded parallel SSH over Fabric: per-host results and failures come back as data.
+
+Fabric's ThreadingGroup starts one thread per host and joins without a timeout; here a pool capped at
+``fleet.max_parallel`` runs one step per node, each connection with a connect timeout and each command with
+``fleet.ssh_timeout``.  Host keys are checked against the fleet's own known_hosts with a RejectPolicy.
+"""
+from __future__ import annotations
+
+import shlex
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import paramiko
+from fabric import Config, Connection
+from rich.console import Console
+from rich.table import Table
+
+from .config import state_dir
+from .providers import Node
+
+
+@dataclass
+class HostResult:
+    node: Node
+    step: str
+    ok: bool
+    value: Any = None
+    error: str = ""
+
+
+def fleet_dir(c, fleet: str) -> Path:
+    return state_dir(c) / fleet
+
+
+def connect(c, fleet: str, node: Node) -> Connection:
+    """A Fabric Connection to ``node`` with the fleet's key and pinned host keys (no auto-add, ever)."""
+    fdir = fleet_dir(c, fleet)
+    conn = Connection(
+        node.host, user=node.user, port=node.port,
+        config=Config(overrides={"load_ssh_configs": False, "run": {"hide": True, "warn": True}}),
+        connect_timeout=float(c.config.fleet.ssh_timeout),
+        connect_kwargs={"key_filename": str(fdir / "id_ed25519"), "look_for_keys": False,
+                        "allow_agent": False, "banner_timeout": float(c.config.fleet.ssh_timeout)},
+    )
+    conn.client.load_host_keys(str(fdir / "known_hosts"))
+    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return conn
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    msg = text[-1] if text else ""
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def fan_out(c, fleet: str, nodes: list[Node], fn: Callable[[Connection, Node], Any], *, step: str,
+            max_parallel: int | None = None) -> list[HostResult]:
+    """Run ``fn(conn, node)`` on every node, at most ``fleet.max_parallel`` at once; never raises."""
+    cap = max(1, min(int(max_parallel or c.config.fleet.max_parallel), len(nodes) or 1))
+
+    def one(node: Node) -> HostResult:
+        conn = None
+        try:
+            conn = connect(c, fleet, node)
+            return HostResult(node, step, True, fn(conn, node))
+        except Exception as exc:  # a host's failure is data, not a crash of the whole step
+            return HostResult(node, step, False, error=describe(exc))
+        finally:
+            if conn is not None:
+                conn.close()
+
+    with ThreadPoolExecutor(max_workers=cap, thread_name_prefix=f"fan-{step}") as pool:
+        return list(pool.map(one, nodes))
+
+
+def run_checked(conn: Connection, command: str, timeout: float | None = None) -> str:
+    """Run a shell command on the node; raise with its stderr when it fails."""
+    result = conn.run(command, timeout=timeout, hide=True, warn=True, in_stream=False)
+    if result.exited != 0:
+        err = (result.stderr or result.stdout).strip().splitlines()
+        raise RuntimeError(f"exit {result.exited}: {err[-1] if err else command.split()[0]}")
+    return result.stdout
+
+
+def show_failures(results: list[HostResult], console: Console | None = None) -> int:
+    """Print a table (host, step, error) of the failed results; return how many failed."""
+    failed = [r for r in results if not r.ok]
+    if failed:
+        table = Table(title="failed on some nodes", title_justify="left")
+        for col in ("node", "host", "step", "error"):
+            table.add_column(col)
+        for r in failed:
+            table.add_row(r.node.name, f"{r.node.host}:{r.node.port}", r.step, r.error)
+        (console or Console(stderr=True)).print(table)
+    return len(failed)
+
+
+q = shlex.quote

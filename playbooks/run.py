@@ -1,0 +1,146 @@
+"""Start a workload on every node of the fleet, detached, over the shared disk; stop it.
+
+Every node runs ``python workloads/<w>.py --src M/src --dst M/dst --shard i/n --state ...`` under its own
+session (it survives the SSH connection closing).  A node first does its own share of the items, then helps
+with what is left, so a node that dies costs only the items it had in flight.  See ``runstate`` for where
+the run's record, logs, heartbeats and exit files live.
+"""
+from __future__ import annotations
+
+import secrets
+import shlex
+import time
+
+from invoke import task
+from invoke.exceptions import Exit
+from rich.console import Console
+
+from . import runstate
+from .config import shared_root
+from .fleet import fleet_name, nodes_or_exit, provider_of
+from .mount import is_mounted
+from .remote import fan_out, q, run_checked, show_failures
+
+console = Console()
+
+
+def workload_opts(workload: str, src: str, dst: str, args: str):
+    """Check the workload and its arguments on the head, before anything starts on a node."""
+    fw = runstate.fleetwork()
+    if workload not in fw.available():
+        raise Exit(f"unknown workload {workload!r}: choose one of {', '.join(fw.available())}")
+    wl = fw.load(workload)
+    try:
+        extra = shlex.split(args)
+    except ValueError as exc:
+        raise Exit(f"--args is not valid shell quoting ({exc}): pass one quoted string, e.g. --args '--size 64'")
+    try:
+        opts = wl.parse_args(["--src", src, "--dst", dst, *extra])
+    except SystemExit:
+        raise Exit(f"--args {args!r} is not valid for {workload}: see python workloads/{workload}.py --help") from None
+    return wl, opts, extra
+
+
+def node_command(node, record: dict, shard: int, extra: list[str], workers: int | None) -> str:
+    mp = node.mountpoint
+    state = f"{mp}/{runstate.node_state_rel(record['run_id'], node.name)}"
+    argv = [node.python, "workloads/" + record["workload"] + ".py", "--src", f"{mp}/{record['src']}",
+            "--dst", f"{mp}/{record['dst']}", "--shard", f"{shard}/{len(record['nodes'])}",
+            "--state", state, "--node", node.name]
+    if workers and "--workers" not in extra:
+        argv += ["--workers", str(workers)]
+    argv += extra
+    # the exit file is written by the workload; if it dies before that, the shell writes the code
+    inner = (f"{shlex.join(argv)}; rc=$?; [ -e {q(state + '/exit.json')} ] || "
+             f"printf '{{\"code\": %d}}\\n' \"$rc\" > {q(state + '/exit.json')}")
+    return (f"cd {q(node.workdir)} && mkdir -p {q(state)} && "
+            f"FLEETBOOK_RUN={q(record['run_id'])} setsid nohup sh -c {q(inner)} "
+            f"> {q(state + '/log.txt')} 2>&1 < /dev/null & echo $!")
+
+
+def preflight(c, name, nodes, workload):
+    """Every node has the shared disk mounted and the workload deployed, or a one-line error."""
+    timeout = float(c.config.fleet.ssh_timeout)
+    check = "{mounted} || {{ echo no-mount; exit 0; }}; test -f {wd}/workloads/{w}.py || echo no-deploy"
+    results = fan_out(c, name, nodes, lambda conn, n: run_checked(conn, check.format(
+        mounted=is_mounted(q(n.mountpoint)), wd=q(n.workdir), w=q(workload)), timeout).strip(), step="preflight")
+    if show_failures(results):
+        raise Exit("some nodes did not answer (see the table above): check `invoke fleet.list`")
+    for problem, fix in (("no-mount", "invoke mount"), ("no-deploy", "invoke deploy")):
+        bad = [r.node.name for r in results if r.value == problem]
+        if bad:
+            raise Exit(f"{problem.replace('no-', 'no ')} on {', '.join(bad)}: run `{fix}` first")
+
+
+def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, provider: str = "") -> dict:
+    root = shared_root(c)
+    wl, opts, extra = workload_opts(workload, str(root / src), str(root / dst), args)
+    if getattr(wl, "needs_src", True) and not (root / src).is_dir():
+        raise Exit(f"source folder {root / src} does not exist: put the inputs there or pass --src")
+    preflight(c, name, nodes, workload)
+    (root / dst).mkdir(parents=True, exist_ok=True)
+    run_id = f"{workload}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    record = {"run_id": run_id, "fleet": name, "provider": provider or c.config.fleet.provider,
+              "workload": workload, "src": src, "dst": dst, "args": args, "started_at": time.time(),
+              "nodes": [{"name": n.name, "shard": i} for i, n in enumerate(nodes)]}
+    rdir = runstate.run_dir(c, run_id)
+    for n in nodes:
+        (rdir / "nodes" / n.name).mkdir(parents=True, exist_ok=True)
+    runstate.write_json(rdir / "run.json", record)
+    workers = int(c.config.local.cores_per_node) if record["provider"] == "local" else None
+    timeout = float(c.config.fleet.ssh_timeout)
+    results = fan_out(c, name, nodes, lambda conn, n: int(run_checked(
+        conn, node_command(n, record, record["nodes"][nodes.index(n)]["shard"], extra, workers), timeout)
+        .split()[-1]), step="start")
+    for r in results:
+        for entry in record["nodes"]:
+            if entry["name"] == r.node.name:
+                entry["pid"] = r.value if r.ok else None
+    runstate.write_json(rdir / "run.json", record)
+    (runstate.runs_dir(c) / "LATEST").write_text(run_id + "\n")
+    started = sum(r.ok for r in results)
+    console.print(f"run {run_id}: {workload} started on {started}/{len(nodes)} node(s); "
+                  f"watch it with `invoke progress --watch`")
+    if show_failures(results):
+        raise Exit("the workload did not start on some nodes (see the table above)")
+    return record
+
+
+@task(name="run", help={
+    "workload": "which workload (a script in workloads/): resize, edges, features, gridsearch",
+    "src": "input folder, relative to shared.root (default: job.src)",
+    "dst": "output folder, relative to shared.root (default: job.dst)",
+    "args": "extra workload arguments as ONE quoted string, e.g. --args '--size 64'",
+    "wait": "show a progress bar and return when every node has finished or is lost",
+    "name": "fleet name (default: fleet.name)",
+    "provider": "local, gcp or aws (default: fleet.provider)",
+})
+def run_(c, workload="", src="", dst="", args="", wait=False, name="", provider=""):
+    """Start a workload on every node of the fleet, each on its share of the inputs."""
+    name, nodes = nodes_or_exit(c, name, provider)
+    job = c.config.job
+    record = start(c, name, nodes, workload or job.workload, src or job.src, dst or job.dst, args or job.args,
+                   provider)
+    if wait:
+        from .progress import wait_until_finished
+        wait_until_finished(c, record)
+
+
+@task(help={"name": "fleet name (default: fleet.name)", "provider": "local, gcp or aws (default: fleet.provider)",
+            "run_id": "which run (default: the latest)"})
+def stop(c, name="", provider="", run_id=""):
+    """Stop the workload of a run on every node (the items in flight are redone next time)."""
+    record = runstate.load_run(c, run_id)
+    name = fleet_name(c, name or record["fleet"])
+    nodes = [n for n in provider_of(c, provider).list_nodes(c, name) if n.state == "running"]
+    pids = {e["name"]: e.get("pid") for e in record["nodes"]}
+    nodes = [n for n in nodes if pids.get(n.name)]
+    if not nodes:
+        console.print(f"run {record['run_id']}: no running node to stop")
+        return
+    timeout = float(c.config.fleet.ssh_timeout)
+    results = fan_out(c, name, nodes, lambda conn, n: run_checked(
+        conn, f"kill -TERM -- -{int(pids[n.name])} 2>/dev/null; sleep 0.5; "
+              f"kill -KILL -- -{int(pids[n.name])} 2>/dev/null; true", timeout), step="stop")
+    console.print(f"run {record['run_id']}: stopped on {sum(r.ok for r in results)}/{len(nodes)} node(s)")
+    show_failures(results)

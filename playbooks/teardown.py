@@ -1,0 +1,31 @@
+"""Give everything back: stop the workloads, unmount the shared disk, delete the fleet."""
+from __future__ import annotations
+
+from invoke import task
+from invoke.exceptions import Exit
+from rich.console import Console
+
+from . import fleet as fleet_tasks
+from . import mount as mount_tasks
+from . import run as run_tasks
+from . import runstate
+
+console = Console()
+
+
+@task(help={"name": "fleet name (default: fleet.name)", "provider": "local, gcp or aws (default: fleet.provider)",
+            "dry_run": "print what would be stopped and deleted, do nothing"})
+def teardown(c, name="", provider="", dry_run=False):
+    """Stop workloads, unmount, and delete every node of the fleet."""
+    name = fleet_tasks.fleet_name(c, name)
+    if not fleet_tasks.dry(c, dry_run):
+        try:
+            if runstate.load_run(c).get("fleet") == name:
+                run_tasks.stop(c, name=name, provider=provider)
+        except Exit:
+            pass  # no run yet
+        try:
+            mount_tasks.unmount(c, name=name, provider=provider)
+        except Exit as exc:  # no running node, or a node that cannot unmount: the nodes go anyway
+            console.print(f"unmount: {exc.message}")
+    fleet_tasks.down(c, name=name, provider=provider, dry_run=dry_run)

@@ -1,0 +1,18 @@
+"""fleetbook: push a heavy batch job through many cheap machines, after making one machine fast.
+
+Only assembly happens here; every step lives in playbooks/.  `invoke --list` shows them all.
+"""
+from invoke import Collection
+
+from playbooks import deploy, demo, fleet, mount, progress, run, teardown
+from playbooks.cli import allow_double_dash_short_options
+from playbooks.config import DEFAULTS
+
+allow_double_dash_short_options()  # `invoke fleet.create --n 20` as well as `-n 20`
+
+ns = Collection(
+    Collection.from_module(fleet, name="fleet"),
+    mount.mount, mount.unmount, deploy.deploy, run.run_, run.stop, progress.progress, teardown.teardown,
+    demo.demo,
+)
+ns.configure(DEFAULTS)
