@@ -179,10 +179,12 @@ def start_sshd(cfg: Path, log: Path, wrapper: list[str] | None = None) -> int:
     check = subprocess.run([SSHD, "-t", "-f", str(cfg)], capture_output=True, text=True)
     if check.returncode != 0:
         raise Exit(f"sshd rejected {cfg}: {check.stderr.strip().splitlines()[-1]}")
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([*(wrapper or []), SSHD, "-D", "-e", "-f", str(cfg)], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=out, start_new_session=True, close_fds=True)
-    return proc.pid
+    # started through a shell that exits at once: the daemon is nobody's child here, like a real machine's
+    launcher = subprocess.run(["sh", "-c", 'exec "$@" >>"$LOG" 2>&1 </dev/null & echo $!', "sh",
+                               *(wrapper or []), SSHD, "-D", "-e", "-f", str(cfg)],
+                              env={**os.environ, "LOG": str(log)}, capture_output=True, text=True,
+                              start_new_session=True, check=True)
+    return int(launcher.stdout.split()[-1])
 
 
 # ---------------------------------------------------------------- nodes

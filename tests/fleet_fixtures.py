@@ -1,0 +1,74 @@
+"""Fixtures for tests on a real local fleet: Invoke contexts with their own state and shared root, sample images.
+
+As root the shared root must sit below root-owned folders that nobody else can write (sshd chroots into it),
+so the tests keep it under /var/lib/fleetbook-tests; without root, under pytest's tmp_path.
+Use with ``from fleet_fixtures import *  # noqa: F403`` in a test module.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from invoke import Config, Context
+
+from playbooks.config import DEFAULTS, REPO
+
+__all__ = ["make_ctx", "fleet_base", "ROOT", "INVOKE", "invoke_cli", "fleet_processes"]
+
+ROOT = os.geteuid() == 0
+INVOKE = str(Path(sys.executable).with_name("invoke"))
+
+
+def make_ctx(base: Path, **settings) -> Context:
+    """A Context with the project's defaults, its state and shared disk below ``base``, and ``settings``."""
+    defaults = copy.deepcopy(DEFAULTS)
+    defaults["fleet"]["state_dir"] = str(base / "state")
+    defaults["shared"]["root"] = str(base / "data")
+    defaults["fleet"]["ready_timeout"] = 30.0
+    for dotted, value in settings.items():
+        sub, key = dotted.split("__")
+        defaults[sub][key] = value
+    cfg = Config(overrides={"run": {"hide": True}})
+    cfg.load_collection(defaults)
+    return Context(config=cfg)
+
+
+@pytest.fixture(scope="module")
+def fleet_base(tmp_path_factory):
+    if ROOT:
+        base = Path("/var/lib/fleetbook-tests") / secrets.token_hex(4)
+        base.mkdir(parents=True, mode=0o755)
+        os.chmod(base.parent, 0o755)
+    else:
+        base = tmp_path_factory.mktemp("fleet")
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def invoke_cli(base: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the real `invoke` command of the repository, as a user would, against ``base``."""
+    env = dict(os.environ, INVOKE_FLEET_STATE_DIR=str(base / "state"), INVOKE_SHARED_ROOT=str(base / "data"),
+               COLUMNS="200")
+    return subprocess.run([INVOKE, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def fleet_processes(fleet: str) -> list[str]:
+    """Command lines of every process that still belongs to the fleet (its daemons, mounts or workloads)."""
+    import psutil
+    found = []
+    for proc in psutil.process_iter(["cmdline", "username"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            env = proc.environ().get("FLEETBOOK_NODE", "")
+            if env.startswith(fleet + "/") or f"/{fleet}/" in cmd or (proc.info["username"] or "").startswith(
+                    f"fb-{fleet}-"):
+                found.append(f"{proc.pid} {cmd}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
