@@ -1,6 +1,7 @@
 """The whole runbook on a real 3-node local fleet: real sshd daemons, real sshfs mounts, real workloads."""
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import secrets
@@ -113,8 +114,7 @@ def test_node_key_can_do_sftp_only(up):
     head = json.loads((fdir / "head" / "head.json").read_text())
     ssh = ["ssh", "-i", str(fdir / "node_ed25519"), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
            "-o", f"UserKnownHostsFile={fdir / 'nodes' / (NAME + '-0') / 'home' / '.ssh' / 'known_hosts'}",
-           "-o", "StrictHostKeyChecking=yes", "-p", str(head["port"]), f"{os.environ.get('USER', 'root')}@{head['host']}"
-           if not ROOT else f"root@{head['host']}"]
+           "-o", "StrictHostKeyChecking=yes", "-p", str(head["port"]), f"{getpass.getuser()}@{head['host']}"]
     shell = subprocess.run([*ssh, "echo", "SHELL-RAN"], capture_output=True, text=True, timeout=30)
     assert "SHELL-RAN" not in shell.stdout
     assert shell.returncode != 0
