@@ -40,7 +40,9 @@ def mount_command(node, head) -> str:
     opts = ",".join([
         "reconnect", "ServerAliveInterval=5", "ServerAliveCountMax=3", "BatchMode=yes",
         "StrictHostKeyChecking=yes", "IdentitiesOnly=yes", f"Port={head.port}",
-        "KexAlgorithms=curve25519-sha256",
+        "KexAlgorithms=curve25519-sha256", "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com",
+        # no directory cache: a folder the head deleted and made again must not look stale on the nodes
+        "dir_cache=no",
     ])
     target = q(f"{head.user}@{head.host}:{head.remote_path}")
     return (f"mkdir -p {mp} && if {is_mounted(mp)} && ls {mp} >/dev/null 2>&1; then echo already; else "

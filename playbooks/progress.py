@@ -13,6 +13,7 @@ import time
 from invoke import task
 from invoke.exceptions import Exit
 from rich.console import Console
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -62,6 +63,13 @@ def cost(c, record: dict, elapsed: float) -> float | None:
         return prov.cost_so_far(c, record, elapsed)
     price = float(c.config.fleet.price_per_hour)
     return round(price * len(record["nodes"]) * elapsed / 3600, 4) if price else None
+
+
+def as_json(snap: dict) -> dict:
+    """What `--json` prints: the run's numbers and, per node, name, rate, last seen and state."""
+    keys = ("run_id", "total", "done", "failed", "rate_per_s", "eta_s", "elapsed_s", "cost_usd")
+    return {k: snap[k] for k in keys} | {"nodes": [{k: n[k] for k in ("name", "rate_per_s", "last_seen_s", "state")}
+                                                   for n in snap["nodes"]]}
 
 
 def finished(snap: dict) -> bool:
@@ -127,17 +135,22 @@ def progress(c, watch=False, json_=False, failed=False, run_id=""):
     """Done / failed / rate / ETA / cost of a run, counted on the head's own disk."""
     record = runstate.load_run(c, run_id)
     poll = float(c.config.job.poll)
-    while True:
-        snap = snapshot(c, record)
-        if json_:
-            print(json.dumps({k: v for k, v in snap.items() if k != "workload"}
-                             | {"nodes": [{k: n[k] for k in ("name", "rate_per_s", "last_seen_s", "state")}
-                                          for n in snap["nodes"]]}), flush=True)
-        else:
-            console.print(table(snap))
-        if not watch or finished(snap):
-            break
-        time.sleep(poll)
+    snap = snapshot(c, record)
+    if json_:
+        while True:
+            print(json.dumps(as_json(snap)), flush=True)
+            if not watch or finished(snap):
+                break
+            time.sleep(poll)
+            snap = snapshot(c, record)
+    elif watch:
+        with Live(table(snap), console=console, refresh_per_second=4) as live:
+            while not finished(snap):
+                time.sleep(poll)
+                snap = snapshot(c, record)
+                live.update(table(snap))
+    else:
+        console.print(table(snap))
     if failed and not json_:
         show_failed(c, record)
     sys.stdout.flush()
