@@ -40,7 +40,7 @@ def mount_command(node, head) -> str:
     opts = ",".join([
         "reconnect", "ServerAliveInterval=5", "ServerAliveCountMax=3", "BatchMode=yes",
         "StrictHostKeyChecking=yes", "IdentitiesOnly=yes", f"Port={head.port}",
-        "KexAlgorithms=curve25519-sha256", "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com",
+        "KexAlgorithms=curve25519-sha256", "Ciphers=aes128-gcm@openssh.com",
         # no directory cache: a folder the head deleted and made again must not look stale on the nodes
         "dir_cache=no",
     ])
