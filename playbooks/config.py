@@ -28,6 +28,8 @@ DEFAULTS = {
         "head_port": 2299,         # port of the fleet's own SFTP-only head sshd
         "isolation": "auto",       # auto | user | none: per-node Unix users + mount namespaces need root
         "cores_per_node": 1,       # what a local node counts as its cores (they share one machine)
+        "netns": False,            # root only: each node in its own network namespace, linked by a veth to a
+                                   # fleet bridge (10.213.<k>.0/24), so one node's link can be cut or slowed
     },
     "shared": {
         "root": "data",            # the shared disk on the head, relative to the repo unless absolute

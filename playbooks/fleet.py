@@ -57,12 +57,13 @@ def uptime(started_at) -> str:
 
 def show(nodes, title: str) -> None:
     table = Table(title=title, title_justify="left")
-    for col in ("node", "address", "state", "uptime", "user", "isolation"):
+    links = any(n.labels.get("link") for n in nodes)
+    for col in ("node", "address", "state", "uptime", "user", "isolation", *(["link"] if links else [])):
         table.add_column(col)
     for n in nodes:
         iso = n.labels.get("isolation", "-")
         table.add_row(n.name, f"{n.host}:{n.port}", n.state, uptime(n.started_at), n.user,
-                      "reduced (not root)" if iso == "none" else iso)
+                      "reduced (not root)" if iso == "none" else iso, *([n.labels.get("link", "-")] if links else []))
     console.print(table)
 
 

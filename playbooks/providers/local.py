@@ -28,6 +28,7 @@ from invoke.exceptions import Exit
 
 from .. import sshkeys
 from ..config import state_dir
+from . import netns
 from . import RUNNING, TERMINATED, UNREACHABLE, FleetSpec, Node, NodesNotReady
 
 SSHD = "/usr/sbin/sshd"
@@ -51,6 +52,14 @@ def isolation(c) -> str:
     if wanted == "user" and os.geteuid() != 0:
         raise Exit("local.isolation=user needs root: run as root or set INVOKE_LOCAL_ISOLATION=none")
     return "user" if (wanted == "user" or (wanted == "auto" and os.geteuid() == 0)) else "none"
+
+
+def use_netns(c, mode: str) -> bool:
+    if not c.config.local.netns:
+        return False
+    if mode != "user":
+        raise Exit("local.netns needs root (and local.isolation user): unset INVOKE_LOCAL_NETNS or run as root")
+    return True
 
 
 def _check_tools() -> None:
@@ -237,7 +246,7 @@ def _python() -> str:
     return str(venv) if venv.exists() else shutil.which("python3") or "python3"
 
 
-def _create_node(c, fleet: str, index: int, host: str, mode: str) -> Node:
+def _create_node(c, fleet: str, index: int, host: str, mode: str, net: dict | None = None) -> Node:
     fdir = fleet_dir(c, fleet)
     name = f"{fleet}-{index}"
     ndir = node_dir(c, fleet, name)
@@ -260,7 +269,9 @@ def _create_node(c, fleet: str, index: int, host: str, mode: str) -> Node:
         ids = pwd.getpwnam(user)
         # A private mount namespace: the node's tmpfs at the mountpoint (owned by the node's user, so its
         # sshfs can mount there) is seen by this node only; it vanishes with the node's last process.
-        wrapper = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+        link = netns.add_node(net, fleet, index, host) if net else None
+        wrapper = [*(netns.exec_prefix(fleet, index) if net else []),
+                   "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
                    f"mount -t tmpfs -o size=1m,mode=0755,uid={ids.pw_uid},gid={ids.pw_gid} fleetbook "
                    f"{mountpoint} && exec \"$0\" \"$@\""]
     else:
@@ -284,6 +295,8 @@ def _create_node(c, fleet: str, index: int, host: str, mode: str) -> Node:
     labels = {"fleet": fleet, "node": name, "index": index, "host": host, "port": port, "user": user,
               "isolation": mode, "home": str(home), "mountpoint": mountpoint, "python": _python(),
               "created_at": time.time()}
+    if mode == "user" and net:
+        labels.update(netns=netns.ns_name(fleet, index), link=link)
     (ndir / "node.json").write_text(json.dumps(labels, indent=1))
     pid = start_sshd(cfg, ndir / "sshd.log", wrapper)
     labels["pid"] = pid
@@ -305,7 +318,8 @@ def ensure_head_address(c, fleet: str) -> dict:
     if head_json.exists():
         return json.loads(head_json.read_text())
     port = int(c.config.local.head_port)
-    head = {"host": allocate_address(c, port), "port": port}
+    net = netns.read(fleet_dir(c, fleet))
+    head = {"host": net["gateway"] if net else allocate_address(c, port), "port": port}
     head_json.write_text(json.dumps(head))
     return head
 
@@ -329,6 +343,8 @@ def create(c, spec: FleetSpec) -> list[Node]:
     if spec.dry_run or gap <= 0:
         return existing
     ensure_fleet(c, spec.name)
+    if use_netns(c, mode):
+        netns.ensure_bridge(state_dir(c), fleet_dir(c, spec.name), spec.name)
     ensure_head_address(c, spec.name)
     for dead in (n for n in existing if n.state == TERMINATED):  # a vanished node is gone, as in a cloud
         _remove_node(c, spec.name, dead)
@@ -337,10 +353,11 @@ def create(c, spec: FleetSpec) -> list[Node]:
     created = []
     taken: set[str] = set()
     try:
+        net = netns.read(fleet_dir(c, spec.name))
         for index in indices:
-            host = allocate_address(c, int(c.config.local.port), taken)
+            host = netns.node_address(net, index) if net else allocate_address(c, int(c.config.local.port), taken)
             taken.add(host)
-            created.append(_create_node(c, spec.name, index, host, mode))
+            created.append(_create_node(c, spec.name, index, host, mode, net))
     except BaseException:
         for node in created:  # nothing half-created stays behind
             _remove_node(c, spec.name, node)
@@ -391,6 +408,8 @@ def _is_fuse_mount(path: str) -> bool:
 def _remove_node(c, name: str, node: Node) -> None:
     kill_node(c, name, node.name)
     labels = node.labels or {}
+    if labels.get("netns"):
+        netns.remove_node(labels["netns"])
     if labels.get("isolation") == "user":
         _remove_user(labels["user"])
     sshkeys.unpin(fleet_dir(c, name) / "known_hosts", node.host, node.port)
@@ -410,6 +429,7 @@ def terminate(c, name: str, dry_run: bool = False) -> int:
         if not nodes:
             break
     head.stop(c, name)
+    netns.remove_bridge(fleet_dir(c, name))
     shutil.rmtree(fleet_dir(c, name), ignore_errors=True)
     if nodes:
         raise Exit(f"{len(nodes)} node(s) of {name} would not go away: {', '.join(n.name for n in nodes)}")
