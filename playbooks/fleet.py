@@ -77,14 +77,18 @@ def show(nodes, title: str) -> None:
     "dry_run": "print what would be created and create nothing",
     "wait": "wait until every node answers SSH (--no-wait returns once the provider accepted them)",
 })
-def create(c, n=0, name="", provider="", spot=True, min=0, ttl=0.0, dry_run=False, wait=True):
+def create(c, n=0, name="", provider="", spot=True, min=0, ttl="", dry_run=False, wait=True):
     """Start a fleet of N nodes, or grow one to N (idempotent)."""
     if n < 1:
         raise Exit("say how many nodes: invoke fleet.create -n 3 (or --n 3)")
+    try:
+        ttl_hours = float(ttl) if ttl else float(c.config.fleet.ttl_hours)
+    except ValueError:
+        raise Exit(f"--ttl {ttl!r} is not a number of hours: e.g. --ttl 2.5") from None
     name = fleet_name(c, name)
     prov = provider_of(c, provider)
     spec = FleetSpec(name=name, count=n, provider=prov.__name__.rsplit(".", 1)[-1], spot=spot,
-                     min_count=min or None, ttl_hours=ttl or float(c.config.fleet.ttl_hours),
+                     min_count=min or None, ttl_hours=ttl_hours,
                      dry_run=dry(c, dry_run), wait=wait)
     if hasattr(prov, "estimate"):
         console.print(prov.estimate(c, spec))
