@@ -13,16 +13,15 @@ import base64
 import json as jsonlib
 import shlex
 import sys
-import time
 import zlib
 from pathlib import Path
 
 from invoke import task
 from invoke.exceptions import Exit
 
-from playbooks import providers, remote
-from playbooks.config import shared_root
-from playbooks.overhead_verdict import Verdict, classify, fleet_line, timeline
+from playbooks import remote, runstate
+from playbooks.fleet import nodes_or_exit
+from playbooks.overhead_verdict import SHARED_FIGURES, Verdict, classify, fleet_line, timeline
 
 SAMPLER = Path(__file__).with_name("overhead_sample.py")
 MARKER = "FLEETBOOK_NODE"
@@ -39,7 +38,7 @@ def sampler_command(python: str, seconds: float, match: str) -> str:
     """One shell command that runs the sampler on a node without copying a file there first."""
     code = base64.b64encode(zlib.compress(SAMPLER.read_bytes(), 9)).decode()
     boot = f"import base64,zlib;exec(compile(zlib.decompress(base64.b64decode('{code}')),'overhead_sample.py','exec'))"
-    return " ".join([python, "-c", shlex.quote(boot), "--seconds", str(seconds), "--match", shlex.quote(match)])
+    return " ".join([shlex.quote(python), "-c", shlex.quote(boot), "--seconds", str(seconds), "--match", shlex.quote(match)])
 
 
 def parse_sampler_output(stdout: str) -> dict:
@@ -73,36 +72,43 @@ def make_sampler(fleet: str, seconds: float, timeout: float):
 
 
 # ---------------------------------------------------------------------------------------------- heartbeats
-def read_heartbeats(c, nodes) -> dict:
-    """{node name: heartbeat dict} of the latest run, read on the head's own disk; {} when there is no run."""
-    runs = shared_root(c) / ".fleetbook" / "runs"
+def read_run_state(c, nodes) -> dict:
+    """{node name: (heartbeat, status)} of the latest run, read on the head's own disk; {} without a run.
+
+    status is runstate's: done / failed / running / lost / starting."""
     try:
-        run_id = (runs / "LATEST").read_text().strip()
+        run_id = (runstate.runs_dir(c) / "LATEST").read_text().strip()
     except OSError:
         return {}
+    record = runstate.read_json(runstate.run_dir(c, run_id) / "run.json")
+    if not record:
+        return {}
+    in_run = {e["name"] for e in record.get("nodes", [])}
+    lost_after = float(c.config.job.lost_after)
     out = {}
     for n in nodes:
-        try:
-            out[n.name] = jsonlib.loads((runs / run_id / "nodes" / n.name / "heartbeat.json").read_text())
-        except (OSError, ValueError):
-            continue
+        if n.name in in_run:
+            beat, exit_ = runstate.node_files(c, run_id, n.name)
+            out[n.name] = (beat, runstate.node_status(record, n.name, beat, exit_, lost_after))
     return out
 
 
-def items_rate(before: dict | None, after: dict | None, now: float, lost_after: float) -> float | None:
+def items_rate(before: dict | None, after: dict | None, status: str | None) -> float | None:
     """Items/s of one node over the sampling window: from the heartbeat's done counter if it moved, else its
-    own rate_per_s; 0 when the run is finished or the heartbeat is stale; None without a heartbeat."""
+    own rate_per_s; 0 when its run is over or lost; None without a heartbeat."""
     if not after:
         return None
-    if after.get("total") and after.get("done", 0) + after.get("skipped", 0) + after.get("failed", 0) >= after["total"]:
+    if status not in (None, "running"):
         return 0.0
-    if now - float(after.get("updated_at") or 0) > lost_after:
-        return 0.0
-    if before and float(after.get("updated_at") or 0) > float(before.get("updated_at") or 0) \
-            and before.get("started_at") == after.get("started_at"):
-        dt = float(after["updated_at"]) - float(before["updated_at"])
-        return max(0.0, (after.get("done", 0) - before.get("done", 0)) / dt)
+    t0, t1 = float((before or {}).get("updated_at") or 0), float(after.get("updated_at") or 0)
+    if before and t1 > t0 and before.get("started_at") == after.get("started_at"):
+        return round(max(0.0, (after.get("done", 0) - before.get("done", 0)) / (t1 - t0)), 3)
     return float(after.get("rate_per_s") or 0.0)
+
+
+def own_link(node) -> bool:
+    """A local node in its own network namespace (``local.netns``) has its own link: its network is its own."""
+    return bool((node.labels or {}).get("link"))
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -115,8 +121,8 @@ def as_json(fleet: str, seconds: float, shared: bool, cores, verdicts: list[Verd
             "rss_mb", "majflt_s", "mem_used_pct", "swap_mb_s", "load1", "procs", "items_per_s", "error")
     return {
         "fleet": fleet, "seconds": seconds, "shared_machine": shared, "cores_per_node": cores,
-        "shared_figures": list(verdicts[0].shared) if verdicts and verdicts[0].shared else [],
-        "nodes": {v.node: {"verdict": v.verdict, "lever": v.lever,
+        "shared_figures": [k for k in SHARED_FIGURES if any(k in v.shared for v in verdicts)],
+        "nodes": {v.node: {"verdict": v.verdict, "lever": v.lever, "shared": list(v.shared),
                            **{k: v.figures[k] for k in keep if k in v.figures}} for v in verdicts},
         "fleet_line": fleet_line([v for v in verdicts if v.verdict != NO_DATA]),
     }
@@ -130,22 +136,22 @@ def print_table(fleet: str, shared: bool, cores, verdicts: list[Verdict], line: 
     from rich.console import Console
     from rich.table import Table
 
-    star = "*" if shared else ""
-    t = Table(title=f"overhead of fleet {fleet}", show_lines=False)
-    for col, just in (("node", "left"), ("verdict", "left"), ("busy cores", "right"), ("CPU %", "right"),
-                      ("iowait %", "right"), ("net wait %", "right"), ("disk MB/s", "right"),
-                      (f"net MB/s{star}", "right"), ("RSS MB", "right"), (f"mem %{star}", "right"),
-                      ("items/s", "right"), ("lever", "left")):
-        t.add_column(col, justify=just, overflow="fold")
+    net_shared = any("net_mb_s" in v.shared for v in verdicts)
+    star = "*" if net_shared else ""
+    t = Table(title=f"overhead of fleet {fleet}", title_justify="left")
+    for col in ("node", "verdict", "cores busy", "iowait %", "net wait %", "disk MB/s", f"net MB/s{star}",
+                "RSS MB", "items/s"):
+        t.add_column(col, justify="left" if col in ("node", "verdict") else "right")
+    t.add_column("lever", min_width=36, ratio=1, overflow="fold")
     for v in verdicts:
         f = v.figures
         if v.verdict == NO_DATA:
-            t.add_row(v.node, f"[red]{NO_DATA}[/red]", *["-"] * 9, f.get("error", ""))
+            t.add_row(v.node, f"[red]{NO_DATA}[/red]", *["-"] * 7, f.get("error", ""))
             continue
         busy = f"{_fmt(min(max(f['busy_cores'], f['run_threads']), f['cores']))}/{f['cores']:g}"
-        t.add_row(v.node, v.verdict, busy, _fmt(f["cpu_pct"], ".0f"), _fmt(f["iowait_pct"], ".0f"),
-                  _fmt(f["net_wait_pct"], ".0f"), _fmt(f["disk_mb_s"]), _fmt(f["net_mb_s"]), _fmt(f["rss_mb"], ".0f"),
-                  _fmt(f["mem_used_pct"], ".0f"), _fmt(f.get("items_per_s")), v.lever.split(": ", 1)[-1])
+        t.add_row(v.node, v.verdict, busy, _fmt(f["iowait_pct"], ".0f"), _fmt(f["net_wait_pct"], ".0f"),
+                  _fmt(f["disk_mb_s"]), _fmt(f["net_mb_s"]), _fmt(f["rss_mb"], ".0f"), _fmt(f.get("items_per_s")),
+                  v.lever.split(": ", 1)[-1])
     con = Console()
     con.print(t)
     total = "unknown (no heartbeats)" if line["items_per_s"] is None else f"{line['items_per_s']:.1f} items/s"
@@ -153,17 +159,20 @@ def print_table(fleet: str, shared: bool, cores, verdicts: list[Verdict], line: 
     if slow:
         rate = "" if slow["items_per_s"] is None else f", {slow['items_per_s']:.1f} items/s"
         slow_txt = f"slowest {slow['node']}{rate}: {slow['lever']}"
+    elif line["nodes"]:
+        slow_txt = "no node is working"
     else:
         slow_txt = "no node answered"
-    con.print(f"fleet: {line['nodes']} node(s), {total}; {slow_txt}", markup=False, highlight=False)
+    con.print(f"fleet: {line['nodes']} node(s), {total}; {slow_txt}", markup=False, highlight=False, soft_wrap=True)
     if shared:
-        con.print(f"* shared: local nodes run on one machine, so net MB/s, memory, load and IOPS are machine-wide "
-                  f"(the same for every node); CPU, waits, disk MB/s and RSS come from each node's own processes "
-                  f"({MARKER}={fleet}/<node>), cores = local.cores_per_node = {cores}.",
-                  markup=False, highlight=False)
+        net = ("net MB/s (and memory, swap, load, IOPS in --json) are machine-wide" if net_shared else
+               "memory, swap, load and IOPS (in --json) are machine-wide; net MB/s is each node's own link")
+        con.print(f"{star or '-'} shared: local nodes run on one machine, so {net} (the same for every node); CPU, "
+                  f"waits, disk MB/s and RSS come from each node's own processes ({MARKER}={fleet}/<node>), "
+                  f"cores = local.cores_per_node = {cores}.", markup=False, highlight=False, soft_wrap=True)
 
 
-def write_plot(path: Path, series: dict, cores, shared: bool) -> None:
+def write_plot(path: Path, series: dict, cores, shared: bool, own_net: set | frozenset = frozenset()) -> None:
     """A PNG timeline: CPU %, iowait %, disk MB/s and network MB/s per node (matplotlib Agg)."""
     try:
         import matplotlib
@@ -173,11 +182,11 @@ def write_plot(path: Path, series: dict, cores, shared: bool) -> None:
     import matplotlib.pyplot as plt
 
     panels = (("cpu_pct", "CPU %"), ("iowait_pct", "iowait %"), ("disk_mb_s", "disk MB/s"),
-              ("net_mb_s", "network MB/s" + (" (machine-wide)" if shared else "")))
+              ("net_mb_s", "network MB/s" + (" (machine-wide)" if shared and len(own_net) < len(series) else "")))
     fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(9, 8), constrained_layout=True)
     t0 = min((s.get("started_at") or 0.0) for s in series.values()) if series else 0.0
     for node, s in sorted(series.items()):
-        tl = timeline(s, cores=cores, shared=shared)
+        tl = timeline(s, cores=cores, shared=shared, own_net=node in own_net)
         shift = (s.get("started_at") or t0) - t0
         xs = [x + shift for x in tl["t"]]
         for ax, (key, _) in zip(axes, panels):
@@ -189,11 +198,15 @@ def write_plot(path: Path, series: dict, cores, shared: bool) -> None:
     axes[1].set_ylim(0, 105)
     axes[-1].set_xlabel("seconds")
     if series:
-        axes[0].legend(loc="upper right", fontsize="small", ncol=min(4, len(series)))
+        axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.suptitle("fleetbook overhead" + (" (local fleet: shared machine)" if shared else ""))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=90)
+    except OSError as exc:
+        raise Exit(f"cannot write the plot {path}: {exc.strerror or exc}; pick another --plot path") from None
+    finally:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------- the task
@@ -202,28 +215,25 @@ def write_plot(path: Path, series: dict, cores, shared: bool) -> None:
     "json": "print only a JSON object to stdout: verdict and lever (and figures) per node",
     "plot": "also write a PNG timeline of CPU, iowait, disk and network per node to this file",
     "name": "fleet name (default: fleet.name)",
+    "provider": "local, gcp or aws (default: fleet.provider)",
 })
-def overhead(c, seconds=10, json=False, plot="", name=""):
-    """Sample every node for a few seconds and say what holds each back, with the lever to pull."""
-    fleet = name or c.config.fleet.name
+def overhead(c, seconds=10, json_=False, plot="", name="", provider=""):
+    """What holds each node back (CPU, disk, network, memory...) and the lever to pull.
+
+    Samples every running node in parallel for --seconds, then prints a table with one row per node and a
+    fleet line (total items/s, the slowest node and why)."""
     if not 1 <= seconds <= MAX_SECONDS:
         raise Exit(f"--seconds must be between 1 and {MAX_SECONDS}, got {seconds}")
     if plot and not plot.lower().endswith(".png"):
         raise Exit(f"--plot writes a PNG: give a file name ending in .png, got {plot!r}")
-    provider_name = c.config.fleet.provider
-    provider = providers.get(provider_name)
-    nodes = [n for n in provider.list_nodes(c, fleet) if n.state == providers.RUNNING]
-    if not nodes:
-        raise Exit(f"fleet {fleet!r} has no running nodes: create it with `invoke fleet.create --name {fleet}` "
-                   f"(provider {provider_name})")
-    shared = provider_name == "local"
-    cores = c.config.local.cores_per_node if shared else None
+    fleet, nodes = nodes_or_exit(c, name, provider)
+    shared = (provider or c.config.fleet.provider) == "local"
+    cores = int(c.config.local.cores_per_node) if shared else None
 
-    hb_before = read_heartbeats(c, nodes)
+    before = read_run_state(c, nodes)
     timeout = seconds + 2 * float(c.config.fleet.ssh_timeout)
     results = fan_out(c, fleet, nodes, make_sampler(fleet, seconds, timeout), step="overhead")
-    hb_after = read_heartbeats(c, nodes)
-    now = time.time()
+    after = read_run_state(c, nodes)
 
     verdicts, series = [], {}
     by_name = {r.node.name: r for r in results}
@@ -233,16 +243,17 @@ def overhead(c, seconds=10, json=False, plot="", name=""):
             verdicts.append(no_data(n.name, str(getattr(r, "error", None) or "no result")))
             continue
         series[n.name] = r.value
-        rate = items_rate(hb_before.get(n.name), hb_after.get(n.name), now, float(c.config.job.lost_after))
+        beat, status = after.get(n.name, (None, None))
+        rate = items_rate(before.get(n.name, (None, None))[0], beat, status)
         try:
-            verdicts.append(classify(r.value, node=n.name, cores=cores, shared=shared,
-                                     heartbeat=hb_after.get(n.name), items_per_s=rate))
+            verdicts.append(classify(r.value, node=n.name, cores=cores, shared=shared, own_net=own_link(n),
+                                     heartbeat=beat, run_status=status, items_per_s=rate))
         except (ValueError, KeyError, TypeError) as exc:
             verdicts.append(no_data(n.name, f"unreadable samples ({exc})"))
 
     if plot:
-        write_plot(Path(plot), series, cores, shared)
-    if json:
+        write_plot(Path(plot), series, cores, shared, {n.name for n in nodes if own_link(n)})
+    if json_:
         print(jsonlib.dumps(as_json(fleet, seconds, shared, cores, verdicts), indent=2))
         if plot:
             print(f"wrote {plot}", file=sys.stderr)

@@ -286,11 +286,11 @@ def sample(args) -> dict:
     for i in range(n_samples):
         start = t_prev
         # which processes are "netty" (have a socket or a network file open) decides what poll waits mean
-        netty, conns, nfiles = {}, 0, 0
+        netty, netfiles, conns, nfiles = {}, {}, 0, 0
         for pid, p in procs.items():
             c_, f_ = _net_endpoints(p, net_mounts)
             conns, nfiles = conns + c_, nfiles + f_
-            netty[pid] = bool(c_ or f_)
+            netty[pid], netfiles[pid] = bool(c_ or f_), f_
         counts = {pid: {"run": 0, "disk": 0, "net": 0, "maybe_net": 0, "other": 0} for pid in procs}
         plumbing = {pid: (prev.get(pid) or {}).get("name", "") in PLUMBING for pid in procs}
         looks = 0
@@ -330,9 +330,14 @@ def sample(args) -> dict:
                 # did something this second (ran, read or wrote, or woke up a few times): its socket waits are
                 # real waits on the network, not an idle server waiting for work
                 busy = d_cpu >= 0.005 or d_chars > 0 or d_ctx >= 5 * dt
+                # Waiting in D on a file of a network filesystem (sshfs, NFS) looks like waiting on a disk
+                # (the page cache waits for the read either way): without block I/O of its own in that
+                # second, a process with such a file open waits on the network.
+                d_block = max(c["io"][0] - base["io"][0], 0) + max(c["io"][1] - base["io"][1], 0)
+                on_net = netfiles.get(pid, 0) > 0 and d_block < 64 * 1024
                 states["run"] += k["run"]
-                states["disk"] += k["disk"]
-                states["net"] += k["net"] + (k["maybe_net"] if busy else 0)
+                states["disk"] += 0 if on_net else k["disk"]
+                states["net"] += k["net"] + (k["disk"] if on_net else 0) + (k["maybe_net"] if busy else 0)
                 states["other"] += k["other"] + (0 if busy else k["maybe_net"])
             cpu_u += max(c["cpu"][0] - base["cpu"][0], 0.0)
             cpu_s += max(c["cpu"][1] - base["cpu"][1], 0.0)

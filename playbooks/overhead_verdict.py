@@ -53,8 +53,17 @@ def _mean(values) -> float:
     return fmean(values) if values else 0.0
 
 
-def summarize(series: dict, *, cores: float | None = None, shared: bool = False) -> dict:
-    """Average figures of a node over its samples, as the node sees them (see the module docstring)."""
+def _lo(shared: bool, own_net: bool) -> float:
+    """How much loopback traffic counts as the node's network: on a shared machine without own links the
+    nodes talk to the head over loopback; with its own link (or on a cloud node) loopback stays inside."""
+    return 1.0 if shared and not own_net else 0.0
+
+
+def summarize(series: dict, *, cores: float | None = None, shared: bool = False, own_net: bool = False) -> dict:
+    """Average figures of a node over its samples, as the node sees them (see the module docstring).
+
+    ``own_net``: on a shared machine, the node still has its own network link (a local node in its own
+    network namespace), so its network figures are its own."""
     samples = series.get("samples") or []
     if not samples:
         raise ValueError("no samples in the series")
@@ -81,7 +90,7 @@ def summarize(series: dict, *, cores: float | None = None, shared: bool = False)
         "machine_iowait_pct": mach_iowait,
         "machine_disk_mb_s": _mean(x["disk_read_mb_s"] + x["disk_write_mb_s"] for x in m),
         "disk_iops": _mean(x["disk_read_iops"] + x["disk_write_iops"] for x in m),
-        "net_mb_s": _mean(x["net_rx_mb_s"] + x["net_tx_mb_s"] + (x.get("lo_mb_s", 0.0) if shared else 0.0) for x in m),
+        "net_mb_s": _mean(x["net_rx_mb_s"] + x["net_tx_mb_s"] + _lo(shared, own_net) * x.get("lo_mb_s", 0.0) for x in m),
         "load1": _mean(x["load1"] for x in m),
         "mem_used_pct": _mean(x["mem_used_pct"] for x in m),
         "swap_mb_s": _mean(x["swap_in_mb_s"] + x["swap_out_mb_s"] for x in m),
@@ -105,7 +114,7 @@ def summarize(series: dict, *, cores: float | None = None, shared: bool = False)
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in f.items()}
 
 
-def timeline(series: dict, *, cores: float | None = None, shared: bool = False) -> dict:
+def timeline(series: dict, *, cores: float | None = None, shared: bool = False, own_net: bool = False) -> dict:
     """Per-sample CPU %, iowait %, disk MB/s and network MB/s of one node, for a plot (same rules as summarize)."""
     samples = series.get("samples") or []
     cpu_count = series.get("cpu_count") or (len(samples[0]["machine"]["cpu"]) if samples else 1)
@@ -128,7 +137,7 @@ def timeline(series: dict, *, cores: float | None = None, shared: bool = False) 
         out["cpu_pct"].append(min(100.0, 100.0 * busy / cores))
         out["iowait_pct"].append(iowait)
         out["disk_mb_s"].append(disk)
-        out["net_mb_s"].append(m["net_rx_mb_s"] + m["net_tx_mb_s"] + (m.get("lo_mb_s", 0.0) if shared else 0.0))
+        out["net_mb_s"].append(m["net_rx_mb_s"] + m["net_tx_mb_s"] + _lo(shared, own_net) * m.get("lo_mb_s", 0.0))
     return out
 
 
@@ -139,15 +148,17 @@ def _finished(hb: dict | None) -> bool:
 
 
 def classify(series: dict, *, node: str = "", cores: float | None = None, shared: bool = False,
-             heartbeat: dict | None = None, items_per_s: float | None = None) -> Verdict:
-    """The verdict for one node from its sample series (and, if known, its heartbeat and items/s)."""
-    f = summarize(series, cores=cores, shared=shared)
+             own_net: bool = False, heartbeat: dict | None = None, run_status: str | None = None,
+             items_per_s: float | None = None) -> Verdict:
+    """The verdict for one node from its sample series (and, if known, its heartbeat, the status of its part
+    of the run: done / failed / running / lost / starting, and its items/s)."""
+    f = summarize(series, cores=cores, shared=shared, own_net=own_net)
     f["items_per_s"] = items_per_s
     cores = f["cores"]
     busy, run = f["busy_cores"], f["run_threads"]
     demand = max(busy, run)
     cpu, iow, netw = f["cpu_pct"], f["iowait_pct"], f["net_wait_pct"]
-    shared_names = SHARED_FIGURES if shared else ()
+    shared_names = tuple(k for k in SHARED_FIGURES if not (own_net and k == "net_mb_s")) if shared else ()
 
     def out(verdict: str, why: str, lever: str) -> Verdict:
         return Verdict(node, verdict, f"{verdict}: {why}; {lever}", f, shared_names)
@@ -157,10 +168,14 @@ def classify(series: dict, *, node: str = "", cores: float | None = None, shared
     if not shared and not f["has_procs"]:
         active = active or f["machine_busy_cores"] >= ACTIVE_CORES or f["machine_iowait_pct"] >= WAIT_PCT
     if not active:
-        if _finished(heartbeat):
-            hb = heartbeat
-            return out(IDLE, f"run finished ({hb.get('done', 0)} of {hb['total']} items done)",
+        if _finished(heartbeat) or run_status in ("done", "failed"):
+            hb = heartbeat or {}
+            items = (f" ({hb.get('done', 0)} done, {hb.get('skipped', 0)} skipped, {hb.get('failed', 0)} failed"
+                     f" of {hb['total']})" if hb.get("total") else "")
+            return out(IDLE, f"run finished{items}",
                        "start the next run (invoke run) or tear the fleet down (invoke teardown)")
+        if run_status == "lost":
+            return out(IDLE, "the workload stopped (no heartbeat)", "read the node's log (invoke progress)")
         if not f["procs"]:
             return out(IDLE, "nothing running", "start a run (invoke run) or tear the fleet down (invoke teardown)")
         return out(IDLE, f"{f['procs']} process(es), all asleep", "check the workload's log (invoke progress)")
@@ -175,12 +190,13 @@ def classify(series: dict, *, node: str = "", cores: float | None = None, shared
                    "run fewer workers per node or smaller chunks, or pick a machine type with more memory")
 
     if demand >= BUSY_SHARE * cores:
-        why = f"{_num(min(demand, cores))} of {_num(cores)} cores busy (CPU {cpu:.0f}%)"
-        if run - busy >= STARVED_CORES:
-            why += (f", {_num(run)} threads runnable but only {_num(busy)} cores got: "
-                    + ("the machine is shared by more nodes than it has cores" if shared
-                       else "CPU stolen or oversubscribed"))
-        return out(COMPUTE, why, "add nodes or a bigger machine type, or make each item cheaper (profile it)")
+        if run - busy >= STARVED_CORES:  # runnable, but the CPU went elsewhere
+            why = f"CPU-starved: {_num(run)} threads runnable but CPU {cpu:.0f}% of {_num(cores)} cores"
+            lever = ("the machine is shared with other nodes or work: run fewer nodes per machine, or add machines"
+                     if shared else "CPU is stolen or oversubscribed: pick a machine type with dedicated cores")
+            return out(COMPUTE, why, lever)
+        return out(COMPUTE, f"{_num(min(demand, cores))} of {_num(cores)} cores busy (CPU {cpu:.0f}%)",
+                   "add nodes or a bigger machine type, or make each item cheaper (profile it)")
 
     if iow >= WAIT_PCT and f["disk_wait_threads"] >= f["net_wait_threads"]:
         return out(DISK, f"CPU {cpu:.0f}%, iowait {iow:.0f}%",
@@ -197,7 +213,7 @@ def fleet_line(verdicts: list[Verdict]) -> dict:
     rates = {v.node: v.figures.get("items_per_s") for v in verdicts}
     known = {n: r for n, r in rates.items() if r is not None}
     total = sum(known.values()) if known else None
-    working = [v for v in verdicts if v.verdict != IDLE] or list(verdicts)
+    working = [v for v in verdicts if v.verdict != IDLE]
     slowest = None
     if working:
         if any(v.node in known for v in working):
