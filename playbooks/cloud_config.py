@@ -48,6 +48,8 @@ CLOUD_DEFAULTS = {
         "firewall": True,           # create/keep the firewall rule fleetbook-ssh (tag fleetbook)
         "user": "fleet",            # login user, created by the guest agent from the ssh-keys metadata
         "ssh_port": 22,
+        "head": "tunnel",           # how nodes reach the head's disk: tunnel (ssh -R from this machine)
+        "tunnel_port": 2299,        # node-side loopback port of the reverse tunnel to the head
         "price_spot": 0.0,          # USD per node-hour; 0 = GCP_PRICES[machine_type]
         "price_on_demand": 0.0,
         "prices": GCP_PRICES,
@@ -64,6 +66,8 @@ CLOUD_DEFAULTS = {
         "security_group": "fleetbook-ssh",
         "user": "admin",            # Debian AMIs: admin; Ubuntu: ubuntu; Amazon Linux: ec2-user
         "ssh_port": 22,
+        "head": "tunnel",
+        "tunnel_port": 2299,
         "disk_gb": 20,
         "price_spot": 0.0,
         "price_on_demand": 0.0,
@@ -73,13 +77,14 @@ CLOUD_DEFAULTS = {
     "image": {
         "provider": "",             # "" = fleet.provider
         "family": "fleetbook",      # GCP image family / AWS image name prefix of baked images
-        # setup steps run on the template instance over SSH, in order; the image is keyed by their hash
-        "steps": [
+        # setup steps run on the template instance over SSH, in order; the image is keyed by their hash.
+        # One step per line (a string, so INVOKE_IMAGE_STEPS works); invoke.yaml may give a list instead.
+        "steps": "\n".join([
             "sudo apt-get update -q",
             "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 python3-venv python3-pip sshfs fuse3",
             "sudo python3 -m pip install --break-system-packages -q numpy pillow opencv-python-headless "
             "scikit-learn scikit-image",
-        ],
+        ]),
         "use_baked": True,          # fleet.create uses the newest baked image when no image is set
         "timeout": 1800.0,          # seconds for the whole bake
     },

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .cloud_config import CLOUD_DEFAULTS
+
 REPO = Path(__file__).resolve().parent.parent
 
 DEFAULTS = {
@@ -47,6 +49,7 @@ DEFAULTS = {
         "scale": "default",        # small | default | large
         "profile": "",             # "" = <repo>/.fleetbook/profile.json
     },
+    **CLOUD_DEFAULTS,              # gcp, aws, image: see cloud_config.py
 }
 
 

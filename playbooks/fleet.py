@@ -93,10 +93,10 @@ def create(c, n=0, name="", provider="", spot=True, min=0, ttl="", dry_run=False
     if hasattr(prov, "estimate"):
         console.print(prov.estimate(c, spec))
     before = [x for x in prov.list_nodes(c, name) if x.state != providers.TERMINATED]
+    nodes = prov.create(c, spec)  # with spec.dry_run a provider prints the requests it would send, sends none
     if spec.dry_run:
         console.print(f"[dry run] fleet {name}: {len(before)} node(s) exist; would create {max(0, n - len(before))}")
         return
-    nodes = prov.create(c, spec)
     if wait:
         try:
             nodes = prov.wait_ready(c, name, float(c.config.fleet.ready_timeout))
@@ -142,6 +142,7 @@ def down(c, name="", provider="", dry_run=False):
     prov = provider_of(c, provider)
     if dry(c, dry_run):
         nodes = prov.list_nodes(c, name)
+        prov.terminate(c, name, dry_run=True)  # prints the requests it would send
         console.print(f"[dry run] fleet {name}: would delete {len(nodes)} node(s): "
                       + (", ".join(x.name for x in nodes) or "none"))
         return

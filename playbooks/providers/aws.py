@@ -1,0 +1,422 @@
+"""The ``aws`` provider: EC2 instances (spot by default) started by one ``run_instances`` for the whole gap.
+
+Every instance carries the tags ``fleet=<name>``, ``fleetbook-deadline=<epoch>``, ``fleetbook-spot`` and
+``Name=<fleet>-<i>``; it boots with the fleet's key pair (``fleetbook-<fleet>``, imported from the fleet's own
+public key) in the security group ``aws.security_group`` that admits port 22 from ``aws.ssh_cidr`` only.  The
+TTL is enforced on the instance: user data schedules a power-off at the deadline at every boot, and
+``InstanceInitiatedShutdownBehavior=terminate`` turns that power-off into a termination.  Host keys are pinned
+from the console output (cloud-init prints them between ``-----BEGIN SSH HOST KEY KEYS-----`` markers), else
+on first use into the fleet's own known_hosts.  boto3 honours ``AWS_ENDPOINT_URL`` (moto in the tests).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import uuid
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, WaiterError
+from invoke.exceptions import Exit
+
+from . import PENDING, RUNNING, STOPPED, TERMINATED, FleetSpec, Node
+from . import cloud_common as cc
+
+STATES = {"pending": PENDING, "running": RUNNING, "stopping": STOPPED, "stopped": STOPPED,
+          "shutting-down": TERMINATED, "terminated": TERMINATED}
+LIVE = ["pending", "running", "stopping", "stopped"]
+CAPACITY_CODES = ("InsufficientInstanceCapacity", "InsufficientCapacity", "InstanceLimitExceeded",
+                  "MaxSpotInstanceCountExceeded", "VcpuLimitExceeded", "SpotMaxPriceTooLow",
+                  "InsufficientFreeAddressesInSubnet", "Unsupported")
+
+
+def ec2(c, region: str | None = None):
+    return boto3.client("ec2", region_name=region or str(c.config.aws.region))
+
+
+def regions(c) -> list[str]:
+    a = c.config.aws
+    return list(dict.fromkeys([str(a.region), *cc.split_list(a.regions)]))
+
+
+def _code(exc: Exception) -> str:
+    return exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else type(exc).__name__
+
+
+def _fail(exc: Exception, what: str) -> Exit:
+    if isinstance(exc, NoCredentialsError) or _code(exc) in ("AuthFailure", "UnauthorizedOperation",
+                                                              "InvalidClientTokenId"):
+        return Exit(f"AWS refused {what}: no valid credentials ({_code(exc)}); run `aws configure` or set "
+                    "AWS_PROFILE / AWS_ACCESS_KEY_ID")
+    msg = exc.response.get("Error", {}).get("Message", "") if isinstance(exc, ClientError) else str(exc)
+    return Exit(f"AWS {what} failed: {_code(exc)}: {msg.splitlines()[0] if msg else ''}".rstrip(": "))
+
+
+def _waiter(client, name: str, timeout: float, **kw) -> None:
+    delay = 2 if timeout < 60 else 5
+    try:
+        client.get_waiter(name).wait(WaiterConfig={"Delay": delay, "MaxAttempts": max(1, math.ceil(timeout / delay))},
+                                     **kw)
+    except WaiterError as exc:
+        raise Exit(f"AWS: {name.replace('_', ' ')} not reached in {timeout:g} s (aws.waiter_timeout): "
+                   f"{str(exc).splitlines()[0]}") from None
+
+
+# --- instances -> nodes -----------------------------------------------------------------------------------
+
+def _tags(inst: dict) -> dict:
+    return {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+
+
+def _node(c, inst: dict) -> Node:
+    tags = _tags(inst)
+    return Node(name=tags.get("Name") or inst["InstanceId"], host=inst.get("PublicIpAddress")
+                or inst.get("PrivateIpAddress", ""), port=int(c.config.aws.ssh_port), user=str(c.config.aws.user),
+                state=STATES.get(inst["State"]["Name"], PENDING), id=inst["InstanceId"], labels=tags,
+                started_at=inst["LaunchTime"].timestamp() if inst.get("LaunchTime") else None,
+                mountpoint=str(c.config.shared.mountpoint))
+
+
+def _describe(client, filters: list[dict]) -> list[dict]:
+    out = []
+    for page in client.get_paginator("describe_instances").paginate(Filters=filters):
+        for res in page["Reservations"]:
+            out += res["Instances"]
+    return out
+
+
+def _raw(c, name: str | None, states=None) -> list[tuple[str, dict]]:
+    tag = {"Name": f"tag:{cc.FLEET_LABEL}", "Values": [name]} if name else {"Name": "tag-key",
+                                                                           "Values": [cc.FLEET_LABEL]}
+    filters = [tag, {"Name": "instance-state-name", "Values": states or LIVE}]
+    out = []
+    for region in regions(c):
+        try:
+            out += [(region, i) for i in _describe(ec2(c, region), filters)]
+        except (ClientError, BotoCoreError) as exc:
+            raise _fail(exc, f"listing instances in {region}") from None
+    return out
+
+
+def list_nodes(c, name: str) -> list[Node]:
+    return [_node(c, i) for _, i in _raw(c, name)]
+
+
+def list_all(c) -> list[Node]:
+    """Every non-terminated instance with a ``fleet`` tag in ``aws.region`` and ``aws.regions``."""
+    return [_node(c, i) for _, i in _raw(c, None)]
+
+
+# --- key pair, security group, image ----------------------------------------------------------------------
+
+def key_name(name: str) -> str:
+    return f"fleetbook-{name}"
+
+
+def ensure_key_pair(c, client, name: str, dry_run: bool = False) -> str:
+    """Import the fleet's public key as key pair ``fleetbook-<fleet>`` (re-import when the local key changed)."""
+    pub = cc.public_key(c, name)
+    digest = hashlib.sha256(pub.split()[1].encode()).hexdigest()[:32]
+    kn = key_name(name)
+    try:
+        pairs = client.describe_key_pairs(KeyNames=[kn])["KeyPairs"]
+    except ClientError as exc:
+        if _code(exc) != "InvalidKeyPair.NotFound":
+            raise _fail(exc, "reading key pairs") from None
+        pairs = []
+    if pairs and _tags(pairs[0]).get("fleetbook-pub") == digest:
+        return kn
+    if dry_run:
+        print(f"[dry run] would send ImportKeyPair {kn} (the fleet's ed25519 public key)")
+        return kn
+    if pairs:
+        client.delete_key_pair(KeyName=kn)
+    client.import_key_pair(KeyName=kn, PublicKeyMaterial=pub.encode(), TagSpecifications=[
+        {"ResourceType": "key-pair", "Tags": [{"Key": "fleetbook-pub", "Value": digest}]}])
+    return kn
+
+
+def _vpc(c, client) -> str:
+    a = c.config.aws
+    if a.subnet:
+        return client.describe_subnets(SubnetIds=[str(a.subnet)])["Subnets"][0]["VpcId"]
+    vpcs = client.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+    if not vpcs:
+        raise Exit(f"no default VPC in {a.region}: set aws.subnet to a subnet with a route to the internet")
+    return vpcs[0]["VpcId"]
+
+
+def ensure_security_group(c, client, dry_run: bool = False) -> str:
+    a = c.config.aws
+    cidr = str(a.ssh_cidr or "")
+    if not cidr:
+        raise Exit("set aws.ssh_cidr to the address you connect from, e.g. INVOKE_AWS_SSH_CIDR=203.0.113.7/32")
+    vpc = _vpc(c, client)
+    groups = client.describe_security_groups(Filters=[{"Name": "group-name", "Values": [str(a.security_group)]},
+                                                      {"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"]
+    port = int(a.ssh_port)
+    perm = {"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
+            "IpRanges": [{"CidrIp": cidr, "Description": "fleetbook operator"}]}
+    if dry_run:
+        if not groups:
+            print(f"[dry run] would send CreateSecurityGroup {a.security_group} in {vpc}")
+        print(f"[dry run] would send AuthorizeSecurityGroupIngress tcp/{port} from {cidr}")
+        return groups[0]["GroupId"] if groups else "sg-(new)"
+    if groups:
+        gid = groups[0]["GroupId"]
+        others = {r["CidrIp"] for p in groups[0].get("IpPermissions", []) for r in p.get("IpRanges", [])} - {cidr}
+        if others:
+            print(f"warning: security group {a.security_group} also admits {', '.join(sorted(others))}")
+    else:
+        gid = client.create_security_group(GroupName=str(a.security_group), VpcId=vpc,
+                                           Description="fleetbook: SSH from the operator only")["GroupId"]
+    try:
+        client.authorize_security_group_ingress(GroupId=gid, IpPermissions=[perm])
+    except ClientError as exc:
+        if _code(exc) != "InvalidPermission.Duplicate":
+            raise _fail(exc, "opening SSH in the security group") from None
+    return gid
+
+
+def newest_baked(c, client) -> dict | None:
+    try:
+        images = client.describe_images(Owners=["self"], Filters=[
+            {"Name": "tag-key", "Values": [cc.IMAGE_HASH_LABEL]}, {"Name": "state", "Values": ["available"]}])["Images"]
+    except ClientError:
+        return None
+    return max(images, key=lambda i: i.get("CreationDate", ""), default=None)
+
+
+def source_image(c, client, base: bool = False) -> str:
+    if not base and c.config.image.use_baked:
+        baked = newest_baked(c, client)
+        if baked:
+            return baked["ImageId"]
+    return str(c.config.aws.ami)
+
+
+def block_devices(c, client, image: str) -> list[dict]:
+    """A root volume of ``aws.disk_gb`` (gp3, deleted with the instance); [] when the AMI cannot be read."""
+    try:
+        if image.startswith("resolve:ssm:"):
+            image = boto3.client("ssm", region_name=str(c.config.aws.region)).get_parameter(
+                Name=image[len("resolve:ssm:"):])["Parameter"]["Value"]
+        (info,) = client.describe_images(ImageIds=[image])["Images"]
+    except (ClientError, BotoCoreError, ValueError):
+        print(f"warning: cannot read AMI {image}: the root volume keeps the AMI's size (aws.disk_gb ignored)")
+        return []
+    return [{"DeviceName": info["RootDeviceName"], "Ebs": {
+        "VolumeSize": int(c.config.aws.disk_gb), "VolumeType": "gp3", "DeleteOnTermination": True}}]
+
+
+# --- create -----------------------------------------------------------------------------------------------
+
+def estimate(c, spec: FleetSpec) -> str:
+    return cc.estimate(c, "aws", spec.count, spec.spot, spec.ttl_hours)
+
+
+def run_params(c, name: str, gap: int, min_count: int, spot: bool, ttl_hours: float, image: str,
+               key: str, group: str) -> dict:
+    a = c.config.aws
+    labels = cc.fleet_labels(name, ttl_hours, spot)
+    tags = [{"Key": k, "Value": v} for k, v in labels.items()]
+    params = {
+        "ImageId": image, "InstanceType": str(a.instance_type), "MinCount": min_count, "MaxCount": gap,
+        "KeyName": key, "SecurityGroupIds": [group],
+        "UserData": cc.aws_user_data(int(labels[cc.DEADLINE_LABEL]), str(c.config.shared.mountpoint)),
+        "InstanceInitiatedShutdownBehavior": "terminate",
+        "MetadataOptions": {"HttpTokens": "required"},
+        "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},
+                              {"ResourceType": "volume", "Tags": tags}],
+        "ClientToken": str(uuid.uuid4()),
+    }
+    if spot:
+        params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
+            "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
+    if a.subnet:
+        params["SubnetId"] = str(a.subnet)
+    return params
+
+
+def _name_instances(client, name: str, existing: list[Node], new_ids: list[str]) -> None:
+    taken = {n.name for n in existing}
+    i = 0
+    for iid in new_ids:
+        while f"{name}-{i}" in taken:
+            i += 1
+        taken.add(f"{name}-{i}")
+        client.create_tags(Resources=[iid], Tags=[{"Key": "Name", "Value": f"{name}-{i}"}])
+
+
+def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
+    """Start the gap up to ``spec.count`` with one run_instances (MinCount = what --min still needs)."""
+    name = cc.check_name(spec.name)
+    if spec.count < 1:
+        raise Exit("the fleet needs at least one node (-n)")
+    min_count = spec.min_count or spec.count
+    if not 1 <= min_count <= spec.count:
+        raise Exit(f"--min {min_count} must be between 1 and -n {spec.count}")
+    client = ec2(c)
+    existing = [n for n in list_nodes(c, name) if n.state in (RUNNING, PENDING)]
+    gap = spec.count - len(existing)
+    if gap <= 0:
+        return existing
+    try:
+        key = ensure_key_pair(c, client, name, spec.dry_run)
+        group = ensure_security_group(c, client, spec.dry_run)
+        image = image or source_image(c, client)
+        params = run_params(c, name, gap, max(1, min(gap, min_count - len(existing))), spec.spot,
+                            spec.ttl_hours, image, key, group)
+        params["BlockDeviceMappings"] = block_devices(c, client, image)
+    except (ClientError, BotoCoreError) as exc:
+        raise _fail(exc, "preparing the fleet") from None
+    if spec.dry_run:
+        print("[dry run] would send RunInstances")
+        print(json.dumps(params, indent=1, sort_keys=True))
+        return existing
+    before = {n.id for n in existing}
+    try:
+        reservation = client.run_instances(**params)
+    except (ClientError, BotoCoreError) as exc:
+        return _after_failure(c, client, spec, before, min_count, exc)
+    ids = [i["InstanceId"] for i in reservation["Instances"]]
+    _name_instances(client, name, existing, ids)
+    if spec.wait:
+        _waiter(client, "instance_running", float(c.config.aws.waiter_timeout), InstanceIds=ids)
+    nodes = [n for n in list_nodes(c, name) if n.state in (RUNNING, PENDING)]
+    if len(nodes) < spec.count:
+        print(f"warning: fleet {name}: {len(nodes)} of {spec.count} instances started (at least --min {min_count})")
+    return nodes
+
+
+def _after_failure(c, client, spec: FleetSpec, before: set[str], min_count: int, exc: Exception) -> list[Node]:
+    """run_instances is all-or-nothing up to MinCount; still, terminate anything this call left behind."""
+    nodes = [n for n in list_nodes(c, spec.name) if n.state in (RUNNING, PENDING)]
+    new = [n.id for n in nodes if n.id not in before]
+    if new and len(nodes) < min_count:
+        client.terminate_instances(InstanceIds=new)
+    cleaned = f"terminated the {len(new)} instance(s) it had started" if new else "nothing was left running"
+    code = _code(exc)
+    a = c.config.aws
+    if code in CAPACITY_CODES:
+        raise Exit(f"AWS has no capacity or quota for {spec.count} x {a.instance_type} in {a.region} ({code}); "
+                   f"{cleaned}. Try another aws.region or aws.subnet (zone), another aws.instance_type, fewer nodes "
+                   "(-n/--min) or --no-spot, or raise the quota (Service Quotas)") from None
+    raise _fail(exc, f"creating fleet {spec.name} ({cleaned})") from None
+
+
+# --- readiness and host keys ------------------------------------------------------------------------------
+
+def host_keys(client, instance_id: str) -> list[str]:
+    """Host keys cloud-init printed to the console (trusted: read through the authenticated API)."""
+    try:
+        out = client.get_console_output(InstanceId=instance_id, Latest=True).get("Output") or ""
+    except ClientError:
+        return []
+    return cc.parse_console_host_keys(out)
+
+
+def wait_ready(c, name: str, timeout: float) -> list[Node]:
+    clients = {r: ec2(c, r) for r in regions(c)}
+    where: dict[str, str] = {}
+
+    def lister(c, name):
+        raw = _raw(c, name, ["pending", "running"])
+        where.update({i["InstanceId"]: r for r, i in raw})
+        return [_node(c, i) for _, i in raw]
+
+    return cc.wait_ready(c, name, timeout, lister, lambda node: host_keys(clients[where[node.id]], node.id))
+
+
+# --- terminate --------------------------------------------------------------------------------------------
+
+def terminate(c, name: str, dry_run: bool = False) -> int:
+    raw = _raw(c, name, LIVE + ["shutting-down"])
+    if dry_run:
+        for region, inst in raw:
+            print(f"[dry run] would send TerminateInstances {inst['InstanceId']} ({region})")
+        return len(raw)
+    timeout = float(c.config.aws.waiter_timeout)
+    removed: set[str] = set()
+    deadline = time.monotonic() + timeout
+    cc.forget_hosts(c, name, [_node(c, inst) for _, inst in raw])
+    cc.stop_head(c, name)
+    while raw:
+        by_region: dict[str, list[str]] = {}
+        for region, inst in raw:
+            by_region.setdefault(region, []).append(inst["InstanceId"])
+        for region, ids in by_region.items():
+            client = ec2(c, region)
+            try:
+                client.terminate_instances(InstanceIds=ids)
+            except ClientError as exc:
+                if _code(exc) != "InvalidInstanceID.NotFound":
+                    raise _fail(exc, "terminating instances") from None
+            _waiter(client, "instance_terminated", max(1.0, deadline - time.monotonic()), InstanceIds=ids)
+            removed |= set(ids)
+        raw = _raw(c, name, LIVE + ["shutting-down"])
+        if raw and time.monotonic() > deadline:
+            raise Exit(f"fleet {name}: {len(raw)} instance(s) still alive after {timeout:g} s; run fleet.down again")
+    for region in regions(c):
+        try:
+            ec2(c, region).delete_key_pair(KeyName=key_name(name))
+        except ClientError:
+            pass
+    return len(removed)
+
+
+def kill_node(c, name: str, node: str) -> None:
+    for region, inst in _raw(c, name):
+        if node in (inst["InstanceId"], _tags(inst).get("Name")):
+            ec2(c, region).terminate_instances(InstanceIds=[inst["InstanceId"]])
+
+
+# --- image bake (driven by playbooks/image.py) ------------------------------------------------------------
+
+def base_image(c) -> str:
+    return source_image(c, ec2(c), base=True)
+
+
+def find_image(c, digest: str) -> str | None:
+    """The id of an available AMI of this account tagged ``fleetbook-image-hash=<digest>``, or None."""
+    try:
+        images = ec2(c).describe_images(Owners=["self"], Filters=[
+            {"Name": f"tag:{cc.IMAGE_HASH_LABEL}", "Values": [digest]}])["Images"]
+    except (ClientError, BotoCoreError) as exc:
+        raise _fail(exc, "listing images") from None
+    images = [i for i in images if i.get("State") in ("available", "pending")]
+    return images[0]["ImageId"] if images else None
+
+
+def capture_image(c, template: str, node: Node, digest: str, image_name: str) -> str:
+    """Stop the template instance and create AMI ``image_name`` tagged with the steps' hash; wait until usable."""
+    client = ec2(c)
+    timeout = float(c.config.aws.waiter_timeout)
+    try:
+        client.stop_instances(InstanceIds=[node.id])
+        _waiter(client, "instance_stopped", timeout, InstanceIds=[node.id])
+        image_id = client.create_image(
+            InstanceId=node.id, Name=image_name, Description=f"fleetbook image.bake, setup steps {digest}",
+            TagSpecifications=[{"ResourceType": "image", "Tags": [
+                {"Key": cc.IMAGE_HASH_LABEL, "Value": digest}, {"Key": "fleetbook-family",
+                                                                "Value": str(c.config.image.family)}]}])["ImageId"]
+        _waiter(client, "image_available", timeout, ImageIds=[image_id])
+    except (ClientError, BotoCoreError) as exc:
+        raise _fail(exc, f"creating image {image_name}") from None
+    return image_id
+
+
+def cost_so_far(c, record, elapsed: float | None = None) -> float | None:
+    """USD spent so far by a run's nodes (a run record) or by a list of Nodes; None when the price is unknown."""
+    return cc.run_cost(c, "aws", record, elapsed, list_nodes)
+
+
+def head(c, fleet: str):
+    """Where the nodes mount the shared disk from: this machine, through one reverse tunnel per node."""
+    return cc.tunnel_head(c, "aws", fleet, list_nodes)
+
+
+def stop_head(c, fleet: str) -> int:
+    """Close the fleet's reverse tunnels and stop its head sshd (fleet.down does this too)."""
+    return cc.stop_head(c, fleet)

@@ -1,0 +1,420 @@
+"""Helpers shared by the cloud providers (gcp, aws): names, deadlines, prices, startup script, host keys.
+
+No cloud SDK is imported here, so ``cost_so_far`` and the checks stay cheap for ``invoke progress``.
+"""
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from pathlib import Path
+
+from invoke.exceptions import Exit
+
+from . import RUNNING, Node, NodesNotReady
+
+FLEET_LABEL = "fleet"
+DEADLINE_LABEL = "fleetbook-deadline"   # epoch seconds (digits: a valid GCP label value)
+SPOT_LABEL = "fleetbook-spot"           # "true" / "false": which price applies
+IMAGE_HASH_LABEL = "fleetbook-image-hash"
+NETWORK_TAG = "fleetbook"
+
+NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
+MAX_FLEET_NAME = 50   # leaves room for "-####" and the bake prefix under GCP's 63-character instance names
+
+
+def check_name(name: str) -> str:
+    """A fleet name must be a valid instance-name prefix and label value, else a one-line Exit."""
+    if not name or len(name) > MAX_FLEET_NAME or not NAME_RE.match(name):
+        raise Exit(f"invalid fleet name {name!r}: use lowercase letters, digits and '-', start with a letter, "
+                   f"end with a letter or digit, at most {MAX_FLEET_NAME} characters (--name)")
+    return name
+
+
+def check_labels(labels: dict) -> dict:
+    for key, value in labels.items():
+        if not NAME_RE.match(key) or not LABEL_VALUE_RE.match(str(value)):
+            raise Exit(f"invalid label {key}={value!r}: lowercase letters, digits, '-' and '_', at most 63")
+    return labels
+
+
+def split_list(value) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [v.strip() for v in str(value or "").split(",") if v.strip()]
+
+
+def deadline(ttl_hours: float, now: float | None = None) -> int:
+    if not ttl_hours or ttl_hours <= 0:
+        raise Exit("--ttl must be a positive number of hours: cloud nodes always delete themselves")
+    return int((now or time.time()) + ttl_hours * 3600)
+
+
+def fleet_labels(name: str, ttl_hours: float, spot: bool) -> dict:
+    return check_labels({FLEET_LABEL: name, DEADLINE_LABEL: str(deadline(ttl_hours)),
+                         SPOT_LABEL: "true" if spot else "false"})
+
+
+# --- prices and cost -----------------------------------------------------------------------------------------
+
+def _settings(c, provider: str):
+    return c.config[provider]
+
+
+def price_per_hour(c, provider: str, spot: bool, machine_type: str | None = None) -> float | None:
+    """USD per node-hour for this provider's machine type, or None when unknown."""
+    if provider not in ("gcp", "aws"):
+        p = float(c.config.fleet.get("price_per_hour", 0) or 0)
+        return p or None
+    s = _settings(c, provider)
+    explicit = float(s.get("price_spot" if spot else "price_on_demand", 0) or 0)
+    if explicit:
+        return explicit
+    mtype = machine_type or (s.machine_type if provider == "gcp" else s.instance_type)
+    pair = (s.get("prices") or {}).get(mtype)
+    if not pair:
+        return None
+    return float(pair[0] if spot else pair[1]) or None
+
+
+def estimate(c, provider: str, count: int, spot: bool, ttl_hours: float) -> str:
+    """One line to print before creating: what the fleet costs per hour and at most over its TTL."""
+    s = _settings(c, provider)
+    mtype = s.machine_type if provider == "gcp" else s.instance_type
+    kind = "spot" if spot else "on-demand"
+    price = price_per_hour(c, provider, spot)
+    if price is None:
+        key = f"{provider}.price_{'spot' if spot else 'on_demand'}"
+        return f"cost: {count} x {mtype} ({kind}): price unknown; set {key}"
+    return (f"cost: {count} x {mtype} ({kind}) at ${price:.4f}/h = ${count * price:.2f}/h, "
+            f"at most ${count * price * ttl_hours:.2f} over the {ttl_hours:g} h TTL")
+
+
+def cost_so_far(c, nodes: list[Node], provider: str, now: float | None = None) -> float | None:
+    """USD spent so far by ``nodes`` (node-hours since each started x its price); None when unknown."""
+    now = now or time.time()
+    total = 0.0
+    for node in nodes:
+        spot = str(node.labels.get(SPOT_LABEL, "true")) == "true"
+        price = float(c.config.fleet.get("price_per_hour", 0) or 0) or price_per_hour(c, provider, spot)
+        if price is None or node.started_at is None:
+            return None
+        total += max(0.0, now - node.started_at) / 3600 * price
+    return round(total, 4)
+
+
+# --- what runs on the node at boot ---------------------------------------------------------------------------
+
+def startup_script(deadline_epoch: int | None = None, mountpoint: str = "/mnt/fleetbook") -> str:
+    """Shell run at every boot: python3 and sshfs present (a baked image has them already), the shared
+    mountpoint writable by the login user, and (AWS) a power-off at the deadline.
+
+    With ``InstanceInitiatedShutdownBehavior=terminate`` on EC2, the power-off deletes the instance; it is
+    scheduled again at every boot from the absolute deadline, so a reboot does not extend the TTL.
+    """
+    import shlex
+    mp = shlex.quote(mountpoint)
+    lines = ["#!/bin/sh", "# fleetbook startup: runs at every boot",
+             "if ! command -v python3 >/dev/null || ! command -v sshfs >/dev/null; then",
+             "  export DEBIAN_FRONTEND=noninteractive",
+             "  (apt-get update -q && apt-get install -y -q python3 sshfs fuse3) ||"
+             " (dnf install -y python3 fuse-sshfs) || true",
+             "fi",
+             f"mkdir -p {mp} && chmod 1777 {mp}"]
+    if deadline_epoch:
+        lines += [f"deadline={int(deadline_epoch)}",
+                  'left=$(( (deadline - $(date +%s)) / 60 ))',
+                  '[ "$left" -lt 1 ] && left=1',
+                  'shutdown -h +"$left" "fleetbook TTL reached" || (sleep $((left*60)) && poweroff) &']
+    return "\n".join(lines) + "\n"
+
+
+def aws_user_data(deadline_epoch: int, mountpoint: str = "/mnt/fleetbook") -> str:
+    """cloud-config for EC2: the startup script at every boot (bootcmd runs per boot, user scripts once)."""
+    script = startup_script(deadline_epoch, mountpoint)
+    return "#cloud-config\n" + json.dumps({"bootcmd": [["sh", "-c", script]]}, indent=1) + "\n"
+
+
+# --- host keys and readiness ---------------------------------------------------------------------------------
+
+def fleet_dir(c, name: str) -> Path:
+    from ..config import state_dir
+    return state_dir(c) / name
+
+
+def public_key(c, name: str) -> str:
+    """The fleet's own public key line (created on first use, under the fleet's state dir)."""
+    from ..sshkeys import keypair
+    return keypair(fleet_dir(c, name) / "id_ed25519", f"fleetbook-{name}")
+
+
+def parse_console_host_keys(text: str) -> list[str]:
+    """Host key lines between cloud-init's ``-----BEGIN SSH HOST KEY KEYS-----`` markers (EC2 console)."""
+    m = re.search(r"-----BEGIN SSH HOST KEY KEYS-----(.*?)-----END SSH HOST KEY KEYS-----", text or "", re.S)
+    if not m:
+        return []
+    keys = []
+    for line in m.group(1).splitlines():
+        parts = line.strip().split()
+        if len(parts) >= 2 and (parts[0].startswith("ssh-") or parts[0].startswith("ecdsa-")):
+            keys.append(f"{parts[0]} {parts[1]}")
+    return keys
+
+
+def _port_open(host: str, port: int, timeout: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def scan_host_key(host: str, port: int, timeout: float) -> str:
+    """The key the server shows now (``type base64``), for trust-on-first-use when the cloud gives none."""
+    import paramiko
+    sock = socket.create_connection((host, port), timeout=timeout)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.get_security_options().key_types = ["ssh-ed25519"] + [
+            k for k in transport.get_security_options().key_types if k != "ssh-ed25519"]
+        transport.start_client(timeout=timeout)
+        key = transport.get_remote_server_key()
+        return f"{key.get_name()} {key.get_base64()}"
+    finally:
+        transport.close()
+
+
+def pin_keys(c, name: str, node: Node, keys: list[str]) -> None:
+    """Pin the node's trusted host key (ed25519 preferred) in the fleet's known_hosts."""
+    from ..sshkeys import pin
+    if not keys:
+        return
+    best = sorted(keys, key=lambda k: (not k.startswith("ssh-ed25519"), k))[0]
+    pin(fleet_dir(c, name) / "known_hosts", node.host, node.port, best)
+
+
+def known_entry(c, name: str, node: Node) -> bool:
+    from ..sshkeys import host_entry
+    kh = fleet_dir(c, name) / "known_hosts"
+    entry = host_entry(node.host, node.port)
+    return kh.exists() and any(ln.split(" ", 1)[0] == entry for ln in kh.read_text().splitlines())
+
+
+def ssh_answers(c, name: str, node: Node) -> tuple[bool, str]:
+    """True when ``true`` runs on the node with the fleet key and the pinned host key (RejectPolicy)."""
+    from ..remote import connect, describe
+    conn = None
+    try:
+        conn = connect(c, name, node)
+        result = conn.run("true", hide=True, warn=True, in_stream=False,
+                          timeout=float(c.config.fleet.ssh_timeout))
+        return result.exited == 0, f"exit {result.exited}"
+    except Exception as exc:
+        return False, describe(exc)
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+def wait_ready(c, name: str, timeout: float, list_nodes, trusted_keys, poll: float = 2.0) -> list[Node]:
+    """Wait until every node of the fleet runs, has a pinned host key and answers SSH.
+
+    ``trusted_keys(node)`` returns the host keys the cloud vouches for (guest attributes, console output) or
+    [] when it has none yet.  A node whose cloud never gives a key within half the timeout is pinned on first
+    use (accept-new) into the fleet's own known_hosts only, and a message says so.
+    """
+    start = time.monotonic()
+    end = start + float(timeout)
+    ready: dict[str, Node] = {}
+    why: dict[str, str] = {}
+    tofu: list[str] = []
+    while True:
+        nodes = list_nodes(c, name)
+        if not nodes:
+            raise NodesNotReady([name], "fleet has no nodes")
+        for node in nodes:
+            if node.name in ready:
+                continue
+            if node.state != RUNNING or not node.host:
+                why[node.name] = f"state {node.state}"
+                continue
+            keys = trusted_keys(node)
+            if keys:
+                pin_keys(c, name, node, keys)   # the cloud vouches: replaces a stale entry for a reused address
+            elif not known_entry(c, name, node):
+                if time.monotonic() - start > float(timeout) / 2 and _port_open(node.host, node.port, 3):
+                    try:
+                        pin_keys(c, name, node, [scan_host_key(node.host, node.port, 5)])
+                        tofu.append(node.name)
+                    except Exception as exc:  # noqa: BLE001 - keep waiting
+                        why[node.name] = f"host key scan failed: {exc}"
+                        continue
+                else:
+                    why[node.name] = "no host key from the cloud yet"
+                    continue
+            ok, detail = ssh_answers(c, name, node)
+            if ok:
+                ready[node.name] = node
+            else:
+                why[node.name] = detail
+        if len(ready) == len(nodes):
+            if tofu:
+                print(f"note: {len(tofu)} host key(s) pinned on first use (cloud gave none): {', '.join(tofu)}")
+            return [ready[n.name] for n in nodes]
+        if time.monotonic() >= end:
+            missing = [n.name for n in nodes if n.name not in ready]
+            detail = "; ".join(f"{n}: {why.get(n, '?')}" for n in missing[:5])
+            raise NodesNotReady(missing, f"did not answer SSH in {timeout:g} s ({detail})")
+        time.sleep(poll)
+
+
+_COST_CACHE: dict[tuple[str, str], tuple[float, list[Node]]] = {}
+
+
+def run_cost(c, provider: str, record, elapsed: float | None, list_nodes, max_age: float = 60.0) -> float | None:
+    """The providers' ``cost_so_far`` hook for ``invoke progress``.
+
+    ``record`` is either a list of Nodes or a run record (``{"fleet", "nodes": [{"name"}...]}``); for a record
+    the fleet is listed at most once a minute (progress refreshes every second) and each node costs from its
+    own start time.  When the listing fails, the run's elapsed time x its node count is the estimate.
+    """
+    if isinstance(record, (list, tuple)):
+        return cost_so_far(c, list(record), provider)
+    fleet = str(record.get("fleet") or c.config.fleet.name)
+    names = {n["name"] for n in record.get("nodes", [])}
+    key = (provider, fleet)
+    stamp, nodes = _COST_CACHE.get(key, (0.0, []))
+    if time.monotonic() - stamp > max_age:
+        try:
+            nodes = list_nodes(c, fleet)
+        except (Exception, SystemExit):  # noqa: BLE001 - a cost estimate must never break progress
+            nodes = []
+        _COST_CACHE[key] = (time.monotonic(), nodes)
+    mine = [n for n in nodes if n.name in names]
+    if mine:
+        return cost_so_far(c, mine, provider)
+    price = float(c.config.fleet.get("price_per_hour", 0) or 0) or price_per_hour(c, provider, True)
+    if price is None or elapsed is None:
+        return None
+    return round(price * len(names) * elapsed / 3600, 4)
+
+
+def forget_hosts(c, name: str, nodes: list[Node]) -> None:
+    """Drop the known_hosts entries of deleted nodes: a later VM may get the same address with a new key."""
+    from ..sshkeys import unpin
+    kh = fleet_dir(c, name) / "known_hosts"
+    for node in nodes:
+        if node.host:
+            unpin(kh, node.host, node.port)
+
+
+# --- the head on a cloud fleet: one reverse tunnel per node ----------------------------------------------
+
+def _tunnel_dir(c, fleet: str) -> Path:
+    return fleet_dir(c, fleet) / "tunnels"
+
+
+def _tunnel_alive(pid_file: Path):
+    import psutil
+    try:
+        proc = psutil.Process(int(pid_file.read_text()))
+        return proc if proc.is_running() and "ssh" in proc.name() and proc.status() != psutil.STATUS_ZOMBIE \
+            else None
+    except (OSError, ValueError, psutil.Error):
+        return None
+
+
+def start_tunnel(c, fleet: str, node: Node, head_host: str, head_port: int, tunnel_port: int) -> int:
+    """A detached ``ssh -N -R`` from this machine to the node: the node's 127.0.0.1:tunnel_port reaches the head.
+
+    OpenSSH with the fleet's key and known_hosts (StrictHostKeyChecking=yes); it exits when the forward cannot
+    be set up, and keep-alives end it when the node vanishes.  Idempotent: a live tunnel is kept.
+    """
+    import subprocess
+    tdir = _tunnel_dir(c, fleet)
+    tdir.mkdir(parents=True, exist_ok=True)
+    pid_file = tdir / f"{node.name}.pid"
+    proc = _tunnel_alive(pid_file)
+    if proc is not None:
+        return proc.pid
+    fdir = fleet_dir(c, fleet)
+    cmd = ["ssh", "-N", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
+           "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3", "-o", "StrictHostKeyChecking=yes",
+           "-o", f"UserKnownHostsFile={fdir / 'known_hosts'}", "-o", "GlobalKnownHostsFile=/dev/null",
+           "-o", "IdentitiesOnly=yes", "-i", str(fdir / "id_ed25519"), "-p", str(node.port),
+           "-o", f"ConnectTimeout={int(float(c.config.fleet.ssh_timeout))}",
+           "-R", f"127.0.0.1:{tunnel_port}:{head_host}:{head_port}", f"{node.user}@{node.host}"]
+    # started through a shell that exits at once: the tunnel outlives this invoke and is nobody's child
+    import os
+    launcher = subprocess.run(["sh", "-c", 'exec "$@" >>"$LOG" 2>&1 </dev/null & echo $!', "sh", *cmd],
+                              env={**os.environ, "LOG": str(tdir / f"{node.name}.log")}, capture_output=True,
+                              text=True, start_new_session=True, check=True)
+    pid = int(launcher.stdout.split()[-1])
+    pid_file.write_text(str(pid))
+    return pid
+
+
+def close_tunnels(c, fleet: str) -> int:
+    """End every reverse tunnel of the fleet; returns how many were running."""
+    n = 0
+    for pid_file in _tunnel_dir(c, fleet).glob("*.pid"):
+        proc = _tunnel_alive(pid_file)
+        if proc is not None:
+            proc.terminate()
+            n += 1
+        pid_file.unlink(missing_ok=True)
+    return n
+
+
+def stop_head(c, fleet: str) -> int:
+    """Close the fleet's tunnels and stop its local head sshd (if one runs); returns the tunnels closed."""
+    n = close_tunnels(c, fleet)
+    if (fleet_dir(c, fleet) / "head" / "sshd.pid").exists():
+        from .. import head as local_head
+        local_head.stop(c, fleet)
+    return n
+
+
+def tunnel_head(c, provider: str, fleet: str, list_nodes):
+    """The ``head(c, fleet)`` hook of a cloud provider: the operator's machine is the head, reached by tunnels.
+
+    Starts the fleet's local SFTP-only head sshd, gives each running node the nodes' key and the head's host
+    key pinned as ``[127.0.0.1]:<tunnel_port>`` (in the login user's ``~/.ssh``), opens one reverse tunnel per
+    node, and returns where the nodes mount from: ``127.0.0.1:<tunnel_port>`` on each node.
+    """
+    from .. import head as local_head
+    from ..remote import fan_out, run_checked, show_failures
+    s = c.config[provider]
+    if str(s.get("head", "tunnel")) != "tunnel":
+        raise Exit(f"{provider}.head is {s.head!r}: only 'tunnel' exists for now (docs/cloud.md, the head)")
+    head = local_head.start(c, fleet)
+    tport = int(s.tunnel_port)
+    fdir = fleet_dir(c, fleet)
+    node_key = (fdir / "node_ed25519").read_text()
+    keytype, b64 = (fdir / "head" / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+    entry = f"[127.0.0.1]:{tport}"
+    timeout = float(c.config.fleet.ssh_timeout)
+    nodes = [n for n in list_nodes(c, fleet) if n.state == RUNNING]
+
+    def install(conn, node):
+        # the private key goes through the channel's stdin, never on a command line
+        conn.open()
+        stdin, stdout, stderr = conn.client.exec_command(
+            'umask 077 && mkdir -p "$HOME/.ssh" && cat > "$HOME/.ssh/fleet_head"', timeout=timeout)
+        stdin.write(node_key)
+        stdin.channel.shutdown_write()
+        if stdout.channel.recv_exit_status() != 0:
+            raise RuntimeError(f"cannot write ~/.ssh/fleet_head: {stderr.read().decode().strip()}")
+        from shlex import quote as q
+        run_checked(conn, f'kh="$HOME/.ssh/known_hosts"; touch "$kh" && '
+                          f'{{ grep -v -F {q(entry + " ")} "$kh" || true; }} > "$kh.tmp" && '
+                          f'echo {q(f"{entry} {keytype} {b64}")} >> "$kh.tmp" && mv "$kh.tmp" "$kh"', timeout)
+        return start_tunnel(c, fleet, node, head.host, head.port, tport)
+
+    results = fan_out(c, fleet, nodes, install, step="tunnel")
+    if show_failures(results):
+        raise Exit(f"fleet {fleet}: could not open the head tunnel to every node (table above); "
+                   "retry `invoke mount`, or remove the failed nodes")
+    return type(head)(host="127.0.0.1", port=tport, user=head.user, remote_path=head.remote_path)

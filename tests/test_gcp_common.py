@@ -1,0 +1,55 @@
+"""Cloud helpers shared by gcp and aws: names, labels, prices, cost so far, startup script (no network)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from invoke.exceptions import Exit
+
+from cloud_fixtures import make_context
+from playbooks.cloud_config import CLOUD_DEFAULTS
+from playbooks.providers import Node
+from playbooks.providers import cloud_common as cc
+
+
+def test_every_cloud_setting_has_a_default():
+    assert set(CLOUD_DEFAULTS) == {"gcp", "aws", "image"}
+    for sub in CLOUD_DEFAULTS.values():
+        assert all(v is not None for v in sub.values())
+
+
+@pytest.mark.parametrize("name", ["a", "demo", "fb-2", "x" * 50])
+def test_valid_names(name):
+    assert cc.check_name(name) == name
+
+
+def test_labels_are_valid_gcp_label_values():
+    labels = cc.fleet_labels("demo", 1.5, spot=False)
+    assert labels["fleetbook-spot"] == "false"
+    assert all(cc.LABEL_VALUE_RE.match(v) for v in labels.values())
+    with pytest.raises(Exit, match="--ttl"):
+        cc.fleet_labels("demo", 0, spot=True)
+    with pytest.raises(Exit, match="invalid label"):
+        cc.check_labels({"fleet": "Has Space"})
+
+
+def test_prices_estimate_and_cost_so_far():
+    c = make_context({"gcp": {"machine_type": "e2-standard-2"}, "aws": {"instance_type": "nope.large"}})
+    assert cc.price_per_hour(c, "gcp", spot=True) == 0.0201
+    assert cc.price_per_hour(c, "aws", spot=True) is None
+    line = cc.estimate(c, "gcp", 10, spot=False, ttl_hours=2)
+    assert "10 x e2-standard-2 (on-demand)" in line and "$0.67/h" in line and "$1.34 over the 2 h TTL" in line
+    assert "price unknown" in cc.estimate(c, "aws", 3, True, 1)
+    now = time.time()
+    nodes = [Node(name=f"n{i}", host="h", started_at=now - 1800, labels={"fleetbook-spot": "true"}) for i in range(4)]
+    assert cc.cost_so_far(c, nodes, "gcp", now=now) == pytest.approx(4 * 0.5 * 0.0201, abs=1e-4)
+    assert cc.cost_so_far(c, nodes, "aws", now=now) is None
+    c.config.aws.price_spot = 0.05
+    assert cc.cost_so_far(c, nodes, "aws", now=now) == pytest.approx(0.1)
+
+
+def test_startup_script_reschedules_the_deadline_each_boot():
+    script = cc.startup_script(1_900_000_000)
+    assert "deadline=1900000000" in script and "shutdown -h" in script
+    ud = cc.aws_user_data(1_900_000_000)
+    assert ud.startswith("#cloud-config\n") and '"bootcmd"' in ud
