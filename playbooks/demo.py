@@ -1,6 +1,7 @@
 """The whole runbook on a small local fleet, each step printed: the first thing to try."""
 from __future__ import annotations
 
+import shutil
 import time
 
 from invoke import task
@@ -31,6 +32,7 @@ def demo(c, n=3, images=60, name="demo", keep=False):
     src, dst = "demo/src", "demo/out"
     step(f"1/6 sample images in {shared_root(c) / src}")
     made = make_samples(shared_root(c) / src, images)
+    shutil.rmtree(shared_root(c) / dst, ignore_errors=True)  # the demo shows the work, not a skip
     console.print(f"{made} JPEG images ready (from the pictures scikit-image ships)")
     t0 = time.monotonic()
     try:

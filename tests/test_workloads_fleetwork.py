@@ -321,3 +321,14 @@ def test_item_that_kills_its_worker_is_isolated_and_recorded(tmp_path, capsys):
     assert ex["code"] == 0 and ex["summary"]["worker_crashes"] == 1
     # the items of the chunks in flight are re-run alone: those already written count as skipped
     assert ex["summary"]["done"] + ex["summary"]["skipped"] == 21 and ex["summary"]["failed"] == 3
+
+
+def test_shard_order_own_first_then_other_shards_from_their_end():
+    import fleetwork as fw
+    todo = [(f"img_{k:03d}.jpg", False) for k in range(60)]
+    by = {j: [t for t in todo if fw.shard_of(t[0], 3) == j] for j in range(3)}
+    order = fw.shard_order(todo, (1, 3))
+    assert [t for t, helped in order if not helped] == by[1]
+    assert [t for t, helped in order if helped] == by[2][::-1] + by[0][::-1]
+    assert sorted(t for t, _ in order) == sorted(todo)  # every item once
+    assert fw.shard_order(todo, None) == [(t, False) for t in todo]

@@ -6,8 +6,9 @@ runner, so that one node (or a Dask task running one chunk) does its items the s
 
 * items are listed once (``Workload.list_items``); outputs already present are found with ONE recursive
   ``os.scandir`` walk of the destination (``scan_outputs``), never a stat per item;
-* ``--shard i/n``: first the items whose sha1(item) mod n == i, then help with the rest (shuffled, seeded by the
-  node name), re-checking just before each helped item that its output does not exist yet;
+* ``--shard i/n``: first the items whose sha1(item) mod n == i, then help with the other shards in turn (i+1,
+  i+2, ...), each taken from its end while its owner works from its start, re-checking just before each helped
+  item that its output does not exist yet;
 * every output is written to a temp file in the same folder (``.<name>.tmp-<host>-<pid>-<rand>``) and renamed;
   temp files of dead processes of this host are swept at start;
 * a bad item raises ``BadInput(reason)``: it is recorded once in ``<dst>/.failed/<sha1(item)[:20]>.json`` and
@@ -92,6 +93,20 @@ def item_hash(item: str) -> str:
 def shard_of(item: str, n: int) -> int:
     """The stable shard of an item: sha1(item) mod n (the same on every machine and Python)."""
     return int(item_hash(item), 16) % n
+
+
+def shard_order(todo: list, shard: tuple[int, int] | None) -> list[tuple[object, bool]]:
+    """``(entry, helped)`` in the order a node works: its own shard first, then the other shards in turn
+    (node i starts with shard i+1, so helpers spread out), each from its END: its owner works from the start,
+    so owner and helper meet in the middle instead of doing the same items twice.  ``entry[0]`` is the item."""
+    if not shard or shard[1] <= 1:
+        return [(t, False) for t in todo]
+    i, n = shard
+    by_shard: dict[int, list] = {}
+    for t in todo:
+        by_shard.setdefault(shard_of(t[0], n), []).append(t)
+    own = [(t, False) for t in by_shard.get(i, [])]
+    return own + [(t, True) for k in range(1, n) for t in reversed(by_shard.get((i + k) % n, []))]
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -601,7 +616,7 @@ class Workload:
         g.add_argument("--node", default=None, help="node name for records and heartbeats (default: hostname)")
         g.add_argument("--retry-failed", action="store_true",
                        help="retry items that have a failure record in DST/.failed/")
-        g.add_argument("--seed", type=int, default=0, help="seed of the shuffle of the help phase")
+        g.add_argument("--seed", type=int, default=0, help="seed for workloads that draw random numbers (gridsearch: random_state)")
         g.add_argument("--quiet", action="store_true", help="no progress bar and no config line")
         own = p.add_argument_group(f"{self.name} options")
         self.add_arguments(own)
@@ -875,14 +890,7 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
         else:
             todo.append((item, item in failures))
 
-    if shard and shard[1] > 1:
-        i, n = shard
-        own = [t for t in todo if shard_of(t[0], n) == i]
-        rest = [t for t in todo if shard_of(t[0], n) != i]
-        random.Random(f"{node}:{getattr(opts, 'seed', 0)}").shuffle(rest)
-        tasks = [(it, False, had) for it, had in own] + [(it, True, had) for it, had in rest]
-    else:
-        tasks = [(it, False, had) for it, had in todo]
+    tasks = [(it, helped, had) for (it, had), helped in shard_order(todo, shard)]
 
     workers = getattr(opts, "workers", None) or default_workers(profile)
     workers = max(1, min(workers, len(tasks))) if tasks else 1
