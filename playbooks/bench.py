@@ -25,7 +25,11 @@ SCALES = ("small", "default", "large")
 CROSSOVER_DEFINITION = (
     "I/O-bound items (each a sleep of wait_s): the smallest measured thread count whose thread pool finishes "
     "the batch faster (median) than a process pool with one process per core; null if none does. "
-    "speedup_vs_processes = process-pool time / thread-pool time for each thread count.")
+    "speedup_vs_processes = process-pool time / thread-pool time for each thread count. "
+    "cpu_share: items of fixed length, part GIL-holding Python work and part wait; the percentage of work "
+    "at which the process pool starts to beat 8 threads, interpolated linearly between the measured shares "
+    "(null if it never does); "
+    "cpu_share_threads_vs_processes = thread time / process time at each share (> 1: processes win).")
 OVERHEAD_DEFINITION = (
     "(median of map with chunksize=1 - median of one manual chunk per worker) / items, in microseconds of "
     "wall time: what handing each item to the pool as its own task adds per item.")
@@ -42,10 +46,12 @@ REFERENCE = {
     "forkserver_vs_fork_start": ("", "~24-48x (220-430 ms vs 9 ms)"),
     "send_vs_inherit_100mb": ("", "376 ms to send 100 MB (inherit: ~0)"),
     "exists_vs_scandir_flat": ("", "~3x (0.65 s vs 0.21 s)"),
-    "find_vs_scan": ("", "~1.6x (0.13 s vs 0.08 s, sum(listdir))"),
+    "find_vs_scan": ("", ""),
+    "find_vs_listdir": ("", "~1.6x (0.13 s vs 0.08 s)"),
     "processes_vs_threads_128": ("", "~47x (5.2 s vs 0.11 s)"),
     "draft_vs_pil_decode": ("", "~3.1x (205 vs 66 images/s)"),
     "opencv_vs_pil_decode": ("", "~2.5x (163 vs 66 images/s)"),
+    "draft_pool_vs_one": ("", "~1.8x (379 vs 205 images/s, 2 processes)"),
 }
 LABELS = {
     "per_item_vs_chunked": "process pool: chunksize 1 / one chunk per worker",
@@ -61,10 +67,12 @@ LABELS = {
     "send_vs_inherit_100mb": "biggest argument (100 MB; 10 MB small): send / inherit at fork",
     "exists_vs_scandir_flat": "skip-if-done, flat: exists() per file / one scandir",
     "exists_vs_scandir_256": "skip-if-done, 256 folders: exists() per file / one scan",
-    "find_vs_scan": "count outputs (256 folders): find | wc -l / Python scan",
+    "find_vs_scan": "count outputs (256 folders): find | wc -l / scan_outputs (invoke progress)",
+    "find_vs_listdir": "count outputs (256 folders): find | wc -l / sum(len(os.listdir))",
     "processes_vs_threads_128": "I/O-bound: process pool / 128 threads",
     "draft_vs_pil_decode": "JPEG thumbnails: PIL draft / PIL (images/s)",
     "opencv_vs_pil_decode": "JPEG thumbnails: OpenCV / PIL (images/s)",
+    "draft_pool_vs_one": "JPEG thumbnails, PIL draft: one process per core / one process",
 }
 
 
@@ -149,7 +157,8 @@ def _counting(data: dict) -> dict:
     count = {f"{info['how']}-{info['layout']}": round(median, 6) for info, median in rows}
     files = next((info.get("files") for info, _ in rows), None)
     counter = next((info["counter"] for info, _ in rows if info.get("how") == "scan"), None)
-    return {"counting": {"files": files, "counter": counter, "skip_if_done_s": skip, "count_s": count}}
+    return {"counting": {"files": files, "counter": counter, "skip_if_done_s": skip, "count_s": count,
+                         "progress_find_vs_scan": _ratio(count.get("find-nested"), count.get("scan-nested"))}}
 
 
 def _threads(data: dict) -> dict:
@@ -165,12 +174,37 @@ def _threads(data: dict) -> dict:
         "items": pinfo.get("items"), "processes_s": round(pmed, 6),
         "threads_s": {str(n): round(m, 6) for n, m in threads},
         "speedup_vs_processes": {str(n): _ratio(pmed, m) for n, m in threads},
+        **_cpu_share(data),
         "definition": CROSSOVER_DEFINITION}}
+
+
+def _cpu_share(data: dict) -> dict:
+    rows = _rows(data, "threads: CPU share")
+    by_share: dict[int, dict[str, float]] = {}
+    for info, m in rows:
+        by_share.setdefault(info["cpu_share"], {})[info["kind"]] = m
+    pairs = sorted((s, v) for s, v in by_share.items() if len(v) == 2)
+    if not pairs:
+        return {}
+    ratios = [(s, v["threads"] / v["processes"]) for s, v in pairs]
+    share = None
+    for i, (s, r) in enumerate(ratios):
+        if r > 1:  # processes win here: interpolate between the last share where threads won and this one
+            if i == 0:
+                share = float(s)
+            else:
+                s0, r0 = ratios[i - 1]
+                share = round(s0 + (s - s0) * (1 - r0) / (r - r0), 1)
+            break
+    return {"cpu_share": share,
+            "cpu_share_threads_vs_processes": {str(s): round(r, 3) for s, r in ratios}}
 
 
 def _decode(data: dict) -> dict:
     rows = _rows(data, "decode: JPEG to 128x128")
-    return {"decode_images_per_s": {info["how"]: round(info["images"] / m, 1) for info, m in rows}}
+    pool = _rows(data, "decode: JPEG to 128x128, pool")
+    return {"decode_images_per_s": {info["how"]: round(info["images"] / m, 1) for info, m in rows},
+            "decode_pool_images_per_s": {info["how"]: round(info["images"] / m, 1) for info, m in pool}}
 
 
 def headline_ratios(p: dict) -> dict:
@@ -200,9 +234,11 @@ def headline_ratios(p: dict) -> dict:
         "exists_vs_scandir_flat": _ratio(skip.get("exists-flat"), skip.get("scandir-flat")),
         "exists_vs_scandir_256": _ratio(skip.get("exists-256"), skip.get("scandir-256")),
         "find_vs_scan": _ratio(count.get("find-nested"), count.get("scan-nested")),
+        "find_vs_listdir": _ratio(count.get("find-nested"), count.get("listdir-nested")),
         "processes_vs_threads_128": (thr.get("speedup_vs_processes") or {}).get("128"),
         "draft_vs_pil_decode": _ratio(dec.get("pil-draft"), dec.get("pil")),
         "opencv_vs_pil_decode": _ratio(dec.get("opencv"), dec.get("pil")),
+        "draft_pool_vs_one": _ratio((p.get("decode_pool_images_per_s") or {}).get("pil-draft"), dec.get("pil-draft")),
     }
 
 
@@ -217,6 +253,7 @@ def build_profile(data: dict, source: str | None = None) -> dict:
         "cpu_model": fb.get("cpu_model") or cpu.get("brand_raw") or mi.get("processor") or mi.get("machine"),
         "python": mi.get("python_version"),
         "scale": fb.get("scale"),
+        "load_average_1m": fb.get("load_average_1m"),
         "source": source,
     }
     for part in (_start, _chunks, _memo, _serialization, _counting, _threads, _decode):
@@ -242,6 +279,8 @@ def render_report(profile: dict, chart_name: str | None = None) -> str:
         f"{p.get('cores')} cores, {p.get('cpu_model')}, Python {p.get('python')}, scale `{p.get('scale')}`, "
         f"measured {p.get('created_at')}.",
         "Ratios of benchmarks from one run (timings on a shared machine are noisy; ratios travel better).",
+        f"Load average (1 min) when the run ended: {p.get('load_average_1m')}; above 0.5 per core, other work "
+        "was competing and the parallel figures (pools, crossover) understate this machine.",
         "At `small` scale fixed costs dominate and most ratios come out smaller than at `default`.",
         "",
         "| ratio | this machine | original write-up | DESIGN.md (2 cores) |",
@@ -249,7 +288,8 @@ def render_report(profile: dict, chart_name: str | None = None) -> str:
     ]
     for key, label in LABELS.items():
         orig, design = REFERENCE.get(key, ("", ""))
-        lines.append(f"| {label} | {_x(ratios.get(key))} | {orig} | {design} |")
+        cells = [c.replace("|", "\\|") for c in (label, _x(ratios.get(key)), orig, design)]
+        lines.append("| " + " | ".join(cells) + " |")
     thr = p.get("thread_process_crossover") or {}
     ser = p.get("serialization") or {}
     lines += [
@@ -262,21 +302,36 @@ def render_report(profile: dict, chart_name: str | None = None) -> str:
         "",
         "## Other findings",
         "",
-        f"- thread/process crossover: **{thr.get('threads')}** threads beat {thr.get('processes')} processes "
-        f"on {thr.get('wait_s')} s waits; speed-ups {thr.get('speedup_vs_processes')}",
+        _crossover_lines(thr),
         f"- serialization, fastest write + read first: {', '.join(p.get('serialization_ranking') or [])}",
     ]
     for fmt, v in ser.items():
         lines.append(f"  - {fmt}: write {v.get('write_s')} s, read {v.get('read_s')} s, "
                      f"{v.get('size_bytes')} bytes, dtypes survive: {v.get('dtypes_survive')}"
                      + (f" (changed: {v['changed']})" if v.get("changed") else ""))
-    lines.append(f"- JPEG thumbnails per second, one process: {p.get('decode_images_per_s')}")
+    lines.append(f"- JPEG thumbnails per second, one process: {p.get('decode_images_per_s')}; "
+                 f"one process per core: {p.get('decode_pool_images_per_s')}")
     cnt = p.get("counting") or {}
     lines.append(f"- {cnt.get('files')} outputs: skip-if-done {cnt.get('skip_if_done_s')}; "
                  f"counting {cnt.get('count_s')} (Python counter: {cnt.get('counter')})")
     if chart_name:
         lines += ["", f"![chunk size against throughput]({chart_name})"]
     return "\n".join(lines) + "\n"
+
+
+def _crossover_lines(thr: dict) -> str:
+    if not thr:
+        return "- thread/process crossover: not measured"
+    first = (f"**{thr['threads']}** threads" if thr.get("threads") else "no measured thread count")
+    text = (f"- thread/process crossover: {first} beat {thr.get('processes')} processes on {thr.get('wait_s')} s "
+            f"waits; speed-ups by thread count {thr.get('speedup_vs_processes')}")
+    if "cpu_share" in thr:
+        share = thr["cpu_share"]
+        when = f"once an item is **{share} %** Python work" if share is not None else \
+            "at **no** measured share of Python work (is the machine busy? processes then lack their cores)"
+        text += (f"\n- processes beat 8 threads {when}; thread time / process time by share: "
+                 f"{thr.get('cpu_share_threads_vs_processes')}")
+    return text
 
 
 def plot_chunks(profile: dict, path) -> Path:
@@ -291,8 +346,8 @@ def plot_chunks(profile: dict, path) -> Path:
         ax.plot([r["chunksize"] for r in rows], [r["items_per_s"] for r in rows], marker="o", label=f"{kind} pool")
         for r in rows:
             if r["manual"]:
-                ax.annotate("one chunk\nper worker", (r["chunksize"], r["items_per_s"]), fontsize=7,
-                            textcoords="offset points", xytext=(-20, 8))
+                ax.annotate("one chunk per worker", (r["chunksize"], r["items_per_s"]), fontsize=7,
+                            textcoords="offset points", xytext=(-6, 6), ha="right")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("items per task (chunk size)")
@@ -324,22 +379,24 @@ def write_outputs(profile: dict, profile_file: Path) -> dict[str, Path]:
     "scale": "input sizes: small (about a minute), default (about 5 minutes), large; default: bench.scale",
     "from_json": "build profile, report and chart from this pytest-benchmark JSON instead of measuring",
     "pytest_args": "extra pytest arguments, one quoted string, e.g. '-k chunks'",
+    "fleet": "also run the local-fleet benchmarks (marked `fleet`: they start sshd and sshfs)",
 })
-def run(c, scale=None, from_json=None, pytest_args=""):
+def run(c, scale=None, from_json=None, pytest_args="", fleet=False):
     """Benchmark this machine (pytest bench/) and write its profile, report and chart."""
     scale = scale or c.config.bench.scale
     if scale not in SCALES:
         raise Exit(f"--scale {scale!r}: use one of {', '.join(SCALES)} (or set bench.scale)")
     out = profile_path(c)
     if from_json:
-        json_file = Path(from_json)
+        json_file = Path(from_json).resolve()
         if not json_file.is_file():
             raise Exit(f"--from-json {from_json}: no such file; run `invoke bench` to measure")
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         json_file = out.parent / f"bench-{scale}.json"
         json_file.unlink(missing_ok=True)
-        cmd = (f"{shlex.quote(sys.executable)} -m pytest bench -p no:cacheprovider -m 'not fleet' "
+        marks = "" if fleet else "-m 'not fleet' "
+        cmd = (f"{shlex.quote(sys.executable)} -m pytest bench -p no:cacheprovider {marks}"
                f"--bench-scale {scale} --benchmark-json {shlex.quote(str(json_file))} "
                f"--benchmark-columns median,rounds --benchmark-sort name {pytest_args}").strip()
         with c.cd(str(REPO)):
