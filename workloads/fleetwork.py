@@ -1120,6 +1120,13 @@ def main(workload, argv=None) -> int:
                 pass
         return code
 
+    if "://" in str(opts.src or "") or "://" in str(opts.dst or ""):
+        # object-store --src/--dst (s3://bucket/prefix): the same run, through workloads/storage.py (issue 6)
+        if HERE not in sys.path:
+            sys.path.insert(0, HERE)
+        import storage
+        return finish(storage.run_cli(workload, opts))
+
     try:
         shard = parse_shard(opts.shard)
         if opts.workers is not None and opts.workers < 1:
@@ -1132,9 +1139,11 @@ def main(workload, argv=None) -> int:
         workload.check(opts.src, opts.dst, opts)
         try:
             os.makedirs(os.path.join(opts.dst, FAILED_DIR), exist_ok=True)
+            # a folder, not a file: on a FUSE mount close() is asynchronous, and a file unlinked right after it
+            # would linger as .fuse_hidden* among the outputs
             probe = temp_name(os.path.join(opts.dst, ".probe"))
-            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-            os.unlink(probe)
+            os.mkdir(probe)
+            os.rmdir(probe)
         except OSError as e:
             raise UsageError(f"destination not writable: {opts.dst} ({e.strerror or e})") from None
         try:
