@@ -58,19 +58,25 @@ def bench_fleet(tmp_path_factory, sized, n_workers):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def single_machine(base: Path, dst: str, workers: int) -> float:
+def single_machine(base: Path, dst: str, workers: int, workload: str = "resize") -> float:
     shutil.rmtree(base / "data" / dst, ignore_errors=True)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "workloads" / "resize.py"), "--src", str(base / "data" / "src"),
+    subprocess.run([sys.executable, str(REPO / "workloads" / f"{workload}.py"), "--src", str(base / "data" / "src"),
                     "--dst", str(base / "data" / dst), "--workers", str(workers)], check=True, capture_output=True)
     return time.perf_counter() - t0
 
 
-def test_runbook_vs_single_machine(benchmark, bench_fleet, n_workers):
-    """Throughput of `invoke run --wait` on a local fleet over that of one process pool (same cores)."""
+@pytest.mark.parametrize("workload", ["resize", "features"])
+def test_runbook_vs_single_machine(benchmark, bench_fleet, n_workers, workload):
+    """Throughput of `invoke run --wait` on a local fleet over that of one process pool (same cores).
+
+    resize is light (a few ms per image with draft decoding), so the sshfs stack (sshfs, ssh, sshd and
+    sftp-server, all on this machine's cores) weighs as much as the work; features (ORB, ~15 ms per image) is
+    closer to what a fleet is rented for.
+    """
     benchmark.group = "fleet: runbook vs single machine"
     c, base, images = bench_fleet
-    single = min(single_machine(base, "single", n_workers) for _ in range(2))
+    single = min(single_machine(base, f"single-{workload}", n_workers, workload) for _ in range(2))
     nodes = local.list_nodes(c, NAME)
 
     def clear():
@@ -78,7 +84,7 @@ def test_runbook_vs_single_machine(benchmark, bench_fleet, n_workers):
         return (), {}
 
     def runbook():
-        snap = progress.wait_until_finished(c, run.start(c, NAME, nodes, "resize", "src", "fleet", ""))
+        snap = progress.wait_until_finished(c, run.start(c, NAME, nodes, workload, "src", "fleet", ""))
         assert snap["done"] == images
 
     benchmark.pedantic(runbook, setup=clear, rounds=2, iterations=1)
@@ -86,8 +92,8 @@ def test_runbook_vs_single_machine(benchmark, bench_fleet, n_workers):
     if fleet_s:
         benchmark.extra_info.update(single_machine_s=round(single, 3), fleet_s=round(fleet_s, 3), images=images,
                                     throughput_ratio=round(single / fleet_s, 3))
-        print(f"\nrunbook on {len(nodes)} local nodes: {images / fleet_s:.1f} images/s; one pool of {n_workers}: "
-              f"{images / single:.1f} images/s; ratio {single / fleet_s:.2f}")
+        print(f"\n{workload}: runbook on {len(nodes)} local nodes: {images / fleet_s:.1f} images/s; one pool of "
+              f"{n_workers}: {images / single:.1f} images/s; ratio {single / fleet_s:.2f}")
 
 
 def test_counting_over_sshfs(benchmark, bench_fleet):
@@ -95,14 +101,14 @@ def test_counting_over_sshfs(benchmark, bench_fleet):
     benchmark.group = "fleet: counting over sshfs"
     c, base, images = bench_fleet
     fw = runstate.fleetwork()
-    out = base / "data" / "single"
+    out = base / "data" / "single-resize"
     if not out.exists():
-        single_machine(base, "single", 2)
+        single_machine(base, "single-resize", 2)
     found = benchmark(fw.scan_outputs, str(out))
     assert len(found) == images
     node = local.list_nodes(c, NAME)[0]
     script = ("import sys, time; sys.path.insert(0, 'workloads'); import fleetwork as f; t = time.perf_counter(); "
-              f"n = len(f.scan_outputs({node.mountpoint + '/single'!r})); print(n, time.perf_counter() - t)")
+              f"n = len(f.scan_outputs({node.mountpoint + '/single-resize'!r})); print(n, time.perf_counter() - t)")
     from playbooks.remote import connect, q, run_checked
     conn = connect(c, NAME, node)
     try:
