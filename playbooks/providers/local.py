@@ -16,6 +16,7 @@ import ipaddress
 import json
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -239,11 +240,28 @@ def _index(node_name: str) -> int:
     return int(tail) if tail.isdigit() else 10**6
 
 
-def _python() -> str:
-    """The interpreter nodes run workloads with: the head's virtual environment, by absolute path."""
+VENV_IN_NODE = "/var/lib/fleetbook/venv"  # where a node sees the head's venv when its own path is closed to it
+
+
+def _venv() -> Path:
     from ..config import REPO
-    venv = REPO / ".venv" / "bin" / "python"
-    return str(venv) if venv.exists() else shutil.which("python3") or "python3"
+    return REPO / ".venv"
+
+
+def _open_to_others(path: Path) -> bool:
+    """Can another user reach ``path`` (every folder above it enterable by others)?"""
+    return all(p.stat().st_mode & 0o001 for p in path.parents if p != Path("/"))
+
+
+def _python(mode: str) -> str:
+    """The interpreter nodes run workloads with: the head's virtual environment, by absolute path.  A per-node
+    user who cannot enter the checkout's folders (e.g. one below /root) sees the venv bound at VENV_IN_NODE."""
+    venv = _venv() / "bin" / "python"
+    if not venv.exists():
+        return shutil.which("python3") or "python3"
+    if mode == "user" and not _open_to_others(_venv()):
+        return f"{VENV_IN_NODE}/bin/python"
+    return str(venv)
 
 
 def _create_node(c, fleet: str, index: int, host: str, mode: str, net: dict | None = None) -> Node:
@@ -270,10 +288,13 @@ def _create_node(c, fleet: str, index: int, host: str, mode: str, net: dict | No
         # A private mount namespace: the node's tmpfs at the mountpoint (owned by the node's user, so its
         # sshfs can mount there) is seen by this node only; it vanishes with the node's last process.
         link = netns.add_node(net, fleet, index, host) if net else None
+        setup = f"mount -t tmpfs -o size=1m,mode=0755,uid={ids.pw_uid},gid={ids.pw_gid} fleetbook {mountpoint}"
+        if _python(mode).startswith(VENV_IN_NODE):
+            Path(VENV_IN_NODE).mkdir(parents=True, exist_ok=True)
+            setup += f" && mount --bind -o ro {shlex.quote(str(_venv()))} {VENV_IN_NODE}"
         wrapper = [*(netns.exec_prefix(fleet, index) if net else []),
                    "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-                   f"mount -t tmpfs -o size=1m,mode=0755,uid={ids.pw_uid},gid={ids.pw_gid} fleetbook "
-                   f"{mountpoint} && exec \"$0\" \"$@\""]
+                   f"{setup} && exec \"$0\" \"$@\""]
     else:
         Path(mountpoint).mkdir()
     # what the node holds: the key to reach the head (SFTP only) and the head's pinned host key
@@ -293,7 +314,7 @@ def _create_node(c, fleet: str, index: int, host: str, mode: str, net: dict | No
         subprocess.run(["chown", "-R", f"{user}:{user}", str(home)], check=True)
         os.chmod(home, 0o700)
     labels = {"fleet": fleet, "node": name, "index": index, "host": host, "port": port, "user": user,
-              "isolation": mode, "home": str(home), "mountpoint": mountpoint, "python": _python(),
+              "isolation": mode, "home": str(home), "mountpoint": mountpoint, "python": _python(mode),
               "created_at": time.time()}
     if mode == "user" and net:
         labels.update(netns=netns.ns_name(fleet, index), link=link)
