@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .cloud_config import CLOUD_DEFAULTS
+from .engine_config import ENGINE_DEFAULTS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,6 +51,7 @@ DEFAULTS = {
         "profile": "",             # "" = <repo>/.fleetbook/profile.json
     },
     **CLOUD_DEFAULTS,              # gcp, aws, image: see cloud_config.py
+    **ENGINE_DEFAULTS,             # dask, batch: see engine_config.py
 }
 
 

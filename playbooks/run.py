@@ -114,11 +114,20 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
     "wait": "show a progress bar and return when every node has finished or is lost",
     "name": "fleet name (default: fleet.name)",
     "provider": "local, gcp or aws (default: fleet.provider)",
+    "engine": "local (default: one detached process per node) or dask (chunks of items on the cluster that "
+              "`invoke dask.up` started; waits, with a progress bar; items per task: --args '--chunksize N')",
 })
-def run_(c, workload="", src="", dst="", args="", wait=False, name="", provider=""):
+def run_(c, workload="", src="", dst="", args="", wait=False, name="", provider="", engine="local"):
     """Start a workload on every node of the fleet, each on its share of the inputs."""
     name, nodes = nodes_or_exit(c, name, provider)
     job = c.config.job
+    # --- engine choice (issue 6): everything else in this task is the local engine
+    if engine not in ("local", "dask"):
+        raise Exit(f"unknown engine {engine!r}: use --engine local or --engine dask")
+    if engine == "dask":
+        from .engines import dask as dask_engine
+        return dask_engine.run(c, name, nodes, workload or job.workload, src or job.src, dst or job.dst,
+                               args or job.args, provider)
     record = start(c, name, nodes, workload or job.workload, src or job.src, dst or job.dst, args or job.args,
                    provider)
     if wait:

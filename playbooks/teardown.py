@@ -9,6 +9,7 @@ from . import fleet as fleet_tasks
 from . import mount as mount_tasks
 from . import run as run_tasks
 from . import runstate
+from .engines import dask as dask_engine
 
 console = Console()
 
@@ -19,6 +20,9 @@ def teardown(c, name="", provider="", dry_run=False):
     """Stop workloads, unmount, and delete every node of the fleet."""
     name = fleet_tasks.fleet_name(c, name)
     if not fleet_tasks.dry(c, dry_run):
+        if dask_engine.read_state(c, name):  # a Dask cluster on the fleet goes first, its scheduler included
+            dask_engine.down(c, name, [n for n in fleet_tasks.provider_of(c, provider).list_nodes(c, name)
+                                       if n.state == "running"])
         try:
             if runstate.load_run(c).get("fleet") == name:
                 run_tasks.stop(c, name=name, provider=provider)

@@ -332,3 +332,22 @@ def test_shard_order_own_first_then_other_shards_from_their_end():
     assert [t for t, helped in order if helped] == by[2][::-1] + by[0][::-1]
     assert sorted(t for t, _ in order) == sorted(todo)  # every item once
     assert fw.shard_order(todo, None) == [(t, False) for t in todo]
+
+
+def test_run_items_with_known_listing_does_not_walk_the_destination(tmp_path, monkeypatch):
+    """An engine that listed the destination once passes known=: a chunk then checks only its own items."""
+    fw = fleetwork
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    names = many_jpegs(src, 6, side=64)
+    wl = fw.load("resize")
+    opts = wl.parse_args(["--src", str(src), "--dst", str(dst), "--workers", "1", "--quiet"])
+    first = fw.run_items(wl, names[:3], str(src), str(dst), opts, progress_bar=False)
+    assert first["done"] == 3
+    walked = []
+    real_scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda p=".": (walked.append(os.fspath(p)), real_scandir(p))[1])
+    summary = fw.run_items(wl, names, str(src), str(dst), opts, progress_bar=False, known=(set(), {}))
+    monkeypatch.undo()
+    assert (summary["done"], summary["skipped"]) == (3, 3)  # the 3 done ones found by a check each, not redone
+    assert str(dst) not in walked
+    check_jpeg_outputs(dst, names)

@@ -846,11 +846,14 @@ def _log(opts, text):
 
 
 def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, shard=None,
-              collisions=None, progress_bar=None) -> dict:
+              collisions=None, progress_bar=None, known=None) -> dict:
     """Process ``items`` (skip-if-done, shard order, pool, failure records, heartbeats) and return the summary
     ``{"done","skipped","failed","seconds","items_per_s", ...}``.  Used by the CLI and by an engine for one
     chunk.  ``shard`` defaults to ``opts.shard``; ``collisions`` (loser -> winner, see find_collisions) to the
-    collisions among ``items`` (an engine that splits a list should pass the collisions of the whole list)."""
+    collisions among ``items`` (an engine that splits a list should pass the collisions of the whole list).
+    ``known=(outputs, failures)``: what the caller already listed (an engine that listed the destination once
+    for all its chunks); then this chunk does not walk the destination again, and checks each item's output
+    just before doing it instead (one stat per item)."""
     t_start = time.perf_counter()
     node = node or getattr(opts, "node", None) or HOST
     state_dir = state_dir or getattr(opts, "state", None)
@@ -862,9 +865,12 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
     os.makedirs(os.path.join(dst, FAILED_DIR), exist_ok=True)
 
     items = list(items)
-    outputs, temps = _scan(dst)                          # ONE walk of the destination
-    failures, failed_temps = _read_failed_dir(dst)
-    sweep_temps(temps + failed_temps)
+    if known is None:
+        outputs, temps = _scan(dst)                      # ONE walk of the destination
+        failures, failed_temps = _read_failed_dir(dst)
+        sweep_temps(temps + failed_temps)
+    else:
+        outputs, failures = set(known[0]), dict(known[1])
     if collisions is None:
         collisions = find_collisions(workload, items, opts)
 
@@ -890,7 +896,7 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
         else:
             todo.append((item, item in failures))
 
-    tasks = [(it, helped, had) for (it, had), helped in shard_order(todo, shard)]
+    tasks = [(it, helped or known is not None, had) for (it, had), helped in shard_order(todo, shard)]
 
     workers = getattr(opts, "workers", None) or default_workers(profile)
     workers = max(1, min(workers, len(tasks))) if tasks else 1

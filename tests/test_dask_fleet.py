@@ -1,0 +1,202 @@
+"""The Dask engine on a real 3-node local fleet: dask.up, run --engine dask, a worker lost mid-run, dask.down."""
+from __future__ import annotations
+
+import copy
+import math
+import secrets
+import socket
+from pathlib import Path
+
+import psutil
+import pytest
+from fleet_fixtures import *  # noqa: F403
+from fleet_fixtures import fleet_processes
+from invoke import Config, Context
+from invoke.exceptions import Exit
+from PIL import Image
+
+from playbooks import dask_tasks, deploy, fleet, mount, progress, run, runstate, teardown
+from playbooks.config import DEFAULTS
+from playbooks.engines import dask as engine
+from playbooks.providers import local
+from playbooks.samples import make_samples
+
+pytestmark = [pytest.mark.fleet, pytest.mark.timeout(300)]
+NAME = "dk" + secrets.token_hex(2)
+IMAGES = 36
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dask_ctx(base: Path) -> Context:
+    """Like fleet_fixtures.make_ctx, plus the engine's ``dask`` subtree on free ports."""
+    defaults = copy.deepcopy(DEFAULTS)
+    defaults["fleet"]["state_dir"] = str(base / "state")
+    defaults["shared"]["root"] = str(base / "data")
+    defaults["fleet"]["ready_timeout"] = 30.0
+    defaults["job"].update(lost_after=3.0, poll=0.2)
+    defaults["dask"] = dict(engine.DASK_DEFAULTS, port=free_port(), dashboard_port=free_port())
+    cfg = Config(overrides={"run": {"hide": True}})
+    cfg.load_collection(defaults)
+    return Context(config=cfg)
+
+
+def dask_processes(fleet_name: str, state: dict | None) -> list[str]:
+    """Every Dask scheduler or worker process of this fleet that still runs."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "username"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if "dask_worker" not in cmd and "dask_scheduler" not in cmd:
+                continue
+            mine = (proc.environ().get("FLEETBOOK_NODE", "").startswith(fleet_name + "/")
+                    or (proc.info["username"] or "").startswith(f"fb-{fleet_name}-")
+                    or (state and f"--port {state['port']}" in cmd and "dask_scheduler" in cmd))
+            if mine:
+                found.append(f"{proc.pid} {cmd}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def ctx(fleet_base):
+    c = dask_ctx(fleet_base)
+    make_samples(fleet_base / "data" / "src", IMAGES, size=(800, 600))
+    try:
+        yield c
+    finally:
+        try:
+            dask_tasks.down(c, name=NAME)
+        finally:
+            teardown.teardown(c, name=NAME)
+
+
+@pytest.fixture(scope="module")
+def up(ctx):
+    fleet.create(ctx, n=3, name=NAME)
+    mount.mount(ctx, name=NAME)
+    deploy.deploy(ctx, name=NAME)
+    dask_tasks.up(ctx, name=NAME)
+    return ctx
+
+
+def outputs(c, dst):
+    root = Path(c.config.shared.root) / dst
+    return {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file() and ".failed" not in p.parts
+            and not p.name.startswith(".")}
+
+
+def check_all_valid(c, dst, size):
+    outs = outputs(c, dst)
+    src = Path(c.config.shared.root) / "src"
+    expected = {p.relative_to(src).with_suffix(".jpg").as_posix() for p in src.rglob("*.jpg")}
+    assert len(expected) == IMAGES
+    assert set(outs) == expected, f"missing {sorted(expected - set(outs))[:5]} extra {sorted(set(outs) - expected)[:5]}"
+    for path in outs.values():
+        with Image.open(path) as img:
+            img.load()
+            assert img.size == (size, size) and img.format == "JPEG"
+    return outs
+
+
+def test_up_starts_a_scheduler_on_the_head_and_workers_on_every_node(up):
+    state = engine.read_state(up, NAME)
+    assert state["address"] == f"tcp://127.0.0.1:{up.config.dask.port}"
+    assert engine.scheduler_alive(state)
+    nodes = local.list_nodes(up, NAME)
+    assert set(state["workers"]) == {n.name for n in nodes}
+    with engine.connect_client(state["address"]) as client:
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+        assert sorted(w["name"] for w in workers) == sorted(n.name for n in nodes)
+        assert {w["host"] for w in workers} == {n.host for n in nodes}  # each on its node's own address
+    # the workers run as the nodes' users, with the nodes' interpreter, detached from the SSH session
+    for n in nodes:
+        procs = [p for p in local.node_processes(NAME, n.name, n.user if n.labels["isolation"] == "user" else None)
+                 if "dask_worker" in " ".join(p.cmdline())]
+        assert procs, f"no dask worker on {n.name}"
+    # its record lives beside the fleet's folder: a torn-down fleet cannot hide a running scheduler
+    assert (Path(up.config.fleet.state_dir) / NAME) not in engine.state_file(up, NAME).parents
+    dask_tasks.up(up, name=NAME)  # already up: a no-op
+    assert engine.read_state(up, NAME)["scheduler_pid"] == state["scheduler_pid"]
+
+
+def test_run_engine_dask_matches_the_local_engine_in_ceil_items_over_chunk_tasks(up):
+    nodes = local.list_nodes(up, NAME)
+    record = run.start(up, NAME, nodes, "resize", "src", "out-local", "--size 64")
+    progress.wait_until_finished(up, record)
+    local_outs = check_all_valid(up, "out-local", 64)
+
+    result = run.run_(up, workload="resize", src="src", dst="out-dask", args="--size 64 --chunksize 5",
+                      name=NAME, engine="dask")
+    assert result["tasks"] == result["tasks_planned"] == math.ceil(IMAGES / 5)
+    assert result["done"] == IMAGES and result["failed"] == 0 and not result["errors"]
+    dask_outs = check_all_valid(up, "out-dask", 64)
+    assert set(dask_outs) == set(local_outs)
+    for rel in local_outs:
+        assert dask_outs[rel].read_bytes() == local_outs[rel].read_bytes(), rel
+    # the run is recorded like any other: `invoke progress` counts it on the head
+    snap = progress.snapshot(up, runstate.load_run(up, result["run_id"]))
+    assert snap["done"] == IMAGES and snap["nodes"][0]["state"] == "done"
+    # restartable: a second run finds everything done and submits nothing
+    again = engine.run(up, NAME, nodes, "resize", "src", "out-dask", "--size 64 --chunksize 5")
+    assert again["tasks"] == 0 and again["skipped"] == IMAGES
+
+
+def test_the_engines_are_interchangeable_on_one_destination(up):
+    nodes = local.list_nodes(up, NAME)
+    dst = Path(up.config.shared.root) / "out-mixed"
+    # half the outputs from the local engine's run (copied), the rest by Dask: only the missing ones are submitted
+    local_outs = outputs(up, "out-local")
+    for rel in sorted(local_outs)[: IMAGES // 2]:
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dst / rel).write_bytes(local_outs[rel].read_bytes())
+    result = engine.run(up, NAME, nodes, "resize", "src", "out-mixed", "--size 64 --chunksize 4")
+    assert result["todo"] == IMAGES - IMAGES // 2 and result["tasks"] == math.ceil(result["todo"] / 4)
+    mixed = check_all_valid(up, "out-mixed", 64)
+    assert all(mixed[rel].read_bytes() == local_outs[rel].read_bytes() for rel in mixed)
+
+
+def test_a_worker_killed_mid_run_loses_nothing(up):
+    nodes = local.list_nodes(up, NAME)
+    killed = []
+
+    def kill_a_busy_node(summary, client):
+        if killed:
+            return
+        info = client.scheduler_info(n_workers=-1)["workers"]
+        busy = [addr for addr, keys in client.processing().items() if keys]
+        victims = [info[a]["name"] for a in busy if a in info and info[a]["name"] != summary["node"]]
+        assert victims, "no other worker was busy: the run is too fast for this test, make IMAGES larger"
+        local.kill_node(up, NAME, victims[0])  # the whole node vanishes, its worker and its mount with it
+        killed.append(victims[0])
+
+    result = engine.run(up, NAME, nodes, "resize", "src", "out-kill", "--size 96 --no-draft --chunksize 2",
+                        on_result=kill_a_busy_node)
+    assert killed and [n.state for n in local.list_nodes(up, NAME)].count("terminated") == 1
+    assert result["tasks"] == math.ceil(IMAGES / 2) and not result["errors"]
+    assert result["done"] + result["skipped"] == IMAGES and result["failed"] == 0
+    check_all_valid(up, "out-kill", 96)
+
+
+def test_run_without_a_cluster_says_what_to_do(up, fleet_base):
+    other = dask_ctx(fleet_base)
+    other.config.fleet.state_dir = str(fleet_base / "elsewhere")
+    with pytest.raises(Exit) as e:
+        engine.run(other, NAME, local.list_nodes(up, NAME), "resize", "src", "out-x", "")
+    assert "invoke dask.up" in e.value.message
+
+
+def test_down_leaves_nothing_running(up):
+    state = engine.read_state(up, NAME)
+    assert dask_processes(NAME, state)
+    dask_tasks.down(up, name=NAME)
+    assert dask_processes(NAME, state) == []
+    assert engine.read_state(up, NAME) is None
+    dask_tasks.down(up, name=NAME)  # a second call does nothing
+    teardown.teardown(up, name=NAME)
+    assert fleet_processes(NAME) == []
