@@ -19,7 +19,7 @@ from invoke import Config, Context
 
 from playbooks.config import DEFAULTS, REPO
 
-__all__ = ["make_ctx", "fleet_base", "ROOT", "INVOKE", "invoke_cli", "fleet_processes"]
+__all__ = ["make_ctx", "fleet_base", "ROOT", "INVOKE", "invoke_cli", "fleet_processes", "cmdline"]
 
 ROOT = os.geteuid() == 0
 INVOKE = str(Path(sys.executable).with_name("invoke"))
@@ -72,3 +72,12 @@ def fleet_processes(fleet: str) -> list[str]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
+
+
+def cmdline(proc) -> str:
+    """A process's command line, or "" when it has just ended (a zombie has none)."""
+    import psutil
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return ""

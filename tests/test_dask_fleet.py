@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 from fleet_fixtures import *  # noqa: F403
-from fleet_fixtures import fleet_processes
+from fleet_fixtures import cmdline, fleet_processes
 from invoke import Config, Context
 from invoke.exceptions import Exit
 from PIL import Image
@@ -117,7 +117,7 @@ def test_up_starts_a_scheduler_on_the_head_and_workers_on_every_node(up):
     # the workers run as the nodes' users, with the nodes' interpreter, detached from the SSH session
     for n in nodes:
         procs = [p for p in local.node_processes(NAME, n.name, n.user if n.labels["isolation"] == "user" else None)
-                 if "dask_worker" in " ".join(p.cmdline())]
+                 if "dask_worker" in cmdline(p)]
         assert procs, f"no dask worker on {n.name}"
     # its record lives beside the fleet's folder: a torn-down fleet cannot hide a running scheduler
     assert (Path(up.config.fleet.state_dir) / NAME) not in engine.state_file(up, NAME).parents

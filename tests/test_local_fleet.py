@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 from fleet_fixtures import *  # noqa: F403
-from fleet_fixtures import ROOT, fleet_processes, invoke_cli, make_ctx
+from fleet_fixtures import ROOT, cmdline, fleet_processes, invoke_cli, make_ctx
 from invoke.exceptions import Exit
 from PIL import Image
 
@@ -139,7 +139,7 @@ def test_a_killed_node_is_reported_lost_and_a_rerun_completes(up):
     record = run.start(up, NAME, nodes, "resize", "src", dst, "--size 96")
     victim = nodes[1]
     # freeze every node's workload, so the kill lands mid-run whatever the speed of this machine
-    frozen = [p for n in nodes for p in local.node_processes(NAME, n.name) if "workloads/" in " ".join(p.cmdline())]
+    frozen = [p for n in nodes for p in local.node_processes(NAME, n.name) if "workloads/" in cmdline(p)]
     for p in frozen:
         p.send_signal(signal.SIGSTOP)
     assert len(outputs(up, dst)) < IMAGES, "the run finished before the kill: make IMAGES larger"
