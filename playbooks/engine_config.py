@@ -31,7 +31,7 @@ ENGINE_DEFAULTS = {
         "shards": 256,
         "vcpus": 2,                   # per job
         "memory_mib": 4096,           # per job
-        "threads": 2,                 # worker processes inside a job (the workload's --workers)
+        "threads": 8,                 # items at once inside a job, on threads (the workload's --threads): S3 waits
         "attempts": 3,                # Batch retries of a job (a reclaimed spot instance is retried)
         "job_timeout_s": 3600,
         "job_start_s": 60.0,          # per-job start cost (placement, image pull, interpreter start), for the plan

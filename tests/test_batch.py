@@ -115,7 +115,7 @@ def test_256_shard_jobs_and_256_dependent_jobs(batch_ctx, capsys):
         assert len(b["dependsOn"]) <= engine.MAX_DEPENDS_ON
         k = j["shard"]
         assert j["command"] == ["python", "workloads/resize.py", "--src", f"s3://{BUCKET}/src",
-                                "--dst", f"s3://{BUCKET}/out", "--shard", f"{k}/256", "--workers", "2",
+                                "--dst", f"s3://{BUCKET}/out", "--shard", f"{k}/256", "--threads", "8",
                                 "--size", "64"]
         assert j["then_command"][:7] == ["python", "workloads/edges.py", "--src", f"s3://{BUCKET}/out",
                                          "--dst", f"s3://{BUCKET}/out-edges", "--shard"]

@@ -351,3 +351,27 @@ def test_run_items_with_known_listing_does_not_walk_the_destination(tmp_path, mo
     assert (summary["done"], summary["skipped"]) == (3, 3)  # the 3 done ones found by a check each, not redone
     assert str(dst) not in walked
     check_jpeg_outputs(dst, names)
+
+
+def test_threads_run_items_at_once_in_one_process(tmp_path):
+    """--threads through the CLI: every item done, outputs valid; a bad value is a one-line usage error."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    names = many_jpegs(src, 8, side=64)
+    result = run("resize", "--src", str(src), "--dst", str(dst), "--workers", "1", "--threads", "4")
+    assert result.returncode == 0, result.stderr
+    assert summary_of(result.stdout)["done"] == 8
+    check_jpeg_outputs(dst, names)
+    bad = run("resize", "--src", str(src), "--dst", str(dst), "--threads", "0")
+    assert bad.returncode == 2 and "--threads must be >= 1" in bad.stderr + bad.stdout
+
+
+def test_threaded_really_runs_items_at_once_and_keeps_order():
+    import threading
+    barrier = threading.Barrier(4, timeout=10)  # breaks (and fails the test) unless 4 items run at the same time
+
+    def item(k):
+        barrier.wait()
+        return k * k
+
+    assert list(fleetwork._threaded(item, list(range(8)), 4)) == [k * k for k in range(8)]
+    assert list(fleetwork._threaded(lambda k: -k, [1, 2, 3], 1)) == [-1, -2, -3]

@@ -607,6 +607,9 @@ class Workload:
                        help="do the items with sha1(item) %% n == i first (0-based), then help with the rest")
         g.add_argument("--workers", type=int, default=None,
                        help="worker processes (default: profile 'cores', else the CPUs this process may use)")
+        g.add_argument("--threads", type=int, default=1,
+                       help="items at once in each worker process, on threads: for items that wait on the "
+                            "network (s3:// paths, a slow mount); 1 = none")
         g.add_argument("--chunksize", type=int, default=None,
                        help="items per pool task (default: chosen from the measured time per item)")
         g.add_argument("--start-method", choices=multiprocessing.get_all_start_methods(), default=None,
@@ -765,11 +768,23 @@ def _worker_init(workload, src, dst, opts, node, runner_pid):
     workload.setup_worker(opts)
 
 
+def _threaded(fn, tasks: list, threads: int):
+    """``fn(task)`` for each task in order, ``threads`` at a time: for items that wait on the network (S3, a
+    slow mount), where threads win over processes (see bench/test_threads.py)."""
+    if threads <= 1:
+        yield from map(fn, tasks)
+        return
+    with cf.ThreadPoolExecutor(threads, thread_name_prefix="fleetwork-io") as pool:
+        step = threads * 4
+        for k in range(0, len(tasks), step):
+            yield from pool.map(fn, tasks[k:k + step])
+
+
 def _worker_chunk(tasks):
     w = _WORKER
     t0 = time.perf_counter()
-    results = [_do_item(w["workload"], item, w["src"], w["dst"], w["opts"], w["node"], recheck, had)
-               for item, recheck, had in tasks]
+    results = list(_threaded(lambda t: _do_item(w["workload"], t[0], w["src"], w["dst"], w["opts"], w["node"],
+                                                t[1], t[2]), tasks, getattr(w["opts"], "threads", 1) or 1))
     return results, time.perf_counter() - t0
 
 
@@ -920,9 +935,11 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
                        f"profile={profile_path}")
             workload.setup_worker(opts)
             prog.start_thread()
-            for item, recheck, had in tasks:
+            threads = getattr(opts, "threads", 1) or 1
+            for result in _threaded(lambda t: _do_item(workload, t[0], src, dst, opts, node, t[1], t[2]), tasks,
+                                    threads):
                 _check_stop()
-                prog.add(_do_item(workload, item, src, dst, opts, node, recheck, had)[1])
+                prog.add(result[1])
         else:
             _run_pool(workload, tasks, src, dst, opts, node, prog, workers, method, chunksize, overhead, info)
     except DestinationError as e:
@@ -1139,6 +1156,8 @@ def main(workload, argv=None) -> int:
             raise UsageError("--workers must be >= 1")
         if opts.chunksize is not None and opts.chunksize < 1:
             raise UsageError("--chunksize must be >= 1")
+        if opts.threads < 1:
+            raise UsageError("--threads must be >= 1")
         special = workload.handle(opts)
         if special is not None:
             return finish(special)

@@ -1,6 +1,6 @@
 """storage: run a workload whose --src / --dst are object-store URLs (s3://bucket/prefix, any fsspec URL).
 
-    python workloads/resize.py --src s3://bucket/src --dst s3://bucket/out --shard 3/256 --workers 2
+    python workloads/resize.py --src s3://bucket/src --dst s3://bucket/out --shard 3/256 --threads 8
 
 (``fleetwork.main`` hands object-store paths to ``run_cli`` here; ``python workloads/storage.py resize ...`` is
 the same thing) does what the workload does on a shared disk, with the same rules:

@@ -4,7 +4,7 @@
 instance role + instance profile, job role that may read and write the bucket), a MANAGED SPOT compute
 environment, a job queue on it and a job definition whose image is ``batch.image`` (built from
 ``docker/Dockerfile``).  ``submit`` sends one job per hash-prefix shard, each running
-``python workloads/<w>.py --src s3://... --dst s3://... --shard k/N --workers T`` (the workload itself, on
+``python workloads/<w>.py --src s3://... --dst s3://... --shard k/N --threads T`` (the workload itself, on
 object-store paths through ``workloads/storage.py``), and with ``then`` one second-stage job per shard that
 depends only on the same shard of the first stage (AWS allows at most 20 ``dependsOn`` per job; this uses 1).
 ``status`` summarises the queue's jobs by state, per run, and lists the failures; ``down`` removes everything
@@ -316,7 +316,7 @@ def down(c) -> dict:
 def job_command(workload: str, src: str, dst: str, shard: int, shards: int, threads: int, args: str) -> list[str]:
     """The container command of one shard job (what the image runs from its /app working directory)."""
     return ["python", f"workloads/{workload}.py", "--src", src, "--dst", dst,
-            "--shard", f"{shard}/{shards}", "--workers", str(threads), *shlex.split(args)]
+            "--shard", f"{shard}/{shards}", "--threads", str(threads), *shlex.split(args)]
 
 
 def count_items(c, workload: str, src: str, args: str) -> int | None:
