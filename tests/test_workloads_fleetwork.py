@@ -1,7 +1,6 @@
 """workloads/fleetwork.py: the shared runner (chunk size, profile, skip-if-done, shards, state files, temps)."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pty

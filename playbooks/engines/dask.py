@@ -33,6 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .. import runstate
 from ..engine_config import ENGINE_DEFAULTS
 from ..config import shared_root, state_dir
+from ..providers.local import port_free
 from ..remote import fan_out, q, run_checked, show_failures
 
 console = Console()
@@ -57,15 +58,6 @@ def state_file(c, fleet: str) -> Path:
 
 def read_state(c, fleet: str) -> dict | None:
     return runstate.read_json(state_file(c, fleet))
-
-
-def port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def scheduler_alive(state: dict | None):

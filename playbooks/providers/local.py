@@ -80,7 +80,7 @@ def _used_addresses(c) -> set[str]:
     return used
 
 
-def _port_free(host: str, port: int) -> bool:
+def port_free(host: str, port: int) -> bool:
     with socket.socket() as s:
         try:
             s.bind((host, port))
@@ -97,7 +97,7 @@ def allocate_address(c, port: int, taken: set[str] | None = None) -> str:
         host = str(base + k)
         if not ipaddress.IPv4Address(host).is_loopback:
             break
-        if host not in used and _port_free(host, port):
+        if host not in used and port_free(host, port):
             return host
     raise Exit("no free loopback address left for a node: run `invoke fleet.down` on fleets you no longer need")
 
