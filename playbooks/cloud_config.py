@@ -48,8 +48,11 @@ CLOUD_DEFAULTS = {
         "firewall": True,           # create/keep the firewall rule fleetbook-ssh (tag fleetbook)
         "user": "fleet",            # login user, created by the guest agent from the ssh-keys metadata
         "ssh_port": 22,
-        "head": "tunnel",           # how nodes reach the head's disk: tunnel (ssh -R from this machine)
+        "head": "tunnel",           # how nodes reach the head's disk: tunnel (ssh -R from this machine) or
+                                    # instance (one on-demand VM created with the fleet, mounted over the VPC)
         "tunnel_port": 2299,        # node-side loopback port of the reverse tunnel to the head
+        "head_machine_type": "e2-standard-2",  # head = instance: its machine type (never spot)
+        "head_disk_gb": 100,        # head = instance: its boot disk, which holds the shared disk
         "price_spot": 0.0,          # USD per node-hour; 0 = GCP_PRICES[machine_type]
         "price_on_demand": 0.0,
         "prices": GCP_PRICES,
@@ -66,8 +69,10 @@ CLOUD_DEFAULTS = {
         "security_group": "fleetbook-ssh",
         "user": "admin",            # Debian AMIs: admin; Ubuntu: ubuntu; Amazon Linux: ec2-user
         "ssh_port": 22,
-        "head": "tunnel",
+        "head": "tunnel",           # tunnel | instance (see gcp.head)
         "tunnel_port": 2299,
+        "head_instance_type": "t3.medium",  # head = instance: its instance type (on-demand)
+        "head_disk_gb": 100,
         "disk_gb": 20,
         "price_spot": 0.0,
         "price_on_demand": 0.0,

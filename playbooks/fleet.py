@@ -76,8 +76,9 @@ def show(nodes, title: str) -> None:
     "ttl": "cloud: hours after which nodes delete themselves (default: fleet.ttl_hours)",
     "dry_run": "print what would be created and create nothing",
     "wait": "wait until every node answers SSH (--no-wait returns once the provider accepted them)",
+    "head": "cloud: tunnel (this machine is the head) or instance (one on-demand head VM; default: <provider>.head)",
 })
-def create(c, n=0, name="", provider="", spot=True, min=0, ttl="", dry_run=False, wait=True):
+def create(c, n=0, name="", provider="", spot=True, min=0, ttl="", dry_run=False, wait=True, head=""):
     """Start a fleet of N nodes, or grow one to N (idempotent)."""
     if n < 1:
         raise Exit("say how many nodes: invoke fleet.create -n 3 (or --n 3)")
@@ -87,9 +88,12 @@ def create(c, n=0, name="", provider="", spot=True, min=0, ttl="", dry_run=False
         raise Exit(f"--ttl {ttl!r} is not a number of hours: e.g. --ttl 2.5") from None
     name = fleet_name(c, name)
     prov = provider_of(c, provider)
+    if head and not hasattr(prov, "head"):
+        raise Exit(f"--head is for cloud fleets (gcp, aws): a {provider or c.config.fleet.provider} fleet's head "
+                   "is this machine")
     spec = FleetSpec(name=name, count=n, provider=prov.__name__.rsplit(".", 1)[-1], spot=spot,
                      min_count=min or None, ttl_hours=ttl_hours,
-                     dry_run=dry(c, dry_run), wait=wait)
+                     dry_run=dry(c, dry_run), wait=wait, head=head)
     if hasattr(prov, "estimate"):
         console.print(prov.estimate(c, spec))
     before = [x for x in prov.list_nodes(c, name) if x.state != providers.TERMINATED]
@@ -103,6 +107,20 @@ def create(c, n=0, name="", provider="", spot=True, min=0, ttl="", dry_run=False
         except NodesNotReady as exc:
             raise Exit(f"fleet {name}: {exc}; see `invoke fleet.list --name {name}`") from None
     show(nodes, f"fleet {name}: {max(0, len(nodes) - len(before))} created, {len(nodes)} in all")
+
+
+def _no_short_h(get_arguments):
+    """``--head`` without Invoke's automatic ``-h``: ``invoke fleet.create -h`` stays the task's help."""
+    def arguments(*args, **kwargs):
+        found = get_arguments(*args, **kwargs)
+        for arg in found:
+            if arg.name == "head":
+                arg.names = ("head",)
+        return found
+    return arguments
+
+
+create.get_arguments = _no_short_h(create.get_arguments)
 
 
 @task(name="list", help={

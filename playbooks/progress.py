@@ -27,16 +27,21 @@ console = Console()
 def snapshot(c, record: dict, now: float | None = None) -> dict:
     """The numbers of a run right now, in the shape `invoke progress --json` prints."""
     now = now or time.time()
-    root = shared_root(c)
-    fw = runstate.fleetwork()
-    wl = fw.load(record["workload"])
-    src, dst = str(root / record["src"]), str(root / record["dst"])
-    opts = wl.parse_args(["--src", src, "--dst", dst, *shlex.split(record.get("args", ""))])
-    counts = fw.count_progress(wl, src, dst, opts)
+    remote = remote_counts(c, record)
+    if remote is not None:
+        counts = remote["counts"]
+    else:
+        root = shared_root(c)
+        fw = runstate.fleetwork()
+        wl = fw.load(record["workload"])
+        src, dst = str(root / record["src"]), str(root / record["dst"])
+        opts = wl.parse_args(["--src", src, "--dst", dst, *shlex.split(record.get("args", ""))])
+        counts = fw.count_progress(wl, src, dst, opts)
     lost_after = float(c.config.job.lost_after)
     nodes, rate = [], 0.0
     for entry in record["nodes"]:
-        beat, exit_ = runstate.node_files(c, record["run_id"], entry["name"])
+        beat, exit_ = remote["nodes"].get(entry["name"], (None, None)) if remote is not None \
+            else runstate.node_files(c, record["run_id"], entry["name"])
         state = runstate.node_status(record, entry["name"], beat, exit_, lost_after, now)
         node_rate = float(beat.get("rate_per_s", 0.0)) if beat and state == "running" else 0.0
         rate += node_rate
@@ -52,6 +57,13 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
         "eta_s": (0.0 if left <= 0 else round(left / rate, 1) if rate > 0 else None),
         "elapsed_s": round(elapsed, 1), "cost_usd": cost(c, record, elapsed), "nodes": nodes,
     }
+
+
+def remote_counts(c, record: dict) -> dict | None:
+    """With a head instance the outputs live there: one SSH command counts on it (the same
+    ``fleetwork.count_progress``) and returns counts, heartbeats, exits and failures; else None."""
+    head = runstate.remote(c, record.get("provider", "local"), record.get("fleet", ""))
+    return head.snapshot_data(record) if head is not None else None
 
 
 def cost(c, record: dict, elapsed: float) -> float | None:
@@ -93,8 +105,9 @@ def table(snap: dict) -> Table:
 
 
 def show_failed(c, record: dict) -> None:
-    fw = runstate.fleetwork()
-    failures = fw.read_failures(str(shared_root(c) / record["dst"]))
+    remote = remote_counts(c, record)
+    failures = remote["failures"] if remote is not None \
+        else runstate.fleetwork().read_failures(str(shared_root(c) / record["dst"]))
     t = Table(title=f"{len(failures)} failed item(s)", title_justify="left")
     for col in ("item", "reason", "node", "error"):
         t.add_column(col)
@@ -130,10 +143,12 @@ def wait_until_finished(c, record: dict) -> dict:
     "json": "print only JSON: run_id, total, done, failed, rate_per_s, eta_s, elapsed_s, cost_usd, nodes",
     "failed": "list the failed items with their reasons",
     "run_id": "which run (default: the latest)",
+    "name": "fleet name (default: fleet.name); matters for a cloud fleet with a head instance",
+    "provider": "local, gcp or aws (default: fleet.provider)",
 })
-def progress(c, watch=False, json_=False, failed=False, run_id=""):
+def progress(c, watch=False, json_=False, failed=False, run_id="", name="", provider=""):
     """Done / failed / rate / ETA / cost of a run, counted on the head's own disk."""
-    record = runstate.load_run(c, run_id)
+    record = runstate.load_run(c, run_id, provider, name)
     poll = float(c.config.job.poll)
     snap = snapshot(c, record)
     if json_:

@@ -7,6 +7,7 @@ the run's record, logs, heartbeats and exit files live.
 """
 from __future__ import annotations
 
+import json
 import secrets
 import shlex
 import time
@@ -75,18 +76,36 @@ def preflight(c, name, nodes, workload):
 def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, provider: str = "") -> dict:
     root = shared_root(c)
     wl, opts, extra = workload_opts(workload, str(root / src), str(root / dst), args)
-    if getattr(wl, "needs_src", True) and not (root / src).is_dir():
-        raise Exit(f"source folder {root / src} does not exist: put the inputs there or pass --src")
+    head = runstate.remote(c, provider, name)   # a head instance: the shared root is there, written over SFTP
+    if getattr(wl, "needs_src", True) and not (head.is_dir(src) if head else (root / src).is_dir()):
+        raise Exit(f"source folder {src} does not exist in the shared root"
+                   f"{' on the head instance' if head else f' {root}'}: put the inputs there or pass --src")
     preflight(c, name, nodes, workload)
-    (root / dst).mkdir(parents=True, exist_ok=True)
+    if head is None:
+        (root / dst).mkdir(parents=True, exist_ok=True)
+    else:
+        head.mkdirs(dst)
     run_id = f"{workload}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     record = {"run_id": run_id, "fleet": name, "provider": provider or c.config.fleet.provider,
               "workload": workload, "src": src, "dst": dst, "args": args, "started_at": time.time(),
               "nodes": [{"name": n.name, "shard": i} for i, n in enumerate(nodes)]}
-    rdir = runstate.run_dir(c, run_id)
-    for n in nodes:
-        (rdir / "nodes" / n.name).mkdir(parents=True, exist_ok=True)
-    runstate.write_json(rdir / "run.json", record)
+    rdir, rel = runstate.run_dir(c, run_id), f"{runstate.STATE}/runs/{run_id}"
+
+    def save(latest: bool = False) -> None:
+        if head is None:
+            for n in nodes:
+                (rdir / "nodes" / n.name).mkdir(parents=True, exist_ok=True)
+            runstate.write_json(rdir / "run.json", record)
+            if latest:
+                (runstate.runs_dir(c) / "LATEST").write_text(run_id + "\n")
+            return
+        for n in nodes:
+            head.mkdirs(f"{rel}/nodes/{n.name}")
+        head.write_text(f"{rel}/run.json", json.dumps(record, indent=1))
+        if latest:
+            head.write_text(f"{runstate.STATE}/runs/LATEST", run_id + "\n")
+
+    save()
     workers = int(c.config.local.cores_per_node) if record["provider"] == "local" else None
     timeout = float(c.config.fleet.ssh_timeout)
     results = fan_out(c, name, nodes, lambda conn, n: int(run_checked(
@@ -96,8 +115,7 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
         for entry in record["nodes"]:
             if entry["name"] == r.node.name:
                 entry["pid"] = r.value if r.ok else None
-    runstate.write_json(rdir / "run.json", record)
-    (runstate.runs_dir(c) / "LATEST").write_text(run_id + "\n")
+    save(latest=True)
     started = sum(r.ok for r in results)
     console.print(f"run {run_id}: {workload} started on {started}/{len(nodes)} node(s); "
                   f"watch it with `invoke progress --watch`")
@@ -139,7 +157,7 @@ def run_(c, workload="", src="", dst="", args="", wait=False, name="", provider=
             "run_id": "which run (default: the latest)"})
 def stop(c, name="", provider="", run_id=""):
     """Stop the workload of a run on every node (the items in flight are redone next time)."""
-    record = runstate.load_run(c, run_id)
+    record = runstate.load_run(c, run_id, provider, name)
     name = fleet_name(c, name or record["fleet"])
     nodes = [n for n in provider_of(c, provider).list_nodes(c, name) if n.state == "running"]
     pids = {e["name"]: e.get("pid") for e in record["nodes"]}

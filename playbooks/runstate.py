@@ -53,18 +53,38 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def latest(c) -> str:
+def remote(c, provider: str = "", fleet: str = ""):
+    """The head instance (``cloud_common.RemoteHead``) when the fleet's shared disk lives on one, else None (the
+    shared root is on this machine).  Asked of the provider's optional ``remote_head`` hook."""
+    provider = provider or str(c.config.fleet.provider)
+    if provider == "local":
+        return None
+    from .providers import get
+    hook = getattr(get(provider), "remote_head", None)
+    return hook(c, fleet or str(c.config.fleet.name)) if hook else None
+
+
+def latest(c, head=None) -> str:
     try:
-        return (runs_dir(c) / "LATEST").read_text().strip()
+        text = head.read_text(f"{STATE}/runs/LATEST") if head else (runs_dir(c) / "LATEST").read_text()
     except OSError:
-        raise Exit("no run yet: start one with `invoke run --workload resize`") from None
+        text = None
+    if not text:
+        raise Exit("no run yet: start one with `invoke run --workload resize`")
+    return text.strip()
 
 
-def load_run(c, run_id: str = "") -> dict:
-    run_id = run_id or latest(c)
-    record = read_json(run_dir(c, run_id) / "run.json")
+def load_run(c, run_id: str = "", provider: str = "", fleet: str = "") -> dict:
+    head = remote(c, provider, fleet)
+    run_id = run_id or latest(c, head)
+    if head is not None:   # on the head instance
+        text = head.read_text(f"{STATE}/runs/{run_id}/run.json")
+        record = json.loads(text) if text else None
+    else:
+        record = read_json(run_dir(c, run_id) / "run.json")
     if record is None:
-        raise Exit(f"run {run_id!r} not found under {runs_dir(c)}: see `ls {runs_dir(c)}`")
+        raise Exit(f"run {run_id!r} not found on the head instance" if head else
+                   f"run {run_id!r} not found under {runs_dir(c)}: see `ls {runs_dir(c)}`")
     return record
 
 

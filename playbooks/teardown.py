@@ -24,7 +24,7 @@ def teardown(c, name="", provider="", dry_run=False):
             dask_engine.down(c, name, [n for n in fleet_tasks.provider_of(c, provider).list_nodes(c, name)
                                        if n.state == "running"])
         try:
-            if runstate.load_run(c).get("fleet") == name:
+            if runstate.load_run(c, provider=provider, fleet=name).get("fleet") == name:
                 run_tasks.stop(c, name=name, provider=provider)
         except Exit:
             pass  # no run yet

@@ -7,7 +7,8 @@ global operations get / wait, images insert / list / get / getFromFamily / delet
 
 Every instance gets ``natIP = fake.ssh_host`` (a loopback address where a test runs a real sshd) and the guest
 attributes ``hostkeys/<type>`` hold ``fake.host_keys`` (that sshd's keys), so readiness and host-key pinning
-run end to end.  Knobs for failures: ``capacity`` (instances a zone can still start), ``http_error_next``
+run end to end; ``fake.addresses[name] = (natIP, networkIP)`` and ``fake.instance_host_keys[name]`` give one
+instance (a head instance) its own sshd.  Knobs for failures: ``capacity`` (instances a zone can still start), ``http_error_next``
 (answer the next bulkInsert with this HTTP error), ``fail_after`` (create this many, then fail the operation:
 an abnormal end that leaves VMs behind, which the provider must clean up).  Below ``minCount`` a bulkInsert
 creates nothing, and generated names continue after the biggest existing number, as GCE documents.
@@ -81,6 +82,8 @@ class FakeGCE:
         self.bodies: list[tuple[str, dict]] = []        # (path, body) of every POST
         self.ssh_host = "127.0.0.1"
         self.host_keys: list[str] = []                  # "ssh-ed25519 AAAA..." of the sshd behind ssh_host
+        self.addresses: dict[str, tuple[str, str]] = {}  # instance name -> (natIP, networkIP), else defaults
+        self.instance_host_keys: dict[str, list[str]] = {}  # instance name -> its own host keys
         self.capacity: dict[str, int] = {}              # zone -> instances it can still start
         self.http_error_next: tuple[int, str] | None = None
         self.fail_after: int | None = None
@@ -187,8 +190,9 @@ class FakeGCE:
         sched = props.get("scheduling") or {}
         if sched.get("maxRunDuration") and sched.get("instanceTerminationAction") not in ("DELETE", "STOP"):
             raise ApiError(400, "maxRunDuration needs instanceTerminationAction")
-        nic = [{"name": "nic0", "network": self._link("global/networks/default"), "networkIP": "10.128.0.2",
-                "accessConfigs": [{"name": "External NAT", "type": "ONE_TO_ONE_NAT", "natIP": self.ssh_host}]}]
+        nat, internal = self.addresses.get(name, (self.ssh_host, "10.128.0.2"))
+        nic = [{"name": "nic0", "network": self._link("global/networks/default"), "networkIP": internal,
+                "accessConfigs": [{"name": "External NAT", "type": "ONE_TO_ONE_NAT", "natIP": nat}]}]
         inst = dict(props)
         inst.update({
             "kind": "compute#instance", "id": self._id(), "name": name, "status": "RUNNING",
@@ -289,7 +293,7 @@ class FakeGCE:
             if qpath.rstrip("/") != "hostkeys":
                 raise ApiError(404, "The resource was not found", "notFound")
             items = [{"namespace": "hostkeys", "key": k.split()[0], "value": k.split()[1]}
-                     for k in self.host_keys]
+                     for k in self.instance_host_keys.get(name, self.host_keys)]
             return 200, {"kind": "compute#guestAttributes", "queryPath": qpath, "queryValue": {"items": items}}
         raise ApiError(400, f"unsupported {method} on instance {parts}")
 

@@ -193,3 +193,56 @@ def test_list_all_scans_every_configured_region(aws_ctx):
     aws_ctx.config.aws.regions = "us-east-1,us-west-2"
     assert {n.labels["fleet"] for n in aws.list_all(aws_ctx)} == {FLEET, "orphan"}
     assert aws.terminate(aws_ctx, "orphan") == 1
+
+
+# --- the head instance (aws.head / --head instance) ------------------------------------------------------
+
+def test_head_instance_is_a_separate_on_demand_run_tagged_role_head(aws_ctx):
+    aws_ctx.config.aws.head_instance_type = "t3.medium"
+    nodes = aws.create(aws_ctx, FleetSpec(name=FLEET, count=2, ttl_hours=2, head="instance"))
+    assert sorted(n.name for n in nodes) == ["demo-0", "demo-1"]
+    reservations = client().describe_instances()["Reservations"]
+    assert sorted(len(r["Instances"]) for r in reservations) == [1, 2]      # one run for the nodes, one for the head
+    (head,) = [i for i in live(FLEET) if {"Key": "role", "Value": "head"} in i["Tags"]]
+    tags = {t["Key"]: t["Value"] for t in head["Tags"]}
+    assert tags["Name"] == "demo-head" and tags["fleet"] == FLEET and tags["fleetbook-spot"] == "false"
+    assert "InstanceLifecycle" not in head and head["InstanceType"] == "t3.medium"
+    assert head["KeyName"] == "fleetbook-demo"
+    ec2 = client()
+    text = base64.b64decode(ec2.describe_instance_attribute(InstanceId=head["InstanceId"], Attribute="userData")[
+        "UserData"]["Value"]).decode()
+    assert "shutdown -h" in text and "Match User fleetsftp" in text and "ChrootDirectory /srv/fleetbook" in text
+    vol = ec2.describe_volumes(VolumeIds=[head["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]])["Volumes"][0]
+    assert vol["Size"] == 100
+    (group,) = ec2.describe_security_groups(GroupNames=["fleetbook-ssh"])["SecurityGroups"]
+    assert any(p.get("UserIdGroupPairs", [{}])[0].get("GroupId") == group["GroupId"] for p in group["IpPermissions"]
+               if p.get("UserIdGroupPairs"))
+    assert {n.name for n in aws.list_nodes(aws_ctx, FLEET)} == {"demo-0", "demo-1"}
+    assert "demo-head" in {n.name for n in aws.list_all(aws_ctx)}
+    assert aws.find_head(aws_ctx, FLEET)[1] == head["PrivateIpAddress"]
+    aws.create(aws_ctx, FleetSpec(name=FLEET, count=2, head="instance"))      # idempotent: no second head
+    assert len(client().describe_instances()["Reservations"]) == 2
+    assert aws.terminate(aws_ctx, FLEET) == 3 and live(FLEET) == []
+
+
+def test_head_instance_dry_run_and_failure_leave_nothing(aws_ctx, capsys, monkeypatch):
+    assert aws.create(aws_ctx, FleetSpec(name=FLEET, count=2, dry_run=True, head="instance")) == []
+    out = capsys.readouterr().out
+    assert live() == [] and "would send RunInstances (head)" in out and '"Value": "head"' in out
+    real = aws.ec2
+
+    def fake_ec2(c, region=None):
+        cl = real(c, region)
+        orig = cl.run_instances
+
+        def run_instances(**kw):
+            if "InstanceMarketOptions" not in kw:           # the head's request fails
+                raise ClientError({"Error": {"Code": "InsufficientInstanceCapacity", "Message": "no"}},
+                                  "RunInstances")
+            return orig(**kw)
+        cl.run_instances = run_instances
+        return cl
+    monkeypatch.setattr(aws, "ec2", fake_ec2)
+    with pytest.raises(Exit, match="could not create the head instance.*terminated the 2 node"):
+        aws.create(aws_ctx, FleetSpec(name=FLEET, count=2, head="instance"))
+    assert live(FLEET) == []

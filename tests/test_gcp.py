@@ -232,3 +232,81 @@ def test_head_reverse_tunnel_serves_the_shared_disk(gcp_ctx, gce, fleet_sshd, he
         assert gcp.stop_head(gcp_ctx, FLEET) == 1
         assert not banner("127.0.0.1", tport, 0.5)            # the tunnel is gone
     gcp.terminate(gcp_ctx, FLEET)
+
+
+# --- the head instance (gcp.head / --head instance) ------------------------------------------------------
+
+def head_inserts(gce):
+    return [b for p, b in gce.bodies if p.endswith("/zones/us-central1-a/instances")]
+
+
+def test_head_instance_is_created_once_on_demand_and_excluded_from_nodes(gcp_ctx, gce):
+    gcp_ctx.config.gcp.head_machine_type = "e2-standard-4"
+    nodes = gcp.create(gcp_ctx, FleetSpec(name=FLEET, count=2, ttl_hours=2, head="instance"))
+    assert sorted(n.name for n in nodes) == ["demo-0001", "demo-0002"]
+    assert len(bulk_bodies(gce)) == 1
+    (head,) = head_inserts(gce)
+    assert head["name"] == "demo-head" and head["machineType"].endswith("/machineTypes/e2-standard-4")
+    assert head["labels"]["fleet"] == FLEET and head["labels"]["role"] == "head"
+    assert head["labels"]["fleetbook-spot"] == "false"
+    sched = head["scheduling"]
+    assert sched["provisioningModel"] == "STANDARD" and sched["maxRunDuration"]["seconds"] == str(7200)
+    assert sched["instanceTerminationAction"] == "DELETE"
+    assert head["disks"][0]["initializeParams"]["diskSizeGb"] == "100"
+    assert sorted(head["tags"]["items"]) == ["fleetbook", "fleetbook-head"]
+    meta = {i["key"]: i["value"] for i in head["metadata"]["items"]}
+    node_pub = (Path(gcp_ctx.config.fleet.state_dir) / FLEET / "node_ed25519.pub").read_text().strip()
+    script = meta["startup-script"]
+    assert f"restrict {node_pub}" in script and "ChrootDirectory /srv/fleetbook" in script
+    assert "ForceCommand internal-sftp" in script and "Match User fleetsftp" in script
+    assert meta["ssh-keys"].endswith((Path(gcp_ctx.config.fleet.state_dir) / FLEET / "id_ed25519.pub")
+                                     .read_text().strip())
+    assert gce.firewalls["fleetbook-head"]["sourceTags"] == ["fleetbook"]
+    assert gce.firewalls["fleetbook-head"]["targetTags"] == ["fleetbook-head"]
+    # nodes are workers only; the head is in list_all and goes with terminate
+    assert {n.name for n in gcp.list_nodes(gcp_ctx, FLEET)} == {"demo-0001", "demo-0002"}
+    assert "demo-head" in {n.name for n in gcp.list_all(gcp_ctx)}
+    assert gcp.find_head(gcp_ctx, FLEET)[0].name == "demo-head"
+    # idempotent: a second create makes neither nodes nor a second head; growing adds nodes only
+    gcp.create(gcp_ctx, FleetSpec(name=FLEET, count=2, head="instance"))
+    assert len(bulk_bodies(gce)) == 1 and len(head_inserts(gce)) == 1
+    assert len(gcp.create(gcp_ctx, FleetSpec(name=FLEET, count=3, head="instance"))) == 3
+    assert len(head_inserts(gce)) == 1
+    assert gcp.terminate(gcp_ctx, FLEET) == 4
+    assert gce.instances == {}
+
+
+def test_head_instance_dry_run_prints_both_requests_and_sends_nothing(gcp_ctx, gce, capsys):
+    assert gcp.create(gcp_ctx, FleetSpec(name=FLEET, count=2, dry_run=True, head="instance")) == []
+    assert gce.bodies == [] and gce.instances == {}
+    out = capsys.readouterr().out
+    assert "instances/bulkInsert" in out and "zones/us-central1-a/instances\n" in out
+    assert '"name": "demo-head"' in out and '"provisioningModel": "STANDARD"' in out and "fleetbook-head" in out
+
+
+def test_head_setting_and_bad_value(gcp_ctx, gce):
+    gcp_ctx.config.gcp.head = "instance"
+    gcp.create(gcp_ctx, FleetSpec(name=FLEET, count=1))
+    assert len(head_inserts(gce)) == 1
+    with pytest.raises(Exit, match="choose tunnel or instance"):
+        gcp.create(gcp_ctx, FleetSpec(name="other", count=1, head="vm"))
+
+
+def test_failed_head_creation_deletes_the_new_nodes(gcp_ctx, gce):
+    gce.capacity["us-central1-a"] = 2          # the two nodes fit, the head does not
+    with pytest.raises(Exit, match="could not create the head instance.*deleted it and the 2 node"):
+        gcp.create(gcp_ctx, FleetSpec(name=FLEET, count=2, head="instance"))
+    assert gce.instances == {}
+
+
+def test_fleet_create_head_option_dry_run_and_tunnel_fleets_stay_local(gcp_ctx, gce, capsys):
+    from playbooks import fleet, runstate
+    fleet.create(gcp_ctx, n=2, name=FLEET, provider="gcp", dry_run=True, head="instance")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "+ head instance 1 x e2-standard-2 (on-demand, 100 GB disk) at $0.0670/h" in out
+    assert '"name": "demo-head"' in out and "would create 2" in out and gce.instances == {}
+    with pytest.raises(Exit, match="--head is for cloud fleets"):
+        fleet.create(gcp_ctx, n=1, name=FLEET, provider="local", head="instance")
+    gcp.create(gcp_ctx, FleetSpec(name=FLEET, count=1))          # the default: a tunnel head, no head instance
+    assert gcp.find_head(gcp_ctx, FLEET) is None
+    assert runstate.remote(gcp_ctx, "gcp", FLEET) is None           # run state and progress stay on this disk

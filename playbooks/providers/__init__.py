@@ -16,6 +16,10 @@ list of nodes that could drift from what really runs.
 ``terminate(c, name: str, dry_run=False) -> int``
     Stops and deletes every node of the fleet, re-listing until none remain; "already gone" is success.
     Returns how many nodes it removed.
+``head(c, fleet) -> Head`` (optional; cloud providers)
+    Where the nodes mount the shared disk from (the operator's machine through tunnels, or the head instance).
+``remote_head(c, fleet) -> RemoteHead | None`` (optional)
+    The head instance when the shared disk lives on one: run state and progress are read there, not locally.
 ``kill_node(c, name: str, node: str)`` (optional, for fault tests)
     Makes one node vanish as a whole, like a preempted VM.
 
@@ -51,6 +55,7 @@ class FleetSpec:
     ttl_hours: float = 4.0
     dry_run: bool = False
     wait: bool = True
+    head: str = ""      # cloud: "tunnel" or "instance" ("" = the provider's <provider>.head setting)
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,16 @@ def _raw(c, name: str | None, states=None) -> list[tuple[str, dict]]:
 
 
 def list_nodes(c, name: str) -> list[Node]:
-    return [_node(c, i) for _, i in _raw(c, name)]
+    """The fleet's workers (a head instance, tag ``role=head``, is not a node)."""
+    return [_node(c, i) for _, i in _raw(c, name) if not cc.is_head(_tags(i))]
+
+
+def find_head(c, name: str):
+    """(the head instance as a Node, its private address, its region) or None when the fleet has none."""
+    for region, inst in _raw(c, name, ["pending", "running"]):
+        if cc.is_head(_tags(inst)):
+            return _node(c, inst), inst.get("PrivateIpAddress", ""), region
+    return None
 
 
 def list_all(c) -> list[Node]:
@@ -145,6 +154,21 @@ def _vpc(c, client) -> str:
     if not vpcs:
         raise Exit(f"no default VPC in {a.region}: set aws.subnet to a subnet with a route to the internet")
     return vpcs[0]["VpcId"]
+
+
+def ensure_head_ingress(c, client, gid: str, dry_run: bool = False) -> None:
+    """Members of the group (the nodes) may reach the head instance's SSH over the VPC."""
+    port = int(c.config.aws.ssh_port)
+    if dry_run:
+        print(f"[dry run] would send AuthorizeSecurityGroupIngress tcp/{port} from the group itself (head)")
+        return
+    try:
+        client.authorize_security_group_ingress(GroupId=gid, IpPermissions=[{
+            "IpProtocol": "tcp", "FromPort": port, "ToPort": port,
+            "UserIdGroupPairs": [{"GroupId": gid, "Description": "fleetbook nodes to the head"}]}])
+    except ClientError as exc:
+        if _code(exc) != "InvalidPermission.Duplicate":
+            raise _fail(exc, "opening the head's SSH to the nodes") from None
 
 
 def ensure_security_group(c, client, dry_run: bool = False) -> str:
@@ -213,7 +237,27 @@ def block_devices(c, client, image: str) -> list[dict]:
 # --- create -----------------------------------------------------------------------------------------------
 
 def estimate(c, spec: FleetSpec) -> str:
-    return cc.estimate(c, "aws", spec.count, spec.spot, spec.ttl_hours)
+    line = cc.estimate(c, "aws", spec.count, spec.spot, spec.ttl_hours)
+    if cc.head_mode(c, "aws", spec.head) == "instance":
+        a = c.config.aws
+        price = cc.price_per_hour(c, "aws", False, str(a.head_instance_type))
+        line += (f"\n      + head instance 1 x {a.head_instance_type} (on-demand, {a.head_disk_gb} GB disk) at "
+                 + (f"${price:.4f}/h" if price is not None else "an unknown price (aws.price_on_demand)"))
+    return line
+
+
+def head_params(c, name: str, ttl_hours: float, image: str, key: str, group: str, devices: list[dict]) -> dict:
+    """One on-demand instance (no InstanceMarketOptions), tags fleet + role=head, Name <fleet>-head, its own
+    type and disk, the same TTL and key, user data that makes the SFTP-only shared root."""
+    a = c.config.aws
+    params = run_params(c, name, 1, 1, False, ttl_hours, image, key, group)
+    labels = cc.head_labels(name, ttl_hours)
+    tags = [{"Key": k, "Value": v} for k, v in {**labels, "Name": cc.head_name(name)}.items()]
+    params.update(InstanceType=str(a.head_instance_type), TagSpecifications=[
+        {"ResourceType": "instance", "Tags": tags}, {"ResourceType": "volume", "Tags": tags}],
+        UserData=cc.aws_head_user_data(c, name, int(labels[cc.DEADLINE_LABEL])),
+        BlockDeviceMappings=[{**d, "Ebs": {**d["Ebs"], "VolumeSize": int(a.head_disk_gb)}} for d in devices])
+    return params
 
 
 def run_params(c, name: str, gap: int, min_count: int, spot: bool, ttl_hours: float, image: str,
@@ -257,32 +301,52 @@ def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
     min_count = spec.min_count or spec.count
     if not 1 <= min_count <= spec.count:
         raise Exit(f"--min {min_count} must be between 1 and -n {spec.count}")
+    with_head = image is None and cc.head_mode(c, "aws", spec.head) == "instance"   # a bake makes no head
     client = ec2(c)
     existing = [n for n in list_nodes(c, name) if n.state in (RUNNING, PENDING)]
     gap = spec.count - len(existing)
-    if gap <= 0:
+    need_head = with_head and find_head(c, name) is None
+    if gap <= 0 and not need_head:
         return existing
     try:
         key = ensure_key_pair(c, client, name, spec.dry_run)
         group = ensure_security_group(c, client, spec.dry_run)
         image = image or source_image(c, client)
-        params = run_params(c, name, gap, max(1, min(gap, min_count - len(existing))), spec.spot,
+        params = run_params(c, name, max(gap, 1), max(1, min(gap, min_count - len(existing))), spec.spot,
                             spec.ttl_hours, image, key, group)
         params["BlockDeviceMappings"] = block_devices(c, client, image)
+        hparams = head_params(c, name, spec.ttl_hours, image, key, group, params["BlockDeviceMappings"])
+        if need_head:
+            ensure_head_ingress(c, client, group, spec.dry_run)
     except (ClientError, BotoCoreError) as exc:
         raise _fail(exc, "preparing the fleet") from None
     if spec.dry_run:
-        print("[dry run] would send RunInstances")
-        print(json.dumps(params, indent=1, sort_keys=True))
+        for what, p, show in (("RunInstances", params, gap > 0), ("RunInstances (head)", hparams, need_head)):
+            if show:
+                print(f"[dry run] would send {what}")
+                print(json.dumps(p, indent=1, sort_keys=True))
         return existing
     before = {n.id for n in existing}
-    try:
-        reservation = client.run_instances(**params)
-    except (ClientError, BotoCoreError) as exc:
-        return _after_failure(c, client, spec, before, min_count, exc)
-    ids = [i["InstanceId"] for i in reservation["Instances"]]
-    _name_instances(client, name, existing, ids)
-    if spec.wait:
+    ids = []
+    if gap > 0:
+        try:
+            reservation = client.run_instances(**params)
+        except (ClientError, BotoCoreError) as exc:
+            return _after_failure(c, client, spec, before, min_count, exc)
+        ids = [i["InstanceId"] for i in reservation["Instances"]]
+        _name_instances(client, name, existing, ids)
+    if need_head:
+        try:
+            ids.append(client.run_instances(**hparams)["Instances"][0]["InstanceId"])
+            print(f"head instance {cc.head_name(name)}: {c.config.aws.head_instance_type}, on-demand, "
+                  f"{c.config.aws.head_disk_gb} GB; the nodes mount it over the VPC")
+        except (ClientError, BotoCoreError) as exc:
+            if ids:
+                client.terminate_instances(InstanceIds=ids)
+            raise Exit(f"AWS could not create the head instance of fleet {name} ({_code(exc)}); terminated the "
+                       f"{len(ids)} node(s) this call had started. Try another aws.head_instance_type or "
+                       "aws.region, or --head tunnel") from None
+    if spec.wait and ids:
         _waiter(client, "instance_running", float(c.config.aws.waiter_timeout), InstanceIds=ids)
     nodes = [n for n in list_nodes(c, name) if n.state in (RUNNING, PENDING)]
     if len(nodes) < spec.count:
@@ -321,12 +385,18 @@ def wait_ready(c, name: str, timeout: float) -> list[Node]:
     clients = {r: ec2(c, r) for r in regions(c)}
     where: dict[str, str] = {}
 
-    def lister(c, name):
+    def lister(c, name, heads=False):
         raw = _raw(c, name, ["pending", "running"])
         where.update({i["InstanceId"]: r for r, i in raw})
-        return [_node(c, i) for _, i in raw]
+        return [_node(c, i) for _, i in raw if cc.is_head(_tags(i)) == heads]
 
-    return cc.wait_ready(c, name, timeout, lister, lambda node: host_keys(clients[where[node.id]], node.id))
+    def keys(node):
+        return host_keys(clients[where[node.id]], node.id)
+
+    nodes = cc.wait_ready(c, name, timeout, lister, keys)
+    if find_head(c, name) is not None:   # the head instance: its host key pinned, it answers SSH
+        cc.wait_ready(c, name, timeout, lambda c, name: lister(c, name, heads=True), keys)
+    return nodes
 
 
 # --- terminate --------------------------------------------------------------------------------------------
@@ -413,8 +483,17 @@ def cost_so_far(c, record, elapsed: float | None = None) -> float | None:
 
 
 def head(c, fleet: str):
-    """Where the nodes mount the shared disk from: this machine, through one reverse tunnel per node."""
+    """Where the nodes mount the shared disk from: the fleet's head instance (its private address) when it has
+    one, else this machine through one reverse tunnel per node."""
+    found = find_head(c, fleet)
+    if found is not None:
+        return cc.instance_head(c, "aws", fleet, found[0], found[1], list_nodes)
     return cc.tunnel_head(c, "aws", fleet, list_nodes)
+
+
+def remote_head(c, fleet: str):
+    """The head instance's shared root for runstate/progress, or None (tunnel head: this machine's disk)."""
+    return cc.remote_head(c, "aws", fleet, find_head)
 
 
 def stop_head(c, fleet: str) -> int:

@@ -377,6 +377,35 @@ def stop_head(c, fleet: str) -> int:
     return n
 
 
+def install_head_access(c, fleet: str, nodes: list[Node], entry: str, host_key: str, then=None) -> None:
+    """Give each node the nodes' key (``~/.ssh/fleet_head``, written through the channel's stdin, never on a
+    command line) and pin the head's host key as ``entry`` in its ``~/.ssh/known_hosts``; then ``then(node)``."""
+    from shlex import quote as q
+
+    from ..remote import fan_out, run_checked, show_failures
+    node_key = (fleet_dir(c, fleet) / "node_ed25519").read_text()
+    keytype, b64 = host_key.split()[:2]
+    timeout = float(c.config.fleet.ssh_timeout)
+
+    def install(conn, node):
+        conn.open()
+        stdin, stdout, stderr = conn.client.exec_command(
+            'umask 077 && mkdir -p "$HOME/.ssh" && cat > "$HOME/.ssh/fleet_head"', timeout=timeout)
+        stdin.write(node_key)
+        stdin.channel.shutdown_write()
+        if stdout.channel.recv_exit_status() != 0:
+            raise RuntimeError(f"cannot write ~/.ssh/fleet_head: {stderr.read().decode().strip()}")
+        run_checked(conn, f'kh="$HOME/.ssh/known_hosts"; touch "$kh" && '
+                          f'{{ grep -v -F {q(entry + " ")} "$kh" || true; }} > "$kh.tmp" && '
+                          f'echo {q(f"{entry} {keytype} {b64}")} >> "$kh.tmp" && mv "$kh.tmp" "$kh"', timeout)
+        return then(node) if then else None
+
+    results = fan_out(c, fleet, nodes, install, step="head")
+    if show_failures(results):
+        raise Exit(f"fleet {fleet}: could not give every node access to the head (table above); "
+                   "retry `invoke mount`, or remove the failed nodes")
+
+
 def tunnel_head(c, provider: str, fleet: str, list_nodes):
     """The ``head(c, fleet)`` hook of a cloud provider: the operator's machine is the head, reached by tunnels.
 
@@ -385,36 +414,220 @@ def tunnel_head(c, provider: str, fleet: str, list_nodes):
     node, and returns where the nodes mount from: ``127.0.0.1:<tunnel_port>`` on each node.
     """
     from .. import head as local_head
-    from ..remote import fan_out, run_checked, show_failures
     s = c.config[provider]
-    if str(s.get("head", "tunnel")) != "tunnel":
-        raise Exit(f"{provider}.head is {s.head!r}: only 'tunnel' exists for now (docs/cloud.md, the head)")
     head = local_head.start(c, fleet)
     tport = int(s.tunnel_port)
-    fdir = fleet_dir(c, fleet)
-    node_key = (fdir / "node_ed25519").read_text()
-    keytype, b64 = (fdir / "head" / "ssh_host_ed25519_key.pub").read_text().split()[:2]
-    entry = f"[127.0.0.1]:{tport}"
-    timeout = float(c.config.fleet.ssh_timeout)
+    host_key = (fleet_dir(c, fleet) / "head" / "ssh_host_ed25519_key.pub").read_text()
     nodes = [n for n in list_nodes(c, fleet) if n.state == RUNNING]
-
-    def install(conn, node):
-        # the private key goes through the channel's stdin, never on a command line
-        conn.open()
-        stdin, stdout, stderr = conn.client.exec_command(
-            'umask 077 && mkdir -p "$HOME/.ssh" && cat > "$HOME/.ssh/fleet_head"', timeout=timeout)
-        stdin.write(node_key)
-        stdin.channel.shutdown_write()
-        if stdout.channel.recv_exit_status() != 0:
-            raise RuntimeError(f"cannot write ~/.ssh/fleet_head: {stderr.read().decode().strip()}")
-        from shlex import quote as q
-        run_checked(conn, f'kh="$HOME/.ssh/known_hosts"; touch "$kh" && '
-                          f'{{ grep -v -F {q(entry + " ")} "$kh" || true; }} > "$kh.tmp" && '
-                          f'echo {q(f"{entry} {keytype} {b64}")} >> "$kh.tmp" && mv "$kh.tmp" "$kh"', timeout)
-        return start_tunnel(c, fleet, node, head.host, head.port, tport)
-
-    results = fan_out(c, fleet, nodes, install, step="tunnel")
-    if show_failures(results):
-        raise Exit(f"fleet {fleet}: could not open the head tunnel to every node (table above); "
-                   "retry `invoke mount`, or remove the failed nodes")
+    install_head_access(c, fleet, nodes, f"[127.0.0.1]:{tport}", host_key,
+                        lambda node: start_tunnel(c, fleet, node, head.host, head.port, tport))
     return type(head)(host="127.0.0.1", port=tport, user=head.user, remote_path=head.remote_path)
+
+
+# --- the head on a cloud fleet: a head instance ------------------------------------------------------------
+
+ROLE_LABEL = "role"                   # role=head marks the head instance; nodes carry no role
+HEAD_CHROOT = "/srv/fleetbook"        # root-owned: sshd chroots the nodes' SFTP login here
+HEAD_DATA = "data"                    # the shared root is HEAD_CHROOT/data, owned by the SFTP user
+HEAD_SFTP_USER = "fleetsftp"          # the nodes' (and the operator's SFTP) login on the head: SFTP only
+HEAD_AUTHORIZED = "/etc/fleetbook/head_authorized_keys"
+HEAD_PYTHON = "python3"               # what runs fleetwork.count_progress on the head instance
+HEAD_WORKDIR = "fleetbook-head"       # where the head keeps workloads/ for counting, below the operator's home
+
+
+def head_mode(c, provider: str, spec_head: str = "") -> str:
+    mode = str(spec_head or c.config[provider].get("head", "tunnel"))
+    if mode not in ("tunnel", "instance"):
+        raise Exit(f"{provider}.head / --head is {mode!r}: choose tunnel or instance (docs/cloud.md, section 8)")
+    return mode
+
+
+def is_head(labels: dict) -> bool:
+    return str((labels or {}).get(ROLE_LABEL, "")) == "head"
+
+
+def head_name(fleet: str) -> str:
+    return f"{fleet}-head"
+
+
+def head_labels(name: str, ttl_hours: float) -> dict:
+    return check_labels({**fleet_labels(name, ttl_hours, spot=False), ROLE_LABEL: "head"})
+
+
+def head_match_block(user: str, chroot: str, authorized: str) -> list[str]:
+    """sshd_config lines of the head's SFTP-only login (the same on a head instance and in the tests)."""
+    return [f"Match User {user}", f"  AuthorizedKeysFile {authorized}", f"  ChrootDirectory {chroot}",
+            f"  ForceCommand internal-sftp -d /{HEAD_DATA}", "  AllowTcpForwarding no", "  AllowAgentForwarding no",
+            "  PermitTTY no", "  X11Forwarding no", "  PermitTunnel no"]
+
+
+def head_authorized_keys(c, fleet: str) -> str:
+    """The nodes' key and the operator's key, both ``restrict``ed; sshd forces SFTP in the chroot for them."""
+    from ..sshkeys import keypair
+    node_pub = keypair(fleet_dir(c, fleet) / "node_ed25519", f"fleetbook-node@{fleet}")
+    return f"restrict {node_pub}\nrestrict {public_key(c, fleet)}\n"
+
+
+def head_script(c, fleet: str, deadline_epoch: int | None = None) -> str:
+    """What a head instance runs at every boot: the node startup (python3, TTL), then the shared root, the
+    SFTP-only user, its authorized keys and the Match block at the end of sshd_config (once), and a reload."""
+    import shlex
+    q = shlex.quote
+    block = ["# fleetbook head", *head_match_block(HEAD_SFTP_USER, HEAD_CHROOT, HEAD_AUTHORIZED)]
+    data = f"{HEAD_CHROOT}/{HEAD_DATA}"
+    lines = [
+        f"id {HEAD_SFTP_USER} >/dev/null 2>&1 || useradd --system -M -p '*' -s /usr/sbin/nologin {HEAD_SFTP_USER}",
+        f"mkdir -p {q(data)} /etc/fleetbook",
+        f"chown root:root {q(HEAD_CHROOT)} && chmod 755 {q(HEAD_CHROOT)}",
+        f"chown {HEAD_SFTP_USER}: {q(data)} && chmod 755 {q(data)}",
+        f"printf %s {q(head_authorized_keys(c, fleet))} > {HEAD_AUTHORIZED} && chmod 644 {HEAD_AUTHORIZED}",
+        "grep -qx '# fleetbook head' /etc/ssh/sshd_config || "
+        f"printf '%s\\n' {' '.join(q(x) for x in block)} >> /etc/ssh/sshd_config",
+        "sshd -t && { systemctl try-reload-or-restart ssh 2>/dev/null || systemctl try-reload-or-restart sshd "
+        "2>/dev/null || true; }",
+    ]
+    return startup_script(deadline_epoch) + "\n".join(lines) + "\n"
+
+
+def aws_head_user_data(c, fleet: str, deadline_epoch: int) -> str:
+    script = head_script(c, fleet, deadline_epoch)
+    return "#cloud-config\n" + json.dumps({"bootcmd": [["sh", "-c", script]]}, indent=1) + "\n"
+
+
+def instance_head(c, provider: str, fleet: str, head_node: Node, internal: str, list_nodes):
+    """The ``head(c, fleet)`` hook with a head instance: every running node gets the nodes' key and the head's
+    host key (pinned for this fleet from the cloud) under the head's internal address; they mount that."""
+    from ..head import Head
+    from ..sshkeys import host_entry
+    port = int(c.config[provider].ssh_port)
+    kh = fleet_dir(c, fleet) / "known_hosts"
+    entry = host_entry(head_node.host, head_node.port)
+    line = next((ln for ln in (kh.read_text().splitlines() if kh.exists() else [])
+                 if ln.split(" ", 1)[0] == entry), None)
+    if line is None:
+        raise Exit(f"fleet {fleet}: the head instance's host key is not pinned yet: run "
+                   f"`invoke fleet.create --provider {provider} --name {fleet} -n N` (it waits for the head)")
+    nodes = [n for n in list_nodes(c, fleet) if n.state == RUNNING]
+    install_head_access(c, fleet, nodes, host_entry(internal, port), line.split(" ", 1)[1])
+    return Head(host=internal, port=port, user=HEAD_SFTP_USER, remote_path=f"/{HEAD_DATA}")
+
+
+class RemoteHead:
+    """The shared root on a head instance, as ``runstate`` and ``progress`` need it: files over SFTP as the
+    SFTP-only user (with the operator's key, chrooted: paths are relative to the shared root), and the
+    progress count as one command on the head (the operator's login), printing JSON."""
+
+    def __init__(self, c, fleet: str, node: Node):
+        self.c, self.fleet, self.node = c, fleet, node
+        self._files = self._shell = None
+        self._shipped: set[str] = set()
+
+    def _sftp(self):
+        if self._files is None:
+            from dataclasses import replace
+
+            from ..remote import connect
+            self._files = connect(self.c, self.fleet, replace(self.node, user=HEAD_SFTP_USER)).sftp()
+        return self._files
+
+    def _path(self, rel: str) -> str:
+        return f"/{HEAD_DATA}/{rel.strip('/')}"
+
+    def read_text(self, rel: str) -> str | None:
+        try:
+            with self._sftp().open(self._path(rel)) as f:
+                return f.read().decode()
+        except OSError:
+            return None
+
+    def is_dir(self, rel: str) -> bool:
+        import stat
+        try:
+            return stat.S_ISDIR(self._sftp().stat(self._path(rel)).st_mode)
+        except OSError:
+            return False
+
+    def mkdirs(self, rel: str) -> None:
+        path = f"/{HEAD_DATA}"
+        for part in [p for p in rel.strip("/").split("/") if p]:
+            path += "/" + part
+            try:
+                self._sftp().mkdir(path)
+            except OSError:
+                if not self.is_dir(path[len(HEAD_DATA) + 2:]):
+                    raise
+
+    def write_text(self, rel: str, text: str) -> None:
+        """Atomic: a temp file, then posix-rename over the old one."""
+        parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
+        self.mkdirs(parent)
+        tmp = self._path(f"{parent}/.tmp-{uuid_hex()}")
+        with self._sftp().open(tmp, "w") as f:
+            f.write(text.encode())
+        self._sftp().posix_rename(tmp, self._path(rel))
+
+    def snapshot_data(self, record: dict) -> dict:
+        """``{"counts": {...}, "nodes": {name: [heartbeat, exit]}, "failures": {...}}`` counted on the head."""
+        from shlex import quote as q
+
+        from ..config import REPO
+        from ..remote import connect, run_checked
+        if self._shell is None:
+            self._shell = connect(self.c, self.fleet, self.node)
+        files = ["fleetwork.py", f"{record['workload']}.py"]
+        wdir = f"{HEAD_WORKDIR}/workloads"
+        if any(f not in self._shipped for f in files):   # the same code that counts on the operator's disk
+            run_checked(self._shell, f"mkdir -p {q(wdir)}", float(self.c.config.fleet.ssh_timeout))
+            for f in files:
+                self._shell.put(str(REPO / "workloads" / f), remote=f"{wdir}/{f}")
+            self._shipped.update(files)
+        command = (f"cd {q(wdir)} && {q(HEAD_PYTHON)} -c {q(COUNT_SCRIPT)} {q(HEAD_CHROOT + '/' + HEAD_DATA)} "
+                   f"{q(json.dumps(record))}")
+        result = run_checked(self._shell, command, max(60.0, float(self.c.config.fleet.ssh_timeout)))
+        return json.loads(result.strip().splitlines()[-1])
+
+    def close(self) -> None:
+        for x in (self._files, self._shell):
+            if x is not None:
+                x.close()
+
+
+def uuid_hex() -> str:
+    import uuid
+    return uuid.uuid4().hex[:12]
+
+
+# run on the head instance: argv = shared root, run record; prints one line of JSON
+COUNT_SCRIPT = """
+import json, os, shlex, sys
+sys.path.insert(0, os.getcwd())
+import fleetwork as fw
+root, record = sys.argv[1], json.loads(sys.argv[2])
+wl = fw.load(record["workload"])
+src, dst = os.path.join(root, record["src"]), os.path.join(root, record["dst"])
+opts = wl.parse_args(["--src", src, "--dst", dst, *shlex.split(record.get("args", ""))])
+def read(p):
+    try:
+        with open(p) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+state = os.path.join(root, ".fleetbook", "runs", record["run_id"], "nodes")
+nodes = {n["name"]: [read(os.path.join(state, n["name"], f)) for f in ("heartbeat.json", "exit.json")]
+         for n in record["nodes"]}
+print(json.dumps({"counts": fw.count_progress(wl, src, dst, opts), "nodes": nodes,
+                  "failures": fw.read_failures(dst)}))
+"""
+
+_REMOTE_HEADS: dict[tuple[str, str, str], RemoteHead | None] = {}
+
+
+def remote_head(c, provider: str, fleet: str, find_head) -> RemoteHead | None:
+    """The providers' ``remote_head`` hook: a RemoteHead when the fleet has a head instance (its ``role=head``
+    label says so, whatever ``<provider>.head`` says now), else None.  ``find_head(c, fleet)`` returns
+    (head Node, internal address) or None.  Looked up once per process."""
+    key = (provider, fleet, str(fleet_dir(c, fleet)))
+    if key not in _REMOTE_HEADS:
+        found = find_head(c, fleet)
+        _REMOTE_HEADS[key] = RemoteHead(c, fleet, found[0]) if found and found[0].state == RUNNING else None
+    return _REMOTE_HEADS[key]

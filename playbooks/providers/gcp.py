@@ -26,6 +26,8 @@ from . import cloud_common as cc
 STATES = {"PROVISIONING": PENDING, "STAGING": PENDING, "RUNNING": RUNNING, "STOPPING": STOPPED,
           "SUSPENDING": STOPPED, "SUSPENDED": STOPPED, "TERMINATED": STOPPED, "REPAIRING": UNREACHABLE}
 FIREWALL = "fleetbook-ssh"
+HEAD_FIREWALL = "fleetbook-head"
+HEAD_TAG = "fleetbook-head"
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 CAPACITY_REASONS = ("ZONE_RESOURCE_POOL_EXHAUSTED", "RESOURCE_POOL_EXHAUSTED", "QUOTA_EXCEEDED",
                     "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS", "resourceExhausted")
@@ -170,8 +172,21 @@ def _raw(c, api: Api, name: str) -> list[tuple[str, object]]:
 
 
 def list_nodes(c, name: str) -> list[Node]:
+    """The fleet's workers (a head instance, ``role=head``, is not a node)."""
     api = Api(c)
-    return [_node(c, inst) for _, inst in _raw(c, api, name)]
+    return [_node(c, inst) for _, inst in _raw(c, api, name) if not cc.is_head(inst.labels)]
+
+
+def _internal(inst) -> str:
+    return next((nic.network_i_p for nic in inst.network_interfaces if nic.network_i_p), "")
+
+
+def find_head(c, name: str, api: Api | None = None):
+    """(the head instance as a Node, its internal address, its zone) or None when the fleet has none."""
+    for zone, inst in _raw(c, api or Api(c), name):
+        if cc.is_head(inst.labels) and inst.status not in ("STOPPING", "TERMINATED"):
+            return _node(c, inst), _internal(inst), zone
+    return None
 
 
 def list_all(c) -> list[Node]:
@@ -219,6 +234,36 @@ def _firewall_rule(c) -> compute_v1.Firewall:
         name=FIREWALL, network=str(c.config.gcp.network), direction="INGRESS", source_ranges=ranges,
         target_tags=[cc.NETWORK_TAG], description="fleetbook: SSH to fleet nodes from the operator only",
         allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=[str(c.config.gcp.ssh_port)])])
+
+
+def _head_rule(c) -> compute_v1.Firewall:
+    return compute_v1.Firewall(
+        name=HEAD_FIREWALL, network=str(c.config.gcp.network), direction="INGRESS", source_tags=[cc.NETWORK_TAG],
+        target_tags=[HEAD_TAG], description="fleetbook: the nodes reach the head instance's SFTP over the VPC",
+        allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=[str(c.config.gcp.ssh_port)])])
+
+
+def ensure_head_firewall(c, api: Api, dry_run: bool = False) -> None:
+    """The rule letting the nodes (tag fleetbook) reach the head instance (tag fleetbook-head) on SSH."""
+    if not c.config.gcp.firewall:
+        return
+    try:
+        api.firewalls.get(project=api.project, firewall=HEAD_FIREWALL)
+        return
+    except gexc.NotFound:
+        pass
+    except gexc.GoogleAPICallError as exc:
+        raise _fail(exc, f"reading firewall {HEAD_FIREWALL}") from None
+    rule = _head_rule(c)
+    if dry_run:
+        _show("POST", f"projects/{api.project}/global/firewalls", compute_v1.Firewall.to_json(rule))
+        return
+    try:
+        api.wait(api.firewalls.insert(project=api.project, firewall_resource=rule), f"firewall {HEAD_FIREWALL}")
+    except gexc.Conflict:
+        pass
+    except gexc.GoogleAPICallError as exc:
+        raise _fail(exc, f"creating firewall {HEAD_FIREWALL}") from None
 
 
 def ensure_firewall(c, api: Api, dry_run: bool = False) -> None:
@@ -287,7 +332,49 @@ def instance_properties(c, name: str, spot: bool, ttl_hours: float, image: str,
 
 
 def estimate(c, spec: FleetSpec) -> str:
-    return cc.estimate(c, "gcp", spec.count, spec.spot, spec.ttl_hours)
+    line = cc.estimate(c, "gcp", spec.count, spec.spot, spec.ttl_hours)
+    if cc.head_mode(c, "gcp", spec.head) == "instance":
+        g = c.config.gcp
+        price = cc.price_per_hour(c, "gcp", False, str(g.head_machine_type))
+        line += (f"\n      + head instance 1 x {g.head_machine_type} (on-demand, {g.head_disk_gb} GB disk) at "
+                 + (f"${price:.4f}/h" if price is not None else "an unknown price (gcp.price_on_demand)"))
+    return line
+
+
+def head_instance(c, name: str, ttl_hours: float, image: str) -> compute_v1.Instance:
+    """The head instance: on-demand (STANDARD), role=head, its own machine type and disk, the same TTL, the
+    fleet's key, and a startup script that makes the SFTP-only shared root (cloud_common.head_script)."""
+    g = c.config.gcp
+    props = instance_properties(c, name, False, ttl_hours, image, labels=cc.head_labels(name, ttl_hours))
+    for item in props.metadata.items:
+        if item.key == "startup-script":
+            item.value = cc.head_script(c, name)
+    props.disks[0].initialize_params.disk_size_gb = int(g.head_disk_gb)
+    return compute_v1.Instance(
+        name=cc.head_name(name), machine_type=f"zones/{g.zone}/machineTypes/{g.head_machine_type}",
+        labels=props.labels, metadata=props.metadata, scheduling=props.scheduling, disks=props.disks,
+        network_interfaces=props.network_interfaces, tags=compute_v1.Tags(items=[cc.NETWORK_TAG, HEAD_TAG]))
+
+
+def _create_head(c, api: Api, spec: FleetSpec, image: str, new_nodes) -> None:
+    """Insert the head instance; on failure delete it and the nodes this call started (``new_nodes()``)."""
+    zone = str(c.config.gcp.zone)
+    try:
+        ensure_head_firewall(c, api)
+        op = api.instances.insert(request=compute_v1.InsertInstanceRequest(
+            project=api.project, zone=zone, instance_resource=head_instance(c, spec.name, spec.ttl_hours, image),
+            request_id=str(uuid.uuid4())))
+        api.wait(op, "head insert")
+        print(f"head instance {cc.head_name(spec.name)}: {c.config.gcp.head_machine_type}, on-demand, "
+              f"{c.config.gcp.head_disk_gb} GB; the nodes mount it over the VPC")
+    except (gexc.GoogleAPICallError, Exit) as exc:
+        new = new_nodes()
+        leftover = {cc.head_name(spec.name): zone} if find_head(c, spec.name, api) else {}
+        _delete(c, api, {**leftover, **{n.name: zone for n in new}})
+        what = exc.message if isinstance(exc, Exit) else _error_text(exc)
+        raise Exit(f"GCP could not create the head instance of fleet {spec.name} ({what}); deleted it and the "
+                   f"{len(new)} node(s) this call had started. Try another gcp.zone or gcp.head_machine_type, "
+                   "or --head tunnel") from None
 
 
 def _alive(nodes: list[Node]) -> list[Node]:
@@ -304,29 +391,40 @@ def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
     min_count = spec.min_count or spec.count
     if not 1 <= min_count <= spec.count:
         raise Exit(f"--min {min_count} must be between 1 and -n {spec.count}")
+    with_head = image is None and cc.head_mode(c, "gcp", spec.head) == "instance"   # a bake makes no head
     api = Api(c)
     zone = str(c.config.gcp.zone)
     existing = _alive(list_nodes(c, name))
     gap = spec.count - len(existing)
-    if gap <= 0:
+    need_head = with_head and find_head(c, name, api) is None
+    if gap <= 0 and not need_head:
         return existing
+    image = image or source_image(c, api)
     resource = compute_v1.BulkInsertInstanceResource(
-        count=gap, min_count=max(1, min(gap, min_count - len(existing))), name_pattern=f"{name}-####",
-        instance_properties=instance_properties(c, name, spec.spot, spec.ttl_hours, image or source_image(c, api)))
+        count=max(gap, 1), min_count=max(1, min(gap, min_count - len(existing))), name_pattern=f"{name}-####",
+        instance_properties=instance_properties(c, name, spec.spot, spec.ttl_hours, image))
     path = f"projects/{api.project}/zones/{zone}/instances/bulkInsert"
     if spec.dry_run:
         ensure_firewall(c, api, dry_run=True)
-        _show("POST", path, compute_v1.BulkInsertInstanceResource.to_json(resource))
+        if gap > 0:
+            _show("POST", path, compute_v1.BulkInsertInstanceResource.to_json(resource))
+        if need_head:
+            ensure_head_firewall(c, api, dry_run=True)
+            _show("POST", f"projects/{api.project}/zones/{zone}/instances",
+                  compute_v1.Instance.to_json(head_instance(c, name, spec.ttl_hours, image)))
         return existing
     ensure_firewall(c, api)
     before = {n.name for n in existing}
-    try:
-        op = api.instances.bulk_insert(request=compute_v1.BulkInsertInstanceRequest(
-            project=api.project, zone=zone, bulk_insert_instance_resource_resource=resource,
-            request_id=str(uuid.uuid4())))
-        api.wait(op, "bulkInsert")
-    except gexc.GoogleAPICallError as exc:
-        return _after_failure(c, api, spec, before, min_count, exc)
+    if gap > 0:
+        try:
+            op = api.instances.bulk_insert(request=compute_v1.BulkInsertInstanceRequest(
+                project=api.project, zone=zone, bulk_insert_instance_resource_resource=resource,
+                request_id=str(uuid.uuid4())))
+            api.wait(op, "bulkInsert")
+        except gexc.GoogleAPICallError as exc:
+            existing = _after_failure(c, api, spec, before, min_count, exc)   # raises below --min
+    if need_head:
+        _create_head(c, api, spec, image, lambda: [n for n in list_nodes(c, name) if n.name not in before])
     nodes = _alive(list_nodes(c, name))
     if len(nodes) < spec.count:
         print(f"warning: fleet {name}: {len(nodes)} of {spec.count} nodes started (at least --min {min_count})")
@@ -379,9 +477,16 @@ def wait_ready(c, name: str, timeout: float) -> list[Node]:
     def lister(c, name):
         raw = _raw(c, api, name)
         where.update({inst.name: zone for zone, inst in raw})
-        return [n for n in (_node(c, inst) for _, inst in raw) if n.state != STOPPED]
+        return [n for n in (_node(c, inst) for _, inst in raw if not cc.is_head(inst.labels)) if n.state != STOPPED]
 
-    return cc.wait_ready(c, name, timeout, lister, lambda node: host_keys(api, where[node.name], node.name))
+    nodes = cc.wait_ready(c, name, timeout, lister, lambda node: host_keys(api, where[node.name], node.name))
+    found = find_head(c, name, api)
+    if found is not None:   # the head instance: its host key pinned from the cloud, it answers SSH
+        def head_lister(c, name):
+            again = find_head(c, name, api)
+            return [again[0]] if again else []     # gone: NodesNotReady, one line in fleet.create
+        cc.wait_ready(c, name, timeout, head_lister, lambda node: host_keys(api, found[2], node.name))
+    return nodes
 
 
 # --- terminate --------------------------------------------------------------------------------------------
@@ -477,8 +582,17 @@ def cost_so_far(c, record, elapsed: float | None = None) -> float | None:
 
 
 def head(c, fleet: str):
-    """Where the nodes mount the shared disk from: this machine, through one reverse tunnel per node."""
+    """Where the nodes mount the shared disk from: the fleet's head instance (its internal address) when it has
+    one, else this machine through one reverse tunnel per node."""
+    found = find_head(c, fleet)
+    if found is not None:
+        return cc.instance_head(c, "gcp", fleet, found[0], found[1], list_nodes)
     return cc.tunnel_head(c, "gcp", fleet, list_nodes)
+
+
+def remote_head(c, fleet: str):
+    """The head instance's shared root for runstate/progress, or None (tunnel head: this machine's disk)."""
+    return cc.remote_head(c, "gcp", fleet, find_head)
 
 
 def stop_head(c, fleet: str) -> int:
