@@ -2,7 +2,7 @@
 VMs, and Invoke contexts whose settings point at them.  Nothing here reads ~/.aws or application-default
 credentials: the environment is replaced with fake credentials and endpoints.
 
-Use with ``from cloud_fixtures import *  # noqa: F403`` in a test module.
+tests/conftest.py makes the fixtures available to every test module; import the helpers by name.
 """
 from __future__ import annotations
 

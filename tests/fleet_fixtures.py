@@ -2,7 +2,7 @@
 
 As root the shared root must sit below root-owned folders that nobody else can write (sshd chroots into it),
 so the tests keep it under /var/lib/fleetbook-tests; without root, under pytest's tmp_path.
-Use with ``from fleet_fixtures import *  # noqa: F403`` in a test module.
+tests/conftest.py makes ``fleet_base`` available to every test module; import the helpers by name.
 """
 from __future__ import annotations
 

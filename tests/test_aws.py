@@ -9,7 +9,6 @@ import pytest
 from botocore.exceptions import ClientError
 from invoke.exceptions import Exit
 
-from cloud_fixtures import *  # noqa: F403
 from cloud_fixtures import FLEET
 from playbooks import image
 from playbooks.providers import FleetSpec, aws

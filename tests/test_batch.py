@@ -18,7 +18,6 @@ import pytest
 from invoke.exceptions import Exit
 from PIL import Image
 
-from cloud_fixtures import *  # noqa: F403
 from cloud_fixtures import make_context
 from playbooks import batch_tasks, runstate
 from playbooks.config import REPO

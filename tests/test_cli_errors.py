@@ -5,7 +5,6 @@ import secrets
 from pathlib import Path
 
 import pytest
-from fleet_fixtures import *  # noqa: F403
 from fleet_fixtures import fleet_processes, invoke_cli
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(300)]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from fleet_fixtures import *  # noqa: F403
 from fleet_fixtures import cmdline, fleet_processes
 from invoke import Config, Context
 from invoke.exceptions import Exit

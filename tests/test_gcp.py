@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from invoke.exceptions import Exit
 
-from cloud_fixtures import *  # noqa: F403
-from cloud_fixtures import FLEET, make_context
+from cloud_fixtures import FLEET, free_port, make_context
 from playbooks.providers import FleetSpec, NodesNotReady, gcp
 
 ZONE_OPS = "/zones/us-central1-a/operations/"

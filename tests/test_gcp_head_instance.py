@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from cloud_fixtures import *  # noqa: F403
 from cloud_fixtures import FLEET, SSHD
 from playbooks.providers import FleetSpec, gcp
 from playbooks.providers import cloud_common as cc

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from fleet_fixtures import *  # noqa: F403
 from fleet_fixtures import ROOT, cmdline, fleet_processes, invoke_cli, make_ctx
 from invoke.exceptions import Exit
 from PIL import Image

@@ -5,7 +5,6 @@ import secrets
 import subprocess
 
 import pytest
-from fleet_fixtures import *  # noqa: F403
 from fleet_fixtures import ROOT, fleet_processes, make_ctx
 
 from playbooks import deploy, fleet, mount, progress, run, teardown

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-from fleet_fixtures import *  # noqa: F403
 from fleet_fixtures import invoke_cli, make_ctx
 from PIL import Image
 

@@ -15,7 +15,6 @@ import subprocess
 import time
 
 import pytest
-from fleet_fixtures import *  # noqa: F403
 from fleet_fixtures import make_ctx
 
 from playbooks import fleet, mount, overhead, remote, teardown
