@@ -44,7 +44,8 @@ def connect(c, fleet: str, node: Node) -> Connection:
         connect_kwargs={"key_filename": str(fdir / "id_ed25519"), "look_for_keys": False,
                         "allow_agent": False, "banner_timeout": float(c.config.fleet.ssh_timeout)},
     )
-    conn.client.load_host_keys(str(fdir / "known_hosts"))
+    if (fdir / "known_hosts").exists():  # none yet: every host is unknown, and RejectPolicy says so
+        conn.client.load_host_keys(str(fdir / "known_hosts"))
     conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
     return conn
 

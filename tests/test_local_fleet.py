@@ -63,6 +63,10 @@ def test_create_is_idempotent_and_list_tells_the_truth(up):
     assert len({n.host for n in nodes}) == 3
     fleet.create(up, n=3, name=NAME)  # nothing to add
     assert [n.id for n in local.list_nodes(up, NAME)] == [n.id for n in nodes]
+    deployed = json.loads((Path(up.config.fleet.state_dir) / NAME / "deploy.json").read_text())
+    assert set(deployed) == {n.name for n in nodes}  # deploy recorded each node's interpreter, and it ran
+    assert all(d["python"] == n.python and d["version"].startswith("3.") for n, d in
+               ((n, deployed[n.name]) for n in nodes))
     known = (Path(up.config.fleet.state_dir) / NAME / "known_hosts").read_text()
     for n in nodes:
         assert f"[{n.host}]:{n.port} ssh-ed25519 " in known  # pinned by the fleet, not accepted on first use
