@@ -157,7 +157,18 @@ def _kill_all(procs: list[psutil.Process]) -> None:
             proc.send_signal(signal.SIGKILL)
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(procs, timeout=5)
+    deadline = time.monotonic() + 5
+    while procs and time.monotonic() < deadline:  # dead once gone or a zombie: who reaps it is not our business
+        procs = [p for p in procs if _still_running(p)]
+        if procs:
+            time.sleep(0.02)
+
+
+def _still_running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def banner(host: str, port: int, timeout: float = 2.0) -> bool:
