@@ -19,7 +19,8 @@ from invoke import Config, Context
 
 from playbooks.config import DEFAULTS, REPO
 
-__all__ = ["make_ctx", "fleet_base", "ROOT", "INVOKE", "invoke_cli", "fleet_processes", "cmdline"]
+__all__ = ["make_ctx", "fleet_base", "ROOT", "INVOKE", "invoke_cli", "fleet_processes", "cmdline", "outputs",
+           "check_resized"]
 
 ROOT = os.geteuid() == 0
 INVOKE = str(Path(sys.executable).with_name("invoke"))
@@ -81,3 +82,23 @@ def cmdline(proc) -> str:
         return " ".join(proc.cmdline())
     except psutil.Error:
         return ""
+
+
+def outputs(c, dst: str = "out") -> dict:
+    """Every file below <shared root>/<dst> but the failure records; dot-files too, so that leftovers show."""
+    root = Path(c.config.shared.root) / dst
+    return {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file() and ".failed" not in p.parts}
+
+
+def check_resized(c, dst: str = "out", size: int = 128) -> dict:
+    """The outputs of resize over <shared root>/src: exactly one valid ``size`` square JPEG per input, no more."""
+    from PIL import Image
+    outs = outputs(c, dst)
+    src = Path(c.config.shared.root) / "src"
+    expected = {p.relative_to(src).with_suffix(".jpg").as_posix() for p in src.rglob("*.jpg")}
+    assert set(outs) == expected, f"missing {sorted(expected - set(outs))[:5]} extra {sorted(set(outs) - expected)[:5]}"
+    for path in outs.values():
+        with Image.open(path) as img:
+            img.load()
+            assert img.size == (size, size) and img.format == "JPEG"
+    return outs

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from fleet_fixtures import cmdline, fleet_processes
+from fleet_fixtures import check_resized, cmdline, fleet_processes, outputs
 from invoke import Config, Context
 from invoke.exceptions import Exit
-from PIL import Image
 
 from playbooks import dask_tasks, deploy, fleet, mount, progress, run, runstate, teardown
 from playbooks.config import DEFAULTS
@@ -84,23 +83,8 @@ def up(ctx):
     return ctx
 
 
-def outputs(c, dst):
-    root = Path(c.config.shared.root) / dst
-    return {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file() and ".failed" not in p.parts
-            and not p.name.startswith(".")}
 
 
-def check_all_valid(c, dst, size):
-    outs = outputs(c, dst)
-    src = Path(c.config.shared.root) / "src"
-    expected = {p.relative_to(src).with_suffix(".jpg").as_posix() for p in src.rglob("*.jpg")}
-    assert len(expected) == IMAGES
-    assert set(outs) == expected, f"missing {sorted(expected - set(outs))[:5]} extra {sorted(set(outs) - expected)[:5]}"
-    for path in outs.values():
-        with Image.open(path) as img:
-            img.load()
-            assert img.size == (size, size) and img.format == "JPEG"
-    return outs
 
 
 def test_up_starts_a_scheduler_on_the_head_and_workers_on_every_node(up):
@@ -128,13 +112,13 @@ def test_run_engine_dask_matches_the_local_engine_in_ceil_items_over_chunk_tasks
     nodes = local.list_nodes(up, NAME)
     record = run.start(up, NAME, nodes, "resize", "src", "out-local", "--size 64")
     progress.wait_until_finished(up, record)
-    local_outs = check_all_valid(up, "out-local", 64)
+    local_outs = check_resized(up, "out-local", 64)
 
     result = run.run_(up, workload="resize", src="src", dst="out-dask", args="--size 64 --chunksize 5",
                       name=NAME, engine="dask")
     assert result["tasks"] == result["tasks_planned"] == math.ceil(IMAGES / 5)
     assert result["done"] == IMAGES and result["failed"] == 0 and not result["errors"]
-    dask_outs = check_all_valid(up, "out-dask", 64)
+    dask_outs = check_resized(up, "out-dask", 64)
     assert set(dask_outs) == set(local_outs)
     for rel in local_outs:
         assert dask_outs[rel].read_bytes() == local_outs[rel].read_bytes(), rel
@@ -156,7 +140,7 @@ def test_the_engines_are_interchangeable_on_one_destination(up):
         (dst / rel).write_bytes(local_outs[rel].read_bytes())
     result = engine.run(up, NAME, nodes, "resize", "src", "out-mixed", "--size 64 --chunksize 4")
     assert result["todo"] == IMAGES - IMAGES // 2 and result["tasks"] == math.ceil(result["todo"] / 4)
-    mixed = check_all_valid(up, "out-mixed", 64)
+    mixed = check_resized(up, "out-mixed", 64)
     assert all(mixed[rel].read_bytes() == local_outs[rel].read_bytes() for rel in mixed)
 
 
@@ -179,7 +163,7 @@ def test_a_worker_killed_mid_run_loses_nothing(up):
     assert killed and [n.state for n in local.list_nodes(up, NAME)].count("terminated") == 1
     assert result["tasks"] == math.ceil(IMAGES / 2) and not result["errors"]
     assert result["done"] + result["skipped"] == IMAGES and result["failed"] == 0
-    check_all_valid(up, "out-kill", 96)
+    check_resized(up, "out-kill", 96)
 
 
 def test_run_without_a_cluster_says_what_to_do(up, fleet_base):

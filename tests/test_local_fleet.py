@@ -11,9 +11,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from fleet_fixtures import ROOT, cmdline, fleet_processes, invoke_cli, make_ctx
+from fleet_fixtures import ROOT, check_resized, cmdline, fleet_processes, invoke_cli, make_ctx, outputs
 from invoke.exceptions import Exit
-from PIL import Image
 
 from playbooks import deploy, fleet, mount, progress, run, runstate, teardown
 from playbooks.providers import local
@@ -40,21 +39,8 @@ def up(ctx):
     return ctx
 
 
-def outputs(c, dst="out"):
-    root = Path(c.config.shared.root) / dst
-    return {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file() and ".failed" not in p.parts}
 
 
-def check_all_valid(c, dst="out", size=128):
-    outs = outputs(c, dst)
-    expected = {p.relative_to(Path(c.config.shared.root) / "src").with_suffix(".jpg").as_posix()
-                for p in (Path(c.config.shared.root) / "src").rglob("*.jpg")}
-    assert set(outs) == expected, f"missing {sorted(expected - set(outs))[:5]} extra {sorted(set(outs) - expected)[:5]}"
-    for path in outs.values():
-        with Image.open(path) as img:
-            img.load()
-            assert img.size == (size, size) and img.format == "JPEG"
-    return outs
 
 
 def test_create_is_idempotent_and_list_tells_the_truth(up):
@@ -76,7 +62,7 @@ def test_run_resizes_everything_then_a_second_run_changes_nothing(up):
     record = run.start(up, NAME, local.list_nodes(up, NAME), "resize", "src", "out", "--size 128")
     snap = progress.wait_until_finished(up, record)
     assert snap["done"] == IMAGES and snap["failed"] == 0
-    outs = check_all_valid(up)
+    outs = check_resized(up)
     before = {k: (p.stat().st_ino, p.stat().st_mtime_ns) for k, p in outs.items()}
     record2 = run.start(up, NAME, local.list_nodes(up, NAME), "resize", "src", "out", "--size 128")
     progress.wait_until_finished(up, record2)
@@ -157,7 +143,7 @@ def test_a_killed_node_is_reported_lost_and_a_rerun_completes(up):
     assert [n.state for n in local.list_nodes(up, NAME)].count("terminated") == 1
     survivors = [n for n in local.list_nodes(up, NAME) if n.state == "running"]
     progress.wait_until_finished(up, run.start(up, NAME, survivors, "resize", "src", dst, "--size 96"))
-    check_all_valid(up, dst, 96)
+    check_resized(up, dst, 96)
     leftovers = [p for p in (Path(up.config.shared.root) / dst).rglob("*") if ".tmp-" in p.name]
     assert not leftovers
     fleet.create(up, n=3, name=NAME)  # the fleet heals: the vanished node is replaced

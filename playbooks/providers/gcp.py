@@ -243,27 +243,32 @@ def _head_rule(c) -> compute_v1.Firewall:
         allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=[str(c.config.gcp.ssh_port)])])
 
 
-def ensure_head_firewall(c, api: Api, dry_run: bool = False) -> None:
-    """The rule letting the nodes (tag fleetbook) reach the head instance (tag fleetbook-head) on SSH."""
-    if not c.config.gcp.firewall:
-        return
+def _existing_firewall(api: Api, name: str):
+    """The firewall rule ``name``, or None when there is none."""
     try:
-        api.firewalls.get(project=api.project, firewall=HEAD_FIREWALL)
-        return
+        return api.firewalls.get(project=api.project, firewall=name)
     except gexc.NotFound:
-        pass
+        return None
     except gexc.GoogleAPICallError as exc:
-        raise _fail(exc, f"reading firewall {HEAD_FIREWALL}") from None
-    rule = _head_rule(c)
+        raise _fail(exc, f"reading firewall {name}") from None
+
+
+def _insert_firewall(api: Api, rule: compute_v1.Firewall, dry_run: bool) -> None:
     if dry_run:
         _show("POST", f"projects/{api.project}/global/firewalls", compute_v1.Firewall.to_json(rule))
         return
     try:
-        api.wait(api.firewalls.insert(project=api.project, firewall_resource=rule), f"firewall {HEAD_FIREWALL}")
+        api.wait(api.firewalls.insert(project=api.project, firewall_resource=rule), f"firewall {rule.name}")
     except gexc.Conflict:
         pass
     except gexc.GoogleAPICallError as exc:
-        raise _fail(exc, f"creating firewall {HEAD_FIREWALL}") from None
+        raise _fail(exc, f"creating firewall {rule.name}") from None
+
+
+def ensure_head_firewall(c, api: Api, dry_run: bool = False) -> None:
+    """The rule letting the nodes (tag fleetbook) reach the head instance (tag fleetbook-head) on SSH."""
+    if c.config.gcp.firewall and _existing_firewall(api, HEAD_FIREWALL) is None:
+        _insert_firewall(api, _head_rule(c), dry_run)
 
 
 def ensure_firewall(c, api: Api, dry_run: bool = False) -> None:
@@ -272,26 +277,12 @@ def ensure_firewall(c, api: Api, dry_run: bool = False) -> None:
     if not cc.split_list(c.config.gcp.ssh_source_ranges):
         raise Exit("set gcp.ssh_source_ranges to the address(es) you connect from, e.g. "
                    "INVOKE_GCP_SSH_SOURCE_RANGES=203.0.113.7/32 (or gcp.firewall=false to manage it yourself)")
-    try:
-        rule = api.firewalls.get(project=api.project, firewall=FIREWALL)
-        if sorted(rule.source_ranges) != sorted(cc.split_list(c.config.gcp.ssh_source_ranges)):
-            print(f"warning: firewall {FIREWALL} admits {', '.join(rule.source_ranges)}, not "
-                  f"gcp.ssh_source_ranges; update it in the console or delete it to let fleetbook recreate it")
-        return
-    except gexc.NotFound:
-        pass
-    except gexc.GoogleAPICallError as exc:
-        raise _fail(exc, f"reading firewall {FIREWALL}") from None
-    rule = _firewall_rule(c)
-    if dry_run:
-        _show("POST", f"projects/{api.project}/global/firewalls", compute_v1.Firewall.to_json(rule))
-        return
-    try:
-        api.wait(api.firewalls.insert(project=api.project, firewall_resource=rule), f"firewall {FIREWALL}")
-    except gexc.Conflict:
-        pass
-    except gexc.GoogleAPICallError as exc:
-        raise _fail(exc, f"creating firewall {FIREWALL}") from None
+    rule = _existing_firewall(api, FIREWALL)
+    if rule is None:
+        _insert_firewall(api, _firewall_rule(c), dry_run)
+    elif sorted(rule.source_ranges) != sorted(cc.split_list(c.config.gcp.ssh_source_ranges)):
+        print(f"warning: firewall {FIREWALL} admits {', '.join(rule.source_ranges)}, not "
+              f"gcp.ssh_source_ranges; update it in the console or delete it to let fleetbook recreate it")
 
 
 # --- create -----------------------------------------------------------------------------------------------
