@@ -53,3 +53,18 @@ def test_startup_script_reschedules_the_deadline_each_boot():
     assert "deadline=1900000000" in script and "shutdown -h" in script
     ud = cc.aws_user_data(1_900_000_000)
     assert ud.startswith("#cloud-config\n") and '"bootcmd"' in ud
+
+
+def test_cost_of_a_run_counts_the_head_instance_at_its_on_demand_price():
+    c = make_context({"gcp": {"machine_type": "e2-standard-2", "head_machine_type": "e2-standard-4"}})
+    now = time.time()
+    nodes = [Node(name=f"hc-{i}", host="h", started_at=now - 3600, labels={"fleetbook-spot": "true"})
+             for i in range(2)]
+    head = Node(name="hc-head", host="h", started_at=now - 3600, labels={"role": "head"})
+    record = {"fleet": "hc", "nodes": [{"name": n.name} for n in nodes]}
+    cost = cc.run_cost(c, "gcp", record, 3600, lambda c, f: nodes, find_head=lambda c, f: (head, "10.0.0.2", "z"))
+    assert cost == pytest.approx(2 * 0.0201 + 0.1340, abs=1e-3)  # 2 spot e2-standard-2 + 1 on-demand e2-standard-4
+    cc._COST_CACHE.clear()
+    alone = cc.run_cost(c, "gcp", record, 3600, lambda c, f: nodes)
+    assert alone == pytest.approx(2 * 0.0201, abs=1e-3)
+    cc._COST_CACHE.clear()

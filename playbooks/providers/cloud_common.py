@@ -270,31 +270,43 @@ def wait_ready(c, name: str, timeout: float, list_nodes, trusted_keys, poll: flo
         time.sleep(poll)
 
 
-_COST_CACHE: dict[tuple[str, str], tuple[float, list[Node]]] = {}
+_COST_CACHE: dict[tuple[str, str], tuple[float, list[Node], Node | None]] = {}
 
 
-def run_cost(c, provider: str, record, elapsed: float | None, list_nodes, max_age: float = 60.0) -> float | None:
+def run_cost(c, provider: str, record, elapsed: float | None, list_nodes, max_age: float = 60.0,
+             find_head=None) -> float | None:
     """The providers' ``cost_so_far`` hook for ``invoke progress``.
 
     ``record`` is either a list of Nodes or a run record (``{"fleet", "nodes": [{"name"}...]}``); for a record
     the fleet is listed at most once a minute (progress refreshes every second) and each node costs from its
-    own start time.  When the listing fails, the run's elapsed time x its node count is the estimate.
+    own start time, plus the fleet's head instance if it has one (on-demand, at the head's machine type).
+    When the listing fails, the run's elapsed time x its node count is the estimate.
     """
     if isinstance(record, (list, tuple)):
         return cost_so_far(c, list(record), provider)
     fleet = str(record.get("fleet") or c.config.fleet.name)
     names = {n["name"] for n in record.get("nodes", [])}
     key = (provider, fleet)
-    stamp, nodes = _COST_CACHE.get(key, (0.0, []))
+    stamp, nodes, head = _COST_CACHE.get(key, (0.0, [], None))
     if time.monotonic() - stamp > max_age:
         try:
             nodes = list_nodes(c, fleet)
+            found = find_head(c, fleet) if find_head else None
+            head = found[0] if found else None
         except (Exception, SystemExit):  # noqa: BLE001 - a cost estimate must never break progress
-            nodes = []
-        _COST_CACHE[key] = (time.monotonic(), nodes)
+            nodes, head = [], None
+        _COST_CACHE[key] = (time.monotonic(), nodes, head)
     mine = [n for n in nodes if n.name in names]
     if mine:
-        return cost_so_far(c, mine, provider)
+        total = cost_so_far(c, mine, provider)
+        if total is not None and head is not None:
+            s = _settings(c, provider)
+            price = price_per_hour(c, provider, False, s.head_machine_type if provider == "gcp" else
+                                   s.head_instance_type)
+            if price is None or head.started_at is None:
+                return None
+            total = round(total + max(0.0, time.time() - head.started_at) / 3600 * price, 4)
+        return total
     price = float(c.config.fleet.get("price_per_hour", 0) or 0) or price_per_hour(c, provider, True)
     if price is None or elapsed is None:
         return None

@@ -569,7 +569,7 @@ def capture_image(c, template: str, node: Node, digest: str, image_name: str) ->
 
 def cost_so_far(c, record, elapsed: float | None = None) -> float | None:
     """USD spent so far by a run's nodes (a run record) or by a list of Nodes; None when the price is unknown."""
-    return cc.run_cost(c, "gcp", record, elapsed, list_nodes)
+    return cc.run_cost(c, "gcp", record, elapsed, list_nodes, find_head=find_head)
 
 
 def head(c, fleet: str):
