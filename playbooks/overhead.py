@@ -72,23 +72,22 @@ def make_sampler(fleet: str, seconds: float, timeout: float):
 
 
 # ---------------------------------------------------------------------------------------------- heartbeats
-def read_run_state(c, nodes) -> dict:
-    """{node name: (heartbeat, status)} of the latest run, read on the head's own disk; {} without a run.
-
-    status is runstate's: done / failed / running / lost / starting."""
+def read_run_state(c, nodes, provider: str = "", fleet: str = "") -> dict:
+    """{node name: (heartbeat, status)} of the latest run, read on the head's disk (this machine's, or a head
+    instance's over SSH); {} without a run.  status is runstate's: done / failed / running / lost / starting."""
     try:
-        run_id = (runstate.runs_dir(c) / "LATEST").read_text().strip()
-    except OSError:
+        record = runstate.load_run(c, provider=provider, fleet=fleet)
+    except Exit:
         return {}
-    record = runstate.read_json(runstate.run_dir(c, run_id) / "run.json")
-    if not record:
-        return {}
+    head = runstate.remote(c, provider, fleet)
+    remote_beats = head.snapshot_data(record)["nodes"] if head is not None else None
     in_run = {e["name"] for e in record.get("nodes", [])}
     lost_after = float(c.config.job.lost_after)
     out = {}
     for n in nodes:
         if n.name in in_run:
-            beat, exit_ = runstate.node_files(c, run_id, n.name)
+            beat, exit_ = (remote_beats.get(n.name, (None, None)) if remote_beats is not None
+                           else runstate.node_files(c, record["run_id"], n.name))
             out[n.name] = (beat, runstate.node_status(record, n.name, beat, exit_, lost_after))
     return out
 
@@ -230,10 +229,10 @@ def overhead(c, seconds=10, json_=False, plot="", name="", provider=""):
     shared = (provider or c.config.fleet.provider) == "local"
     cores = int(c.config.local.cores_per_node) if shared else None
 
-    before = read_run_state(c, nodes)
+    before = read_run_state(c, nodes, provider, fleet)
     timeout = seconds + 2 * float(c.config.fleet.ssh_timeout)
     results = fan_out(c, fleet, nodes, make_sampler(fleet, seconds, timeout), step="overhead")
-    after = read_run_state(c, nodes)
+    after = read_run_state(c, nodes, provider, fleet)
 
     verdicts, series = [], {}
     by_name = {r.node.name: r for r in results}

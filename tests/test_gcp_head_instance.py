@@ -140,6 +140,10 @@ def test_head_instance_end_to_end(gcp_ctx, gce, fleet_sshd, head_instance_sshd, 
         snap = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert (snap["total"], snap["done"], snap["failed"]) == (6, 6, 0)
         assert snap["nodes"][0]["state"] == "done"
+        from playbooks import overhead                         # overhead reads the heartbeats there too
+        beats = overhead.read_run_state(c, gcp.list_nodes(c, FLEET), "gcp", FLEET)
+        assert beats and all(status == "done" for _, status in beats.values())
+        assert sum(beat["done"] for beat, _ in beats.values()) >= 6  # every output was made by some node
     finally:
         mount.unmount(c, name=FLEET, provider="gcp")
         cc._REMOTE_HEADS.clear()
