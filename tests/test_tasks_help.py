@@ -1,30 +1,37 @@
-"""`invoke --list` shows every task with a one-line help, and every argument of every task has help text."""
+"""`invoke --list` shows every task with a one-line help, and every argument of every task has help text.
+
+Checked in a fresh interpreter: Invoke hands out (pops) a task's help texts the first time it builds that task's
+arguments, so a process that already parsed a task shows none the second time.
+"""
 from __future__ import annotations
 
-import importlib
+import json
+import subprocess
+import sys
 
-import pytest
+from playbooks.config import REPO
 
-
-def all_tasks(collection, prefix=""):
-    for name, task in collection.tasks.items():
+CHECK = r"""
+import json, tasks
+def walk(col, prefix=""):
+    for name, task in col.tasks.items():
         yield prefix + name, task
-    for name, sub in collection.collections.items():
-        yield from all_tasks(sub, f"{prefix}{name}.")
+    for name, sub in col.collections.items():
+        yield from walk(sub, prefix + name + ".")
+out = {}
+for name, task in walk(tasks.ns):
+    first = ((task.__doc__ or "").strip().splitlines() or [""])[0]
+    out[name] = {"doc": first, "missing": [a.name for a in task.get_arguments() if not (a.help or "").strip()]}
+print(json.dumps(out))
+"""
 
 
-TASKS = list(all_tasks(importlib.import_module("tasks").ns))
-
-
-def test_the_namespace_has_the_runbook():
-    names = {n for n, _ in TASKS}
+def test_every_task_and_argument_is_explained():
+    result = subprocess.run([sys.executable, "-c", CHECK], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
     assert {"fleet.create", "fleet.list", "fleet.down", "mount", "unmount", "deploy", "run", "stop", "progress",
             "teardown", "demo", "overhead", "bench.run", "image.bake", "dask.up", "dask.down", "batch.setup",
-            "batch.submit", "batch.status", "batch.down"} <= names
-
-
-@pytest.mark.parametrize("name,task", TASKS, ids=[n for n, _ in TASKS])
-def test_every_task_and_argument_is_explained(name, task):
-    assert (task.__doc__ or "").strip().splitlines()[0], f"{name} has no one-line help"
-    missing = [a.name for a in task.get_arguments() if not (a.help or "").strip()]
-    assert not missing, f"{name}: no help for {missing}"
+            "batch.submit", "batch.status", "batch.down"} <= set(found)
+    assert not [n for n, t in found.items() if not t["doc"]], "tasks without a one-line help"
+    assert {n: t["missing"] for n, t in found.items() if t["missing"]} == {}
