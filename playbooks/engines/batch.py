@@ -194,16 +194,8 @@ def _queue(batch, name):
 
 
 def _jobdefs(batch, name) -> list[dict]:
-    out, token = [], None
-    while True:
-        kw = {"jobDefinitionName": name, "status": "ACTIVE"}
-        if token:
-            kw["nextToken"] = token
-        page = batch.describe_job_definitions(**kw)
-        out += page["jobDefinitions"]
-        token = page.get("nextToken")
-        if not token:
-            return out
+    pages = batch.get_paginator("describe_job_definitions").paginate(jobDefinitionName=name, status="ACTIVE")
+    return [d for page in pages for d in page["jobDefinitions"]]
 
 
 # ---------------------------------------------------------------------------------------------------- setup/down
@@ -396,16 +388,8 @@ def submit(c, workload: str, src: str = "", dst: str = "", shards: int = 0, then
 
 
 def list_jobs(batch, queue: str, state: str) -> list[dict]:
-    out, token = [], None
-    while True:
-        kw = {"jobQueue": queue, "jobStatus": state}
-        if token:
-            kw["nextToken"] = token
-        page = batch.list_jobs(**kw)
-        out += page["jobSummaryList"]
-        token = page.get("nextToken")
-        if not token:
-            return out
+    pages = batch.get_paginator("list_jobs").paginate(jobQueue=queue, jobStatus=state)
+    return [j for page in pages for j in page["jobSummaryList"]]
 
 
 def run_of(job_name: str) -> str:
