@@ -18,8 +18,8 @@ import os
 import secrets
 import shlex
 import shutil
+import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,7 +30,7 @@ from invoke.exceptions import Exit
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .. import runstate
+from .. import procs, runstate
 from ..engine_config import ENGINE_DEFAULTS
 from ..config import shared_root, state_dir
 from ..providers.local import port_free
@@ -62,17 +62,10 @@ def read_state(c, fleet: str) -> dict | None:
 
 def scheduler_alive(state: dict | None):
     """The scheduler process of ``state`` if it still runs (a recycled pid is not ours)."""
-    import psutil
-    if not state or not state.get("scheduler_pid"):
+    if not state:
         return None
-    try:
-        proc = psutil.Process(int(state["scheduler_pid"]))
-        cmd = " ".join(proc.cmdline())
-        if "dask_scheduler" in cmd and f"--port {state['port']}" in cmd and proc.status() != psutil.STATUS_ZOMBIE:
-            return proc
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        pass
-    return None
+    needles = ("dask_scheduler", f"--port {state.get('port')}")
+    return procs.ours(state.get("scheduler_pid"), lambda proc: all(n in " ".join(proc.cmdline()) for n in needles))
 
 
 def scheduler_host(c, fleet: str, provider: str) -> str:
@@ -102,10 +95,7 @@ def scheduler_command(host: str, port: int, dashboard_port: int, log_dir: Path, 
 
 def start_scheduler(argv: list[str], log: Path) -> int:
     """Start the scheduler detached (its own session, nobody's child once the launcher shell exits)."""
-    launcher = subprocess.run(["sh", "-c", 'exec "$@" >>"$LOG" 2>&1 </dev/null & echo $!', "sh", *argv],
-                              env={**os.environ, "LOG": str(log)}, capture_output=True, text=True,
-                              start_new_session=True, check=True)
-    return int(launcher.stdout.split()[-1])
+    return procs.detach(argv, log)
 
 
 def wait_port(host: str, port: int, pid: int, log: Path, timeout: float) -> None:
@@ -246,16 +236,10 @@ def down(c, name: str, nodes) -> int:
                     stray.append(proc)
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
-        for proc in stray:
-            proc.kill()
-        psutil.wait_procs(stray, timeout=5)
+        procs.kill_all(stray)
     sched = scheduler_alive(state)
     if sched:
-        sched.terminate()
-        _, alive = psutil.wait_procs([sched], timeout=10)
-        for proc in alive:
-            proc.kill()
-        psutil.wait_procs(alive, timeout=5)
+        procs.kill_all(procs.kill_all([sched], signal.SIGTERM, timeout=10))
         stopped += 1
     shutil.rmtree(state_file(c, name).parent, ignore_errors=True)
     console.print(f"dask: stopped the scheduler {state['address']} and the workers of "

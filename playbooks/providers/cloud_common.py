@@ -12,6 +12,7 @@ from pathlib import Path
 
 from invoke.exceptions import Exit
 
+from .. import procs
 from . import RUNNING, Node, NodesNotReady
 
 FLEET_LABEL = "fleet"
@@ -329,13 +330,7 @@ def _tunnel_dir(c, fleet: str) -> Path:
 
 
 def _tunnel_alive(pid_file: Path):
-    import psutil
-    try:
-        proc = psutil.Process(int(pid_file.read_text()))
-        return proc if proc.is_running() and "ssh" in proc.name() and proc.status() != psutil.STATUS_ZOMBIE \
-            else None
-    except (OSError, ValueError, psutil.Error):
-        return None
+    return procs.ours(procs.read_pid(pid_file), lambda proc: "ssh" in proc.name())
 
 
 def start_tunnel(c, fleet: str, node: Node, head_host: str, head_port: int, tunnel_port: int) -> int:
@@ -344,7 +339,6 @@ def start_tunnel(c, fleet: str, node: Node, head_host: str, head_port: int, tunn
     OpenSSH with the fleet's key and known_hosts (StrictHostKeyChecking=yes); it exits when the forward cannot
     be set up, and keep-alives end it when the node vanishes.  Idempotent: a live tunnel is kept.
     """
-    import subprocess
     tdir = _tunnel_dir(c, fleet)
     tdir.mkdir(parents=True, exist_ok=True)
     pid_file = tdir / f"{node.name}.pid"
@@ -358,12 +352,7 @@ def start_tunnel(c, fleet: str, node: Node, head_host: str, head_port: int, tunn
            "-o", "IdentitiesOnly=yes", "-i", str(fdir / "id_ed25519"), "-p", str(node.port),
            "-o", f"ConnectTimeout={int(float(c.config.fleet.ssh_timeout))}",
            "-R", f"127.0.0.1:{tunnel_port}:{head_host}:{head_port}", f"{node.user}@{node.host}"]
-    # started through a shell that exits at once: the tunnel outlives this invoke and is nobody's child
-    import os
-    launcher = subprocess.run(["sh", "-c", 'exec "$@" >>"$LOG" 2>&1 </dev/null & echo $!', "sh", *cmd],
-                              env={**os.environ, "LOG": str(tdir / f"{node.name}.log")}, capture_output=True,
-                              text=True, start_new_session=True, check=True)
-    pid = int(launcher.stdout.split()[-1])
+    pid = procs.detach(cmd, tdir / f"{node.name}.log")  # outlives this invoke, nobody's child
     pid_file.write_text(str(pid))
     return pid
 

@@ -18,7 +18,6 @@ import os
 import pwd
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 import psutil
 from invoke.exceptions import Exit
 
-from .. import sshkeys
+from .. import procs, sshkeys
 from ..config import state_dir
 from . import netns
 from . import RUNNING, TERMINATED, UNREACHABLE, FleetSpec, Node, NodesNotReady
@@ -118,24 +117,9 @@ def ensure_fleet(c, fleet: str) -> Path:
 
 # ---------------------------------------------------------------- processes
 
-def _pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def _alive(pid: int | None, cfg: Path) -> psutil.Process | None:
     """The process ``pid`` if it is the sshd started with ``cfg`` (a recycled pid is not ours)."""
-    if not pid:
-        return None
-    try:
-        proc = psutil.Process(pid)
-        if str(cfg) in proc.cmdline() and proc.status() != psutil.STATUS_ZOMBIE:
-            return proc
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        pass
-    return None
+    return procs.ours(pid, lambda proc: str(cfg) in proc.cmdline())
 
 
 def node_processes(fleet: str, node: str, user: str | None = None) -> list[psutil.Process]:
@@ -149,26 +133,6 @@ def node_processes(fleet: str, node: str, user: str | None = None) -> list[psuti
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
-
-
-def _kill_all(procs: list[psutil.Process]) -> None:
-    for proc in procs:
-        try:
-            proc.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    deadline = time.monotonic() + 5
-    while procs and time.monotonic() < deadline:  # dead once gone or a zombie: who reaps it is not our business
-        procs = [p for p in procs if _still_running(p)]
-        if procs:
-            time.sleep(0.02)
-
-
-def _still_running(proc: psutil.Process) -> bool:
-    try:
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def banner(host: str, port: int, timeout: float = 2.0) -> bool:
@@ -200,12 +164,7 @@ def start_sshd(cfg: Path, log: Path, wrapper: list[str] | None = None) -> int:
     check = subprocess.run([SSHD, "-t", "-f", str(cfg)], capture_output=True, text=True)
     if check.returncode != 0:
         raise Exit(f"sshd rejected {cfg}: {check.stderr.strip().splitlines()[-1]}")
-    # started through a shell that exits at once: the daemon is nobody's child here, like a real machine's
-    launcher = subprocess.run(["sh", "-c", 'exec "$@" >>"$LOG" 2>&1 </dev/null & echo $!', "sh",
-                               *(wrapper or []), SSHD, "-D", "-e", "-f", str(cfg)],
-                              env={**os.environ, "LOG": str(log)}, capture_output=True, text=True,
-                              start_new_session=True, check=True)
-    return int(launcher.stdout.split()[-1])
+    return procs.detach([*(wrapper or []), SSHD, "-D", "-e", "-f", str(cfg)], log)
 
 
 # ---------------------------------------------------------------- nodes
@@ -226,7 +185,7 @@ def _node(labels: dict, state: str) -> Node:
 
 
 def node_state(ndir: Path, labels: dict) -> str:
-    proc = _alive(_pid(ndir / "sshd.pid") or labels.get("pid"), ndir / "sshd_config")
+    proc = _alive(procs.read_pid(ndir / "sshd.pid") or labels.get("pid"), ndir / "sshd_config")
     if proc is None:
         return TERMINATED
     try:
@@ -413,11 +372,11 @@ def kill_node(c, name: str, node: str) -> None:
     """Make one node vanish as a whole, like a preempted VM: its daemon and every process of it die."""
     ndir = node_dir(c, name, node)
     labels = _read_labels(ndir) or {}
-    procs = node_processes(name, node, labels.get("user") if labels.get("isolation") == "user" else None)
-    listener = _alive(_pid(ndir / "sshd.pid") or labels.get("pid"), ndir / "sshd_config")
+    doomed = node_processes(name, node, labels.get("user") if labels.get("isolation") == "user" else None)
+    listener = _alive(procs.read_pid(ndir / "sshd.pid") or labels.get("pid"), ndir / "sshd_config")
     if listener:
-        procs.append(listener)
-    _kill_all(procs)
+        doomed.append(listener)
+    procs.kill_all(doomed)
     if labels.get("isolation") == "none":
         unmount_dead(labels.get("mountpoint", ""))
 
