@@ -73,7 +73,7 @@ def start(c, fleet: str) -> Head:
     local.ensure_head_address(c, fleet)
     cfg, head = _config(c, fleet, root)
     hdir = cfg.parent
-    if local._alive(procs.read_pid(hdir / "sshd.pid"), cfg) is None:
+    if local.sshd_alive(procs.read_pid(hdir / "sshd.pid"), cfg) is None:
         local.start_sshd(cfg, hdir / "sshd.log")
         for _ in range(100):
             if local.banner(head.host, head.port, timeout=0.5):
@@ -86,6 +86,6 @@ def start(c, fleet: str) -> Head:
 
 def stop(c, fleet: str) -> None:
     hdir = local.fleet_dir(c, fleet) / "head"
-    proc = local._alive(procs.read_pid(hdir / "sshd.pid"), hdir / "sshd_config")
+    proc = local.sshd_alive(procs.read_pid(hdir / "sshd.pid"), hdir / "sshd_config")
     if proc is not None:
         procs.kill_all([proc])

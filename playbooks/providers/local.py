@@ -117,7 +117,7 @@ def ensure_fleet(c, fleet: str) -> Path:
 
 # ---------------------------------------------------------------- processes
 
-def _alive(pid: int | None, cfg: Path) -> psutil.Process | None:
+def sshd_alive(pid: int | None, cfg: Path) -> psutil.Process | None:
     """The process ``pid`` if it is the sshd started with ``cfg`` (a recycled pid is not ours)."""
     return procs.ours(pid, lambda proc: str(cfg) in proc.cmdline())
 
@@ -185,7 +185,7 @@ def _node(labels: dict, state: str) -> Node:
 
 
 def node_state(ndir: Path, labels: dict) -> str:
-    proc = _alive(procs.read_pid(ndir / "sshd.pid") or labels.get("pid"), ndir / "sshd_config")
+    proc = sshd_alive(procs.read_pid(ndir / "sshd.pid") or labels.get("pid"), ndir / "sshd_config")
     if proc is None:
         return TERMINATED
     try:
@@ -373,7 +373,7 @@ def kill_node(c, name: str, node: str) -> None:
     ndir = node_dir(c, name, node)
     labels = _read_labels(ndir) or {}
     doomed = node_processes(name, node, labels.get("user") if labels.get("isolation") == "user" else None)
-    listener = _alive(procs.read_pid(ndir / "sshd.pid") or labels.get("pid"), ndir / "sshd_config")
+    listener = sshd_alive(procs.read_pid(ndir / "sshd.pid") or labels.get("pid"), ndir / "sshd_config")
     if listener:
         doomed.append(listener)
     procs.kill_all(doomed)
