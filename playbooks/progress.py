@@ -24,6 +24,9 @@ from .fleet import provider_of
 console = Console()
 
 
+_ITEMS: dict[str, list[str]] = {}  # run id -> the items of its source, for --watch and --wait
+
+
 def snapshot(c, record: dict, now: float | None = None) -> dict:
     """The numbers of a run right now, in the shape `invoke progress --json` prints."""
     now = now or time.time()
@@ -36,7 +39,9 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
         wl = fw.load(record["workload"])
         src, dst = str(root / record["src"]), str(root / record["dst"])
         opts = wl.parse_args(["--src", src, "--dst", dst, *shlex.split(record.get("args", ""))])
-        counts = fw.count_progress(wl, src, dst, opts)
+        if record["run_id"] not in _ITEMS:  # a run's inputs are listed once per process; its outputs each time
+            _ITEMS[record["run_id"]] = wl.list_items(src, opts)
+        counts = fw.count_progress(wl, src, dst, opts, items=_ITEMS[record["run_id"]])
     lost_after = float(c.config.job.lost_after)
     nodes, rate = [], 0.0
     for entry in record["nodes"]:

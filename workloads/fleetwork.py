@@ -415,10 +415,11 @@ def find_collisions(workload, items, opts) -> dict[str, str]:
     return losers
 
 
-def count_progress(workload, src: str, dst: str, opts) -> dict:
+def count_progress(workload, src: str, dst: str, opts, items: list[str] | None = None) -> dict:
     """{"total","done","failed","pending"} on a LOCAL disk: done = expected outputs present (collision losers
-    never count as done), failed = failure records of items not done."""
-    items = workload.list_items(src, opts)
+    never count as done), failed = failure records of items not done.  ``items``: the source's items when the
+    caller listed them already (they do not change during a run; the outputs do)."""
+    items = workload.list_items(src, opts) if items is None else items
     outputs = scan_outputs(dst)
     failures = read_failures(dst)
     losers = find_collisions(workload, items, opts)
