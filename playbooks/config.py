@@ -7,6 +7,8 @@ command-line flags override both.  Invoke's own ``run`` subtree is taken, so the
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 from .cloud_config import CLOUD_DEFAULTS
@@ -33,6 +35,8 @@ DEFAULTS = {
         "cores_per_node": 1,       # what a local node counts as its cores (they share one machine)
         "netns": False,            # root only: each node in its own network namespace, linked by a veth to a
                                    # fleet bridge (10.213.<k>.0/24), so one node's link can be cut or slowed
+        "public_dir": "/var/lib/fleetbook",  # root only: what the nodes' users and the head's sshd must reach
+                                   # (node homes, the head's chroot), root-owned, wherever the checkout is
     },
     "shared": {
         "root": "data",            # the shared disk on the head, relative to the repo unless absolute
@@ -67,6 +71,17 @@ def shared_root(c) -> Path:
 
 def state_dir(c) -> Path:
     return repo_path(c.config.fleet.state_dir or ".fleetbook/fleets")
+
+
+def public_dir(c) -> Path:
+    """Fleet material that other local users must reach: the nodes' homes and authorized_keys, the head's
+    chroot.  As root, a root-owned, world-traversable folder below ``local.public_dir``, one per state folder
+    (so a checkout below a closed home such as /root works); without root, the state folder itself (the
+    daemons run as the operator).  The operator's private keys never live here: they stay in the state folder."""
+    if os.geteuid() != 0:
+        return state_dir(c)
+    key = hashlib.sha256(str(state_dir(c).resolve()).encode()).hexdigest()[:12]
+    return repo_path(str(c.config.local.public_dir)) / key
 
 
 def profile_path(c) -> Path:

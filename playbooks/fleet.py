@@ -13,8 +13,10 @@ from invoke.exceptions import Exit
 from rich.console import Console
 from rich.table import Table
 
+from . import head as local_head
 from . import providers
 from .providers import FleetSpec, NodesNotReady
+from .providers.cloud_common import head_mode
 
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
 console = Console()
@@ -94,6 +96,8 @@ def create(c, n=0, name="", provider="", spot=True, min=0, ttl="", dry_run=False
     spec = FleetSpec(name=name, count=n, provider=prov.__name__.rsplit(".", 1)[-1], spot=spot,
                      min_count=min or None, ttl_hours=ttl_hours,
                      dry_run=dry(c, dry_run), wait=wait, head=head)
+    if not spec.dry_run and (not hasattr(prov, "head") or head_mode(c, spec.provider, head) == "tunnel"):
+        local_head.servable(c)  # this machine serves the shared root: a root it cannot serve stops us here
     if hasattr(prov, "estimate"):
         console.print(prov.estimate(c, spec))
     before = [x for x in prov.list_nodes(c, name) if x.state != providers.TERMINATED]

@@ -1,14 +1,19 @@
 """The head's own SFTP-only sshd, through which the nodes reach the shared disk.
 
 The nodes' key (``node_ed25519``) is authorized with ``restrict`` and the daemon forces ``internal-sftp``:
-that key can do SFTP and nothing else.  As root the session is also chrooted at ``shared.root``, so a node
-sees nothing of the head outside the shared disk; without root it starts in the shared root instead.
+that key can do SFTP and nothing else.  As root the session is also chrooted: sshd chroots only into a path
+whose every folder is root's and writable by no one else, which a shared root below /tmp or a home folder is
+not.  So the daemon runs in a mount namespace of its own in which the shared root is bind-mounted at
+``<chroot>/data``, the chroot being a root-owned folder below ``local.public_dir``; the bind mount exists only
+for that daemon and vanishes with it, so teardown leaves no mount behind and nothing else sees it.  Without
+root the daemon starts the SFTP session in the shared root instead.
 """
 from __future__ import annotations
 
 import json
 import os
 import pwd
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +21,7 @@ from pathlib import Path
 from invoke.exceptions import Exit
 
 from . import procs
-from .config import shared_root
+from .config import REPO, public_dir, shared_root, state_dir
 from .providers import local
 
 
@@ -25,31 +30,52 @@ class Head:
     host: str
     port: int
     user: str
-    remote_path: str  # what a node mounts: "/" inside the chroot, else the shared root itself
+    remote_path: str  # what a node mounts: "/data" inside the chroot, else the shared root itself
 
 
-def _chroot_problem(root: Path) -> str | None:
-    """sshd chroots only into a path whose every folder is root's and writable by no one else."""
-    for folder in [root, *root.parents]:
-        st = folder.stat()
-        if st.st_uid != 0 or st.st_mode & 0o022:
-            return str(folder)
-    return None
+DATA = "data"  # the shared root inside the chroot
 
 
-def _config(c, fleet: str, root: Path) -> tuple[Path, Head]:
+def chroot_dir(c, fleet: str) -> Path:
+    return local.public_fleet_dir(c, fleet) / "head-root"
+
+
+def servable(c) -> Path:
+    """The shared root, made if missing, or a one-line error when this machine cannot serve it to nodes.
+    Called before a fleet is created, so that nothing is started for a shared root that cannot work."""
+    root = shared_root(c)
+    if root.exists() and not root.is_dir():
+        raise Exit(f"shared.root {root} is not a folder: choose another (INVOKE_SHARED_ROOT)")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise Exit(f"shared.root {root} cannot be made ({exc.strerror}): choose another (INVOKE_SHARED_ROOT)")
+    if root == Path("/") or any(p == root or p.is_relative_to(root) for p in (state_dir(c), REPO, public_dir(c))):
+        raise Exit(f"shared.root {root} holds the fleet's keys or the checkout, which nodes must never read: "
+                   "choose a folder of its own, e.g. INVOKE_SHARED_ROOT=data (the default)")
+    if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
+        raise Exit(f"shared.root {root} is not writable by you: choose another (INVOKE_SHARED_ROOT)")
+    if os.geteuid() == 0 and not shutil.which("unshare"):
+        raise Exit("unshare is missing (the head's sshd serves the shared root in a mount namespace of its own): "
+                   "apt-get install util-linux")
+    return root
+
+
+def _config(c, fleet: str, root: Path) -> tuple[Path, Head, list[str]]:
     fdir = local.fleet_dir(c, fleet)
     hdir = fdir / "head"
     addr = json.loads((hdir / "head.json").read_text())
     user = pwd.getpwuid(os.geteuid()).pw_name
-    chroot = os.geteuid() == 0
-    if chroot:
-        bad = _chroot_problem(root)
-        if bad:
-            raise Exit(f"shared.root {root} cannot be chrooted: {bad} is not root's or is writable by others; "
-                       "choose a shared.root below root-owned folders (INVOKE_SHARED_ROOT)")
-        extra = ["PermitRootLogin prohibit-password", f"ChrootDirectory {root}", "ForceCommand internal-sftp"]
-        head = Head(addr["host"], addr["port"], user, "/")
+    wrapper: list[str] = []
+    if os.geteuid() == 0:
+        chroot = local.public_folder(c, chroot_dir(c, fleet), 0o755)
+        (chroot / DATA).mkdir(mode=0o755, exist_ok=True)
+        extra = ["PermitRootLogin prohibit-password", f"ChrootDirectory {chroot}",
+                 f"ForceCommand internal-sftp -d /{DATA}"]
+        head = Head(addr["host"], addr["port"], user, f"/{DATA}")
+        # the bind mount lives in the daemon's own mount namespace only, and dies with it
+        wrapper = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                   'mount --bind -- "$1" "$2" && shift 2 && exec "$@"', "sh", str(root), str(chroot / DATA)]
     else:
         extra = [f"ForceCommand internal-sftp -d {root}"]
         head = Head(addr["host"], addr["port"], user, str(root))
@@ -60,21 +86,20 @@ def _config(c, fleet: str, root: Path) -> tuple[Path, Head]:
         listen=head.host, port=head.port, host_key=hdir / "ssh_host_ed25519_key", pid_file=hdir / "sshd.pid",
         authorized=hdir / "authorized_keys", user=user,
         extra=extra + ["AllowTcpForwarding no", "AllowAgentForwarding no", "Subsystem sftp internal-sftp"]))
-    return cfg, head
+    return cfg, head, wrapper
 
 
 def start(c, fleet: str) -> Head:
     """Start (or keep) the fleet's head sshd; return where nodes reach it."""
-    root = shared_root(c)
-    root.mkdir(parents=True, exist_ok=True)
+    root = servable(c)
     if os.geteuid() == 0:
         os.chmod(root, 0o700)  # nodes see the shared disk only through their mount
     local.ensure_fleet(c, fleet)
     local.ensure_head_address(c, fleet)
-    cfg, head = _config(c, fleet, root)
+    cfg, head, wrapper = _config(c, fleet, root)
     hdir = cfg.parent
     if local.sshd_alive(procs.read_pid(hdir / "sshd.pid"), cfg) is None:
-        local.start_sshd(cfg, hdir / "sshd.log")
+        local.start_sshd(cfg, hdir / "sshd.log", wrapper)
         for _ in range(100):
             if local.banner(head.host, head.port, timeout=0.5):
                 break
@@ -89,3 +114,9 @@ def stop(c, fleet: str) -> None:
     proc = local.sshd_alive(procs.read_pid(hdir / "sshd.pid"), hdir / "sshd_config")
     if proc is not None:
         procs.kill_all([proc])
+    chroot = chroot_dir(c, fleet)
+    for empty in (chroot / DATA, chroot):  # rmdir, never rmtree: if anything were mounted here it stays whole
+        try:
+            empty.rmdir()
+        except OSError:
+            pass

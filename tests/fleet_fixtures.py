@@ -1,14 +1,13 @@
 """Fixtures for tests on a real local fleet: Invoke contexts with their own state and shared root, sample images.
 
-As root the shared root must sit below root-owned folders that nobody else can write (sshd chroots into it),
-so the tests keep it under /var/lib/fleetbook-tests; without root, under pytest's tmp_path.
+The state folder and the shared root sit below pytest's tmp_path (under /tmp, in a folder closed to others),
+as root and without: the head's sshd and the nodes must work wherever a user keeps them.
 tests/conftest.py makes ``fleet_base`` available to every test module; import the helpers by name.
 """
 from __future__ import annotations
 
 import copy
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -42,20 +41,17 @@ def make_ctx(base: Path, **settings) -> Context:
 
 @pytest.fixture(scope="module")
 def fleet_base(tmp_path_factory):
-    if ROOT:
-        base = Path("/var/lib/fleetbook-tests") / secrets.token_hex(4)
-        base.mkdir(parents=True, mode=0o755)
-        os.chmod(base.parent, 0o755)
-    else:
-        base = tmp_path_factory.mktemp("fleet")
+    """State and shared root below pytest's own temporary folder, which is closed to other users (0700) and
+    below /tmp: the two places where newcomers clone, so every fleet test runs there."""
+    base = tmp_path_factory.mktemp("fleet")
     yield base
     shutil.rmtree(base, ignore_errors=True)
 
 
-def invoke_cli(base: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the real `invoke` command of the repository, as a user would, against ``base``."""
-    env = dict(os.environ, INVOKE_FLEET_STATE_DIR=str(base / "state"), INVOKE_SHARED_ROOT=str(base / "data"),
-               COLUMNS="200")
+def invoke_cli(base: Path, *args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real `invoke` command of the repository, as a user would, against ``base`` (``env`` on top)."""
+    env = {**os.environ, "INVOKE_FLEET_STATE_DIR": str(base / "state"), "INVOKE_SHARED_ROOT": str(base / "data"),
+           "COLUMNS": "200", **(env or {})}
     return subprocess.run([INVOKE, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -1,6 +1,7 @@
 """User mistakes end with one line that says what to do, a non-zero exit, no traceback, nothing half-made."""
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def test_run_errors_on_a_fleet(fleet_base):
         one_line_error(invoke_cli(fleet_base, "run", "--workload", "resize", "--args", "--size", "--name", NAME),
                        "not valid")
         one_line_error(invoke_cli(fleet_base, "run", "--workload", "resize", "--name", NAME), "invoke mount")
-        assert invoke_cli(fleet_base, "mount", "--name", NAME).returncode == 0
+        m = invoke_cli(fleet_base, "mount", "--name", NAME); assert m.returncode == 0, m.stdout + m.stderr
         one_line_error(invoke_cli(fleet_base, "run", "--workload", "resize", "--name", NAME), "invoke deploy")
         assert not list((fleet_base / "data").glob(".fleetbook/runs/*"))  # no run record was left behind
     finally:
@@ -81,3 +82,32 @@ def test_run_errors_on_a_fleet(fleet_base):
     again = invoke_cli(fleet_base, "fleet.down", "--name", NAME)
     assert again.returncode == 0 and "nothing to remove" in again.stdout
     assert not Path(fleet_base / "state" / NAME).exists()
+
+
+@pytest.mark.parametrize("root, words", [
+    ("{base}", "keys"),                      # would hand the nodes the fleet's keys (the state folder is inside)
+    ("{base}/data/file.txt", "not a folder"),
+    ("/", "keys"),
+])
+def test_unservable_shared_root_is_refused_before_any_node_starts(fleet_base, root, words):
+    (fleet_base / "data").mkdir(exist_ok=True)
+    (fleet_base / "data" / "file.txt").write_text("x")
+    name = "sr" + secrets.token_hex(2)
+    result = invoke_cli(fleet_base, "fleet.create", "-n", "1", "--name", name,
+                        env={"INVOKE_SHARED_ROOT": root.format(base=fleet_base)})
+    one_line_error(result, "shared.root", words)
+    assert not (fleet_base / "state" / name).exists() and fleet_processes(name) == []
+
+
+def test_hostile_mountpoint_is_refused_and_runs_nothing(fleet_base, tmp_path):
+    canary = tmp_path / "pwned"
+    name = "mp" + secrets.token_hex(2)
+    result = invoke_cli(fleet_base, "fleet.create", "-n", "1", "--name", name,
+                        env={"INVOKE_SHARED_MOUNTPOINT": f"/mnt/x;touch {canary};:", "INVOKE_LOCAL_ISOLATION": "auto"})
+    if result.returncode == 0:  # without root the mountpoint is each node's own folder: the setting is not used
+        assert os.geteuid() != 0
+        invoke_cli(fleet_base, "fleet.down", "--name", name)
+    else:
+        one_line_error(result, "shared.mountpoint", "absolute path")
+    assert not canary.exists()
+    assert fleet_processes(name) == []

@@ -19,6 +19,7 @@ import pwd
 import shlex
 import shutil
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ import psutil
 from invoke.exceptions import Exit
 
 from .. import procs, sshkeys
-from ..config import state_dir
+from ..config import public_dir, repo_path, state_dir
 from . import netns
 from . import RUNNING, TERMINATED, UNREACHABLE, FleetSpec, Node, NodesNotReady
 
@@ -41,8 +42,17 @@ def fleet_dir(c, fleet: str) -> Path:
     return state_dir(c) / fleet
 
 
+def public_fleet_dir(c, fleet: str) -> Path:
+    """What of the fleet other local users must reach (``config.public_dir``): node folders, the head's chroot."""
+    return public_dir(c) / fleet
+
+
+def nodes_dir(c, fleet: str) -> Path:
+    return public_fleet_dir(c, fleet) / "nodes"
+
+
 def node_dir(c, fleet: str, node: str) -> Path:
-    return fleet_dir(c, fleet) / "nodes" / node
+    return nodes_dir(c, fleet) / node
 
 
 def isolation(c) -> str:
@@ -72,7 +82,7 @@ def _check_tools() -> None:
 
 def _used_addresses(c) -> set[str]:
     used = set()
-    for labels in state_dir(c).glob("*/*/*/node.json"):
+    for labels in public_dir(c).glob("*/nodes/*/node.json"):
         used.add(json.loads(labels.read_text())["host"])
     for head in state_dir(c).glob("*/head/head.json"):
         used.add(json.loads(head.read_text())["host"])
@@ -103,12 +113,40 @@ def allocate_address(c, port: int, taken: set[str] | None = None) -> str:
 
 # ---------------------------------------------------------------- fleet-level material
 
+def public_folder(c, path: Path, mode: int = 0o711) -> Path:
+    """Make ``path`` below ``local.public_dir`` a root-owned folder of ``mode`` (0711: node users pass through
+    to their own folder and can neither list nor change anything on the way), with every folder above it
+    root's and writable by nobody else, so that no other user can swap what the nodes are given."""
+    top = repo_path(str(c.config.local.public_dir))
+    if not path.is_relative_to(top):
+        raise ValueError(f"{path} is not below {top}")
+    for folder in reversed(top.parents):
+        st = folder.stat()
+        if st.st_uid != 0 or st.st_mode & 0o022 or not st.st_mode & 0o001:
+            raise Exit(f"{folder} must be root's, writable by nobody else and open to others (0755) to hold the "
+                       "nodes' folders: fix its mode or set local.public_dir (INVOKE_LOCAL_PUBLIC_DIR)")
+    folder = top
+    for part in ("", *path.relative_to(top).parts):
+        folder = folder / part
+        folder.mkdir(mode=mode, exist_ok=True)
+        st = folder.lstat()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
+            raise Exit(f"{folder} is not a folder of root's: remove it, or set local.public_dir")
+        os.chmod(folder, 0o711 if folder != path else mode)
+    return path
+
+
 def ensure_fleet(c, fleet: str) -> Path:
-    """Keys of the fleet (operator -> nodes, nodes -> head) and the head's host key; idempotent."""
+    """Keys of the fleet (operator -> nodes, nodes -> head) and the head's host key; idempotent.  The
+    operator's keys stay in the private state folder; what node users must read goes below ``nodes_dir``."""
     fdir = fleet_dir(c, fleet)
-    for d in (fdir, fdir / "nodes", fdir / "head"):
+    for d in (fdir, fdir / "head"):
         d.mkdir(parents=True, exist_ok=True)
-        os.chmod(d, 0o711)  # node users may pass through to their own home, and read nothing here
+        os.chmod(d, 0o700 if os.geteuid() == 0 else 0o711)
+    if os.geteuid() == 0:
+        public_folder(c, nodes_dir(c, fleet))
+    else:
+        nodes_dir(c, fleet).mkdir(parents=True, exist_ok=True)
     sshkeys.keypair(fdir / "id_ed25519", f"fleetbook-operator@{fleet}")
     sshkeys.keypair(fdir / "node_ed25519", f"fleetbook-node@{fleet}")
     sshkeys.keypair(fdir / "head" / "ssh_host_ed25519_key", f"fleetbook-head@{fleet}")
@@ -198,7 +236,7 @@ def node_state(ndir: Path, labels: dict) -> str:
 
 def list_nodes(c, name: str) -> list[Node]:
     nodes = []
-    for ndir in sorted((fleet_dir(c, name) / "nodes").glob("*"), key=lambda p: _index(p.name)):
+    for ndir in sorted(nodes_dir(c, name).glob("*"), key=lambda p: _index(p.name)):
         labels = _read_labels(ndir)
         if labels and labels.get("fleet") == name:
             nodes.append(_node(labels, node_state(ndir, labels)))
@@ -252,16 +290,17 @@ def _create_node(c, fleet: str, index: int, host: str, mode: str, net: dict | No
         _remove_user(user)
         subprocess.run(["useradd", "--no-create-home", "--home-dir", str(home), "--shell", "/bin/sh",
                         "--user-group", "--password", "*", user], check=True, capture_output=True)
-        mountpoint = str(c.config.shared.mountpoint)
+        mountpoint = node_mountpoint(c)
         Path(mountpoint).mkdir(parents=True, exist_ok=True)
         ids = pwd.getpwnam(user)
         # A private mount namespace: the node's tmpfs at the mountpoint (owned by the node's user, so its
         # sshfs can mount there) is seen by this node only; it vanishes with the node's last process.
         link = netns.add_node(net, fleet, index, host) if net else None
-        setup = f"mount -t tmpfs -o size=1m,mode=0755,uid={ids.pw_uid},gid={ids.pw_gid} fleetbook {mountpoint}"
+        setup = shlex.join(["mount", "-t", "tmpfs", "-o", f"size=1m,mode=0755,uid={ids.pw_uid},gid={ids.pw_gid}",
+                            "fleetbook", mountpoint])
         if _python(mode).startswith(VENV_IN_NODE):
             Path(VENV_IN_NODE).mkdir(parents=True, exist_ok=True)
-            setup += f" && mount --bind -o ro {shlex.quote(str(_venv()))} {VENV_IN_NODE}"
+            setup += " && " + shlex.join(["mount", "--bind", "-o", "ro", str(_venv()), VENV_IN_NODE])
         wrapper = [*(netns.exec_prefix(fleet, index) if net else []),
                    "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
                    f"{setup} && exec \"$0\" \"$@\""]
@@ -294,6 +333,15 @@ def _create_node(c, fleet: str, index: int, host: str, mode: str, net: dict | No
     (ndir / "node.json").write_text(json.dumps(labels, indent=1))
     sshkeys.pin(fdir / "known_hosts", host, port, host_pub)
     return _node(labels, RUNNING)
+
+
+def node_mountpoint(c) -> str:
+    """``shared.mountpoint``: an absolute, plain path (it is made on every node and named in shell commands)."""
+    mp = str(c.config.shared.mountpoint)
+    if not mp.startswith("/") or not all(ch.isalnum() or ch in "/._-" for ch in mp) or "/../" in mp + "/":
+        raise Exit(f"shared.mountpoint {mp!r} must be an absolute path of letters, digits and / . _ -, "
+                   "e.g. /mnt/fleetbook")
+    return os.path.normpath(mp)
 
 
 def _remove_user(user: str) -> None:
@@ -422,6 +470,13 @@ def terminate(c, name: str, dry_run: bool = False) -> int:
     head.stop(c, name)
     netns.remove_bridge(fleet_dir(c, name))
     shutil.rmtree(fleet_dir(c, name), ignore_errors=True)
+    shutil.rmtree(nodes_dir(c, name), ignore_errors=True)
+    for empty in (public_fleet_dir(c, name), public_dir(c)) if os.geteuid() == 0 else ():
+        # rmdir, never rmtree: the head's chroot was in here
+        try:
+            empty.rmdir()
+        except OSError:
+            pass
     if nodes:
         raise Exit(f"{len(nodes)} node(s) of {name} would not go away: {', '.join(n.name for n in nodes)}")
     return removed
