@@ -296,14 +296,13 @@ def _create_node(c, fleet: str, index: int, host: str, mode: str, net: dict | No
         # A private mount namespace: the node's tmpfs at the mountpoint (owned by the node's user, so its
         # sshfs can mount there) is seen by this node only; it vanishes with the node's last process.
         link = netns.add_node(net, fleet, index, host) if net else None
-        setup = shlex.join(["mount", "-t", "tmpfs", "-o", f"size=1m,mode=0755,uid={ids.pw_uid},gid={ids.pw_gid}",
-                            "fleetbook", mountpoint])
+        venv = None
         if _python(mode).startswith(VENV_IN_NODE):
             Path(VENV_IN_NODE).mkdir(parents=True, exist_ok=True)
-            setup += " && " + shlex.join(["mount", "--bind", "-o", "ro", str(_venv()), VENV_IN_NODE])
+            venv = str(_venv())
         wrapper = [*(netns.exec_prefix(fleet, index) if net else []),
                    "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-                   f"{setup} && exec \"$0\" \"$@\""]
+                   namespace_setup(mountpoint, ids.pw_uid, ids.pw_gid, venv)]
     else:
         Path(mountpoint).mkdir()
     # what the node holds: the key to reach the head (SFTP only) and the head's pinned host key
@@ -333,6 +332,17 @@ def _create_node(c, fleet: str, index: int, host: str, mode: str, net: dict | No
     (ndir / "node.json").write_text(json.dumps(labels, indent=1))
     sshkeys.pin(fdir / "known_hosts", host, port, host_pub)
     return _node(labels, RUNNING)
+
+
+def namespace_setup(mountpoint: str, uid: int, gid: int, venv: str | None) -> str:
+    """The shell that prepares a node's private mount namespace, then execs the node's sshd (``$0 "$@"``): a
+    tmpfs at the mountpoint owned by the node's user (its sshfs mounts there) and, when the checkout is closed
+    to the node's user, the head's venv bound read-only at VENV_IN_NODE."""
+    setup = shlex.join(["mount", "-t", "tmpfs", "-o", f"size=1m,mode=0755,uid={int(uid)},gid={int(gid)}",
+                        "fleetbook", mountpoint])
+    if venv:
+        setup += " && " + shlex.join(["mount", "--bind", "-o", "ro", venv, VENV_IN_NODE])
+    return f'{setup} && exec "$0" "$@"'
 
 
 def node_mountpoint(c) -> str:
