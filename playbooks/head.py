@@ -14,10 +14,13 @@ import json
 import os
 import pwd
 import shutil
+import stat
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from invoke.exceptions import Exit
 
 from . import procs
@@ -34,6 +37,47 @@ class Head:
 
 
 DATA = "data"  # the shared root inside the chroot
+SFTP_USER = "fbsftp"  # as root, the nodes' SFTP login on this machine: a system user of its own, never root
+
+
+def sftp_user() -> pwd.struct_passwd:
+    """The unprivileged user the nodes' SFTP sessions run as (made once, kept: one for every fleet here), so
+    that what a node writes is owned by it and never mistaken for the operator's files."""
+    try:
+        return pwd.getpwnam(SFTP_USER)
+    except KeyError:
+        made = subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+                               "--shell", "/usr/sbin/nologin", "--user-group", "--password", "*", SFTP_USER],
+                              capture_output=True, text=True)
+        if made.returncode != 0 and "already exists" not in made.stderr:
+            raise Exit(f"cannot make the SFTP user {SFTP_USER}: {made.stderr.strip()}")
+        return pwd.getpwnam(SFTP_USER)
+
+
+def serve_root(root: Path) -> None:
+    """As root: the shared root is root's, readable by the SFTP user's group only (0750): the nodes read all of
+    it and write only where ``give_to_nodes`` lets them; the node users of this machine cannot enter it."""
+    if os.geteuid() == 0:
+        os.chown(root, 0, sftp_user().pw_gid, follow_symlinks=False)
+        os.chmod(root, 0o750)
+
+
+def give_to_nodes(c, rel: str, *, tree: bool = False) -> None:
+    """Let the nodes write in the folder ``rel`` of the shared root (a run's output folder, a node's state
+    folder): as root it becomes the SFTP user's (with ``tree``, every folder below it too, for outputs of
+    earlier runs).  Folders only, never through a symbolic link; without root a no-op (nodes log in as you)."""
+    if os.geteuid() != 0:
+        return
+    user = sftp_user()
+    top = shared_root(c) / rel
+    folders = [top]
+    if tree:
+        for dirpath, dirnames, _ in os.walk(top):  # os.walk does not follow links into folders
+            folders += [Path(dirpath) / d for d in dirnames if not (Path(dirpath) / d).is_symlink()]
+    for folder in folders:
+        st = folder.lstat()
+        if stat.S_ISDIR(st.st_mode) and (st.st_uid, st.st_gid) != (user.pw_uid, user.pw_gid):
+            os.chown(folder, user.pw_uid, user.pw_gid, follow_symlinks=False)
 
 
 def chroot_dir(c, fleet: str) -> Path:
@@ -66,12 +110,15 @@ def _config(c, fleet: str, root: Path) -> tuple[Path, Head, list[str]]:
     hdir = fdir / "head"
     addr = json.loads((hdir / "head.json").read_text())
     user = pwd.getpwuid(os.geteuid()).pw_name
+    authorized = hdir / "authorized_keys"
     wrapper: list[str] = []
     if os.geteuid() == 0:
+        user = sftp_user().pw_name
         chroot = local.public_folder(c, chroot_dir(c, fleet), 0o755)
         (chroot / DATA).mkdir(mode=0o755, exist_ok=True)
-        extra = ["PermitRootLogin prohibit-password", f"ChrootDirectory {chroot}",
-                 f"ForceCommand internal-sftp -d /{DATA}"]
+        # sshd reads the authorized keys as the SFTP user: they sit beside the chroot, root's, 0644
+        authorized = local.public_folder(c, chroot_dir(c, fleet).with_name("head-keys")) / "authorized_keys"
+        extra = ["PermitRootLogin no", f"ChrootDirectory {chroot}", f"ForceCommand internal-sftp -d /{DATA}"]
         head = Head(addr["host"], addr["port"], user, f"/{DATA}")
         # the bind mount lives in the daemon's own mount namespace only, and dies with it
         wrapper = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
@@ -80,11 +127,12 @@ def _config(c, fleet: str, root: Path) -> tuple[Path, Head, list[str]]:
         extra = [f"ForceCommand internal-sftp -d {root}"]
         head = Head(addr["host"], addr["port"], user, str(root))
     node_pub = (fdir / "node_ed25519.pub").read_text().strip()
-    (hdir / "authorized_keys").write_text(f"restrict {node_pub}\n")
+    authorized.write_text(f"restrict {node_pub}\n")
+    os.chmod(authorized, 0o644)
     cfg = hdir / "sshd_config"
     cfg.write_text(local.sshd_config(
         listen=head.host, port=head.port, host_key=hdir / "ssh_host_ed25519_key", pid_file=hdir / "sshd.pid",
-        authorized=hdir / "authorized_keys", user=user,
+        authorized=authorized, user=user,
         extra=extra + ["AllowTcpForwarding no", "AllowAgentForwarding no", "Subsystem sftp internal-sftp"]))
     return cfg, head, wrapper
 
@@ -92,21 +140,33 @@ def _config(c, fleet: str, root: Path) -> tuple[Path, Head, list[str]]:
 def start(c, fleet: str) -> Head:
     """Start (or keep) the fleet's head sshd; return where nodes reach it."""
     root = servable(c)
-    if os.geteuid() == 0:
-        os.chmod(root, 0o700)  # nodes see the shared disk only through their mount
+    serve_root(root)
     local.ensure_fleet(c, fleet)
     local.ensure_head_address(c, fleet)
     cfg, head, wrapper = _config(c, fleet, root)
     hdir = cfg.parent
     if local.sshd_alive(procs.read_pid(hdir / "sshd.pid"), cfg) is None:
-        local.start_sshd(cfg, hdir / "sshd.log", wrapper)
-        for _ in range(100):
-            if local.banner(head.host, head.port, timeout=0.5):
+        pid = local.start_sshd(cfg, hdir / "sshd.log", wrapper)
+        for _ in range(200):  # until our own daemon listens: an answer from another program does not count
+            proc = local.sshd_alive(pid, cfg)
+            if proc is None:
+                raise Exit(f"the head sshd did not start on {head.host}:{head.port} (is the address taken by "
+                           f"another program?): see {hdir / 'sshd.log'}, then `invoke fleet.down --name {fleet}` "
+                           "and create the fleet again")
+            if _listens(proc, head.host, head.port):
                 break
             time.sleep(0.05)
         else:
             raise Exit(f"the head sshd did not start on {head.host}:{head.port}: see {hdir / 'sshd.log'}")
     return head
+
+
+def _listens(proc, host: str, port: int) -> bool:
+    try:
+        return any(conn.status == "LISTEN" and tuple(conn.laddr)[:2] == (host, port)
+                   for conn in proc.net_connections(kind="tcp"))
+    except psutil.Error:
+        return False
 
 
 def stop(c, fleet: str) -> None:
@@ -115,8 +175,9 @@ def stop(c, fleet: str) -> None:
     if proc is not None:
         procs.kill_all([proc])
     chroot = chroot_dir(c, fleet)
-    for empty in (chroot / DATA, chroot):  # rmdir, never rmtree: if anything were mounted here it stays whole
-        try:
+    (chroot.with_name("head-keys") / "authorized_keys").unlink(missing_ok=True)
+    for empty in (chroot / DATA, chroot, chroot.with_name("head-keys")):  # rmdir, never rmtree: whatever might
+        try:                                                               # be mounted here stays whole
             empty.rmdir()
         except OSError:
             pass

@@ -16,6 +16,7 @@ from invoke import task
 from invoke.exceptions import Exit
 from rich.console import Console
 
+from . import head as local_head
 from . import runstate
 from .config import shared_root
 from .fleet import fleet_name, nodes_or_exit, provider_of
@@ -83,6 +84,7 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
     preflight(c, name, nodes, workload)
     if head is None:
         (root / dst).mkdir(parents=True, exist_ok=True)
+        local_head.give_to_nodes(c, dst, tree=True)  # nodes write there as the head's SFTP user
     else:
         head.mkdirs(dst)
     run_id = f"{workload}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
@@ -95,6 +97,7 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
         if head is None:
             for n in nodes:
                 (rdir / "nodes" / n.name).mkdir(parents=True, exist_ok=True)
+                local_head.give_to_nodes(c, f"{rel}/nodes/{n.name}")
             runstate.write_json(rdir / "run.json", record)
             if latest:
                 (runstate.runs_dir(c) / "LATEST").write_text(run_id + "\n")

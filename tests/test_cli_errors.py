@@ -110,4 +110,4 @@ def test_hostile_mountpoint_is_refused_and_runs_nothing(fleet_base, tmp_path):
     else:
         one_line_error(result, "shared.mountpoint", "absolute path")
     assert not canary.exists()
-    assert fleet_processes(name) == []
+    assert fleet_processes(name) == [] and not (fleet_base / "state" / name).exists()

@@ -84,3 +84,47 @@ def test_teardown_removes_the_public_folders_and_leaves_no_mount(fleet_base):
     assert not local.public_fleet_dir(c, name).exists() and not local.fleet_dir(c, name).exists()
     assert str(chroot) not in Path("/proc/self/mountinfo").read_text()
     assert (fleet_base / "data").is_dir()  # the shared root itself is the user's: it stays
+
+
+def node_sftp(c, node):
+    """An SFTP session to the head exactly as a (possibly compromised) node has it: its own key, the head's
+    pinned host key, the SFTP login it was given."""
+    import json
+
+    import paramiko
+    home = Path(node.labels["home"])
+    addr = json.loads((local.fleet_dir(c, NAME) / "head" / "head.json").read_text())
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(home / ".ssh" / "known_hosts"))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(addr["host"], addr["port"], username=head.SFTP_USER, key_filename=str(home / ".ssh" / "fleet_head"),
+                   look_for_keys=False, allow_agent=False, timeout=10)
+    return client, client.open_sftp()
+
+
+def test_nodes_log_in_unprivileged_and_write_only_where_they_are_given_a_folder(up):
+    root = Path(up.config.shared.root)
+    st = root.stat()
+    assert (st.st_uid, oct(st.st_mode & 0o777)) == (0, "0o750") and st.st_gid == head.sftp_user().pw_gid
+    node = local.list_nodes(up, NAME)[0]
+    assert not can_read(node.user, root / "src" / "hello.txt")  # a node user of this machine: only via its mount
+    (root / "state-of-the-operator").mkdir()
+    (root / "given").mkdir()
+    head.give_to_nodes(up, "given")
+    client, sftp = node_sftp(up, node)
+    try:
+        with sftp.open("/data/given/out.txt", "w") as f:
+            f.write("from a node")
+        for denied in (lambda: sftp.open("/data/state-of-the-operator/x", "w"),
+                       lambda: sftp.symlink("/etc", "/data/state-of-the-operator/link"),
+                       lambda: sftp.open("/data/top-level-file", "w"),
+                       lambda: sftp.rename("/data/src", "/data/src-moved")):
+            with pytest.raises(PermissionError):
+                denied()
+        assert client.exec_command("id", timeout=10)[1].channel.recv_exit_status() != 0  # SFTP only
+    finally:
+        client.close()
+    written = root / "given" / "out.txt"
+    assert written.read_text() == "from a node" and written.stat().st_uid == head.sftp_user().pw_uid
+    assert sorted(p.name for p in (root / "state-of-the-operator").iterdir()) == []
+    assert {p.name for p in root.iterdir()} == {"src", "given", "state-of-the-operator"}

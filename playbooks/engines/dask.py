@@ -30,6 +30,7 @@ from invoke.exceptions import Exit
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from .. import head as local_head
 from .. import procs, runstate
 from ..engine_config import ENGINE_DEFAULTS
 from ..config import shared_root, state_dir
@@ -325,6 +326,7 @@ def run(c, name: str, nodes, workload: str, src: str, dst: str, args: str, provi
     if getattr(wl, "needs_src", True) and not (root / src).is_dir():
         raise Exit(f"source folder {root / src} does not exist: put the inputs there or pass --src")
     (root / dst).mkdir(parents=True, exist_ok=True)
+    local_head.give_to_nodes(c, dst, tree=True)  # the workers write there as the head's SFTP user
 
     # what is left, counted on the head's own disk: one listing of the inputs, one scan of the outputs
     items = wl.list_items(src_abs, opts)

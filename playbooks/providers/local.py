@@ -391,17 +391,20 @@ def create(c, spec: FleetSpec) -> list[Node]:
     gap = spec.count - len(alive)
     if spec.dry_run or gap <= 0:
         return existing
-    ensure_fleet(c, spec.name)
-    if use_netns(c, mode):
-        netns.ensure_bridge(state_dir(c), fleet_dir(c, spec.name), spec.name)
-    ensure_head_address(c, spec.name)
-    for dead in (n for n in existing if n.state == TERMINATED):  # a vanished node is gone, as in a cloud
-        _remove_node(c, spec.name, dead)
-    used = {n.labels.get("index") for n in alive}
-    indices = [i for i in range(spec.count + len(existing) + 1) if i not in used][:gap]
+    if mode == "user":
+        node_mountpoint(c)  # a bad setting ends here, before anything is made
     created = []
-    taken: set[str] = set()
     try:
+        ensure_fleet(c, spec.name)
+        if use_netns(c, mode):
+            netns.ensure_bridge(state_dir(c), fleet_dir(c, spec.name), spec.name)
+        from .. import head  # the head's sshd takes its address now, so that no other fleet can be given it
+        head.start(c, spec.name)
+        for dead in (n for n in existing if n.state == TERMINATED):  # a vanished node is gone, as in a cloud
+            _remove_node(c, spec.name, dead)
+        used = {n.labels.get("index") for n in alive}
+        indices = [i for i in range(spec.count + len(existing) + 1) if i not in used][:gap]
+        taken: set[str] = set()
         net = netns.read(fleet_dir(c, spec.name))
         for index in indices:
             host = netns.node_address(net, index) if net else allocate_address(c, int(c.config.local.port), taken)
@@ -410,6 +413,8 @@ def create(c, spec: FleetSpec) -> list[Node]:
     except BaseException:
         for node in created:  # nothing half-created stays behind
             _remove_node(c, spec.name, node)
+        if not alive:  # a fleet that did not exist before goes as a whole: its head, keys and folders
+            terminate(c, spec.name)
         raise
     return list_nodes(c, spec.name)
 
