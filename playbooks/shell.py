@@ -2,11 +2,11 @@
 
 ``invoke exec "pip install x"`` hands the text, exactly as given, to each node's login shell, as the node's login
 user, in the node's workdir (where `invoke deploy` puts workloads/; the home while there is none), on every
-running node through the bounded fan-out.  Nothing of the operator's goes with it: no environment variables, no
-SSH agent, no forwarding, no stdin (the command reads /dev/null).  On the node, coreutils ``timeout`` stops the
-command (TERM, then KILL 5 s later, to its whole process group) after ``--timeout`` seconds
-(``fleet.exec_timeout``, 600 by default: long enough for a pip install).  Start long jobs detached:
-``invoke exec "nohup python train.py > train.log 2>&1 &"``.
+running node of the fleet through the bounded fan-out; a node that is not running fails the task untried.
+Nothing of the operator's goes with it: no environment variables, no SSH agent, no forwarding, no stdin (the
+command reads /dev/null).  On the node, coreutils ``timeout`` stops the command (TERM, then KILL 5 s later, to
+its whole process group) after ``--timeout`` seconds (``fleet.exec_timeout``, 600 by default: long enough for
+a pip install).  Start long jobs detached: ``invoke exec "nohup python train.py > train.log 2>&1 &"``.
 
 ``invoke ssh NODE`` is the system ``ssh`` client with the fleet's key and the fleet's pinned host keys only.
 """
@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .fleet import nodes_or_exit
-from .providers import RUNNING, Node
+from .providers import RUNNING, TERMINATED, Node
 from .remote import fan_out, openssh_argv, q
 
 console = Console()
@@ -37,19 +37,19 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def pick_nodes(c, name: str, provider: str, wanted: str) -> tuple[str, list[Node]]:
-    """The running nodes of the fleet, or those named in ``wanted`` (comma-separated), or a one-line error."""
+    """The nodes named in ``wanted`` (comma-separated; default: every node of the fleet but the terminated ones),
+    in whatever state they are, or a one-line error when a name is unknown or none of them is running."""
     names = [w.strip() for w in wanted.split(",") if w.strip()]
-    if not names:
-        return nodes_or_exit(c, name, provider)
     name, every = nodes_or_exit(c, name, provider, running=False)
     known = {n.name: n for n in every}
     unknown = [w for w in names if w not in known]
     if unknown:
         raise Exit(f"no node {', '.join(unknown)} in fleet {name}: its nodes are {', '.join(known)}")
-    idle = [f"{w} ({known[w].state})" for w in names if known[w].state != RUNNING]
-    if idle:
-        raise Exit(f"not running: {', '.join(idle)}; see `invoke fleet.list --name {name}`")
-    return name, [known[w] for w in dict.fromkeys(names)]
+    chosen = [known[w] for w in dict.fromkeys(names)] if names else [n for n in every if n.state != TERMINATED]
+    if not any(n.state == RUNNING for n in chosen):
+        states = ", ".join(f"{n.name} {n.state}" for n in (chosen or every))
+        raise Exit(f"no running node to reach ({states}): see `invoke fleet.list --name {name}`")
+    return name, chosen
 
 
 def in_workdir(node: Node, command: str) -> str:
@@ -80,13 +80,12 @@ def exec_one(conn, node: Node, command: str, timeout: float) -> dict:
             "error": f"timed out after {timeout:g} s" if late else ""}
 
 
-def rows_of(results) -> list[dict]:
-    """One row per node: what `--json` prints."""
-    rows = []
-    for r in results:
-        got = r.value if r.ok else {"exit": None, "stdout": "", "stderr": "", "error": r.error}
-        rows.append({"node": r.node.name, "host": r.node.host, **got})
-    return rows
+def rows_of(chosen: list[Node], results) -> list[dict]:
+    """One row per chosen node, in order: what `--json` prints.  A node that was not running was not tried."""
+    done = {r.node.name: (r.value if r.ok else {"exit": None, "stdout": "", "stderr": "", "error": r.error})
+            for r in results}
+    return [{"node": n.name, "host": n.host, **done.get(n.name, {
+        "exit": None, "stdout": "", "stderr": "", "error": f"not run: the node is {n.state}"})} for n in chosen]
 
 
 def tail(text: str, lines: int = TAIL) -> str:
@@ -120,7 +119,8 @@ def failed_line(rows: list[dict]) -> str:
                "login shell as the node's user in its workdir; nothing of your environment goes with it",
     "name": "fleet name (default: fleet.name)",
     "provider": "local, gcp or aws (default: fleet.provider)",
-    "nodes": "only these nodes, comma-separated, e.g. --nodes demo-0,demo-2 (default: every running node)",
+    "nodes": "only these nodes, comma-separated, e.g. --nodes demo-0,demo-2 (default: every node of the fleet; "
+             "one that is not running fails the task without being tried)",
     "timeout": "seconds each node may take before its command is stopped (default: fleet.exec_timeout, 600)",
     "json": "print only JSON: a list of {node, host, exit, stdout, stderr, error}",
 })
@@ -135,16 +135,17 @@ def exec_(c, command=None, name="", provider="", nodes="", timeout="", json_=Fal
     if not 0 < limit < float("inf"):
         raise Exit(f"--timeout {timeout!r} is not a positive number of seconds: e.g. --timeout 120")
     name, chosen = pick_nodes(c, name, provider, nodes)
+    running = [n for n in chosen if n.state == RUNNING]
     with Progress(TextColumn("exec"), BarColumn(), MofNCompleteColumn(), TextColumn("node(s)"),
                   console=Console(stderr=True), transient=True) as bar:
-        job = bar.add_task("exec", total=len(chosen))
+        job = bar.add_task("exec", total=len(running))
 
         def one(conn, node):
             try:
                 return exec_one(conn, node, command, limit)
             finally:
                 bar.advance(job)
-        rows = rows_of(fan_out(c, name, chosen, one, step="exec"))
+        rows = rows_of(chosen, fan_out(c, name, running, one, step="exec"))
     if json_:
         print(json.dumps(rows, indent=1), flush=True)
     else:
@@ -168,7 +169,7 @@ def ssh(c, node=None, command="", name="", provider=""):
     client = shutil.which("ssh")
     if client is None:
         raise Exit("no ssh client on this machine: apt-get install openssh-client")
-    name, (target,) = pick_nodes(c, name, provider, node)
+    name, (target,) = pick_nodes(c, name, provider, node)   # one name; pick_nodes refuses it unless running
     argv = openssh_argv(c, name, target, *(["-t"] if command and sys.stdin.isatty() else []))
     if command:
         argv.append(in_workdir(target, command))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -46,7 +47,9 @@ def cli(base, *args, **kw):
 
 
 def test_exec_runs_on_every_node_as_its_user_in_its_workdir(up, fleet_base):
-    result = cli(fleet_base, "exec", 'pwd; id -un; echo "$FLEETBOOK_NODE"; echo to-stderr >&2', "--json")
+    # `cat` first: stdin is /dev/null, so a command that reads it gets nothing and goes on at once
+    result = cli(fleet_base, "exec", 'cat; pwd; id -un; echo "$FLEETBOOK_NODE"; echo to-stderr >&2', "--json",
+                 "--timeout", "20")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     found = nodes(up)
@@ -81,6 +84,24 @@ def test_a_command_failing_on_one_node_fails_the_task_and_names_it(up, fleet_bas
     assert as_json.returncode == 1
     assert [(r["node"], r["exit"], r["stdout"]) for r in json.loads(as_json.stdout)] == [
         (N0, 0, "fine\n"), (N1, 7, "")]
+
+
+def test_a_node_that_cannot_be_reached_fails_the_task_and_is_named(up, fleet_base):
+    import psutil
+    sshd = psutil.Process(int(nodes(up)[N1].id))
+    sshd.send_signal(signal.SIGSTOP)          # the node's sshd stops answering: `unreachable`
+    try:
+        result = cli(fleet_base, "exec", "echo ran", "--json")
+        alone = cli(fleet_base, "ssh", N1, "--command", "echo ran")
+    finally:
+        sshd.send_signal(signal.SIGCONT)
+    assert result.returncode == 1
+    assert [(r["node"], r["exit"], r["stdout"], r["error"]) for r in json.loads(result.stdout)] == [
+        (N0, 0, "ran\n", ""), (N1, None, "", "not run: the node is unreachable")]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"failed on 1 of 2 node(s): {N1} (not run: the node is unreachable)")
+    assert alone.returncode == 1 and "ran" not in alone.stdout
+    assert alone.stderr.strip() == f"no running node to reach ({N1} unreachable): see `invoke fleet.list --name {NAME}`"
 
 
 def test_nodes_picks_a_subset_and_refuses_unknown_names(up, fleet_base):
