@@ -22,6 +22,7 @@ DEFAULTS = {
         "provider": "local",       # local | gcp | aws
         "state_dir": "",           # keys, known_hosts, per-node state; "" = <repo>/.fleetbook/fleets
         "ssh_timeout": 20.0,       # seconds per host for connect and for each short command
+        "exec_timeout": 600.0,     # seconds per node for `invoke exec` (a pip install can take minutes)
         "max_parallel": 16,        # cap on concurrent SSH connections in a fan-out
         "ready_timeout": 60.0,     # seconds to wait for every node to answer SSH
         "ttl_hours": 4.0,          # cloud nodes delete themselves after this

@@ -51,10 +51,11 @@ def demo(c, n=3, images=60, name="demo", keep=False):
             step(f"6/6 invoke teardown --name {name}")
             teardown_tasks.teardown(c, name=name)
     seconds = time.monotonic() - t0
-    run_s = snap["elapsed_s"]
+    run_s = snap["duration_s"] or snap["elapsed_s"]
     console.print(Rule("[bold]summary"))
     console.print(f"images done {snap['done']}/{snap['total']}, failed {snap['failed']}, "
-                  f"runbook {seconds:.1f} s (run {run_s:.1f} s, {snap['done'] / max(run_s, 1e-9):.1f} images/s); "
-                  f"outputs in {shared_root(c) / dst}")
+                  f"processed {snap['processed']} ({max(0, snap['processed'] - snap['done'])} twice), "
+                  f"runbook {seconds:.1f} s (run {run_s:.1f} s, {snap['rate_per_s']:.1f} images/s); "
+                  f"outputs in {shared_root(c) / dst}", markup=False)
     if snap["done"] + snap["failed"] < snap["total"]:
         raise Exit("the demo did not finish every image")

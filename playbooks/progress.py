@@ -24,11 +24,18 @@ from .fleet import provider_of
 console = Console()
 
 
+ENDED = ("done", "failed", "lost")  # node states after which a node does no more work in the run
 _ITEMS: dict[str, list[str]] = {}  # run id -> the items of its source, for --watch and --wait
 
 
 def snapshot(c, record: dict, now: float | None = None) -> dict:
-    """The numbers of a run right now, in the shape `invoke progress --json` prints."""
+    """The numbers of a run right now, in the shape `invoke progress --json` prints.
+
+    ``processed`` is the sum of the nodes' own counts (an item done twice counts twice); once every node has
+    finished, ``duration_s`` runs from the start to the last exit or heartbeat and ``rate_per_s`` is the run's
+    average (items this run made per second), else ``duration_s`` is None and the rate is the nodes' current one.
+    A node's own ``rate_per_s`` is its current rate while it runs, its average once it has finished.
+    """
     now = now or time.time()
     remote = remote_counts(c, record)
     if remote is not None:
@@ -43,25 +50,39 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
             _ITEMS[record["run_id"]] = wl.list_items(src, opts)
         counts = fw.count_progress(wl, src, dst, opts, items=_ITEMS[record["run_id"]])
     lost_after = float(c.config.job.lost_after)
-    nodes, rate = [], 0.0
+    nodes, rate, last = [], 0.0, 0.0
     for entry in record["nodes"]:
         beat, exit_ = remote["nodes"].get(entry["name"], (None, None)) if remote is not None \
             else runstate.node_files(c, record["run_id"], entry["name"])
         state = runstate.node_status(record, entry["name"], beat, exit_, lost_after, now)
-        node_rate = float(beat.get("rate_per_s", 0.0)) if beat and state == "running" else 0.0
-        rate += node_rate
+        # a node's last heartbeat holds its own average so far: what it does now, or did over its whole run
+        node_rate = float(beat.get("rate_per_s", 0.0)) if beat and state in ("running", "done", "failed") else 0.0
+        rate += node_rate if state == "running" else 0.0
         seen = beat.get("updated_at") if beat else None
+        last = max(last, seen or 0.0, (exit_ or {}).get("finished_at") or 0.0)
         nodes.append({"name": entry["name"], "rate_per_s": round(node_rate, 3),
                       "last_seen_s": round(now - seen, 1) if seen else None, "state": state,
-                      "done": beat.get("done", 0) if beat else 0, "failed": beat.get("failed", 0) if beat else 0})
+                      "done": node_done(beat, exit_), "failed": beat.get("failed", 0) if beat else 0})
     left = counts["total"] - counts["done"] - counts["failed"]
     elapsed = now - record["started_at"]
+    processed = sum(n["done"] for n in nodes)
+    over = all(n["state"] in ENDED for n in nodes)
+    span = last - record["started_at"] if over and last > record["started_at"] else None
+    if span:   # a finished run: its average, of what this run made (outputs that were there are not its work)
+        rate = min(counts["done"], processed) / span
     return {
         "run_id": record["run_id"], "workload": record["workload"], "total": counts["total"],
         "done": counts["done"], "failed": counts["failed"], "rate_per_s": round(rate, 3),
-        "eta_s": (0.0 if left <= 0 else round(left / rate, 1) if rate > 0 else None),
-        "elapsed_s": round(elapsed, 1), "cost_usd": cost(c, record, elapsed), "nodes": nodes,
+        "eta_s": (0.0 if left <= 0 else round(left / rate, 1) if rate > 0 and not over else None),
+        "elapsed_s": round(elapsed, 1), "duration_s": round(span, 1) if span else None, "processed": processed,
+        "cost_usd": cost(c, record, elapsed), "nodes": nodes,
     }
+
+
+def node_done(beat: dict | None, exit_: dict | None) -> int:
+    """Items this node processed in the run: its exit summary's count, else its last heartbeat's."""
+    summary = (exit_ or {}).get("summary") or {}
+    return int(summary.get("done", (beat or {}).get("done", 0)))
 
 
 def remote_counts(c, record: dict) -> dict | None:
@@ -84,19 +105,22 @@ def cost(c, record: dict, elapsed: float) -> float | None:
 
 def as_json(snap: dict) -> dict:
     """What `--json` prints: the run's numbers and, per node, name, rate, last seen and state."""
-    keys = ("run_id", "total", "done", "failed", "rate_per_s", "eta_s", "elapsed_s", "cost_usd")
+    keys = ("run_id", "total", "done", "failed", "rate_per_s", "eta_s", "elapsed_s", "duration_s", "processed",
+            "cost_usd")
     return {k: snap[k] for k in keys} | {"nodes": [{k: n[k] for k in ("name", "rate_per_s", "last_seen_s", "state")}
                                                    for n in snap["nodes"]]}
 
 
 def finished(snap: dict) -> bool:
-    return all(n["state"] in ("done", "failed", "lost") for n in snap["nodes"])
+    return all(n["state"] in ENDED for n in snap["nodes"])
 
 
 def table(snap: dict) -> Table:
     eta = "-" if snap["eta_s"] is None else f"{snap['eta_s']:.0f} s"
-    t = Table(title=f"run {snap['run_id']}: {snap['done']}/{snap['total']} done, {snap['failed']} failed, "
-                    f"{snap['rate_per_s']:.1f} items/s, ETA {eta}, {snap['elapsed_s']:.0f} s elapsed"
+    when = (f"{snap['rate_per_s']:.1f} items/s on average, finished in {snap['duration_s']:.1f} s"
+            if snap["duration_s"] else
+            f"{snap['rate_per_s']:.1f} items/s, ETA {eta}, {snap['elapsed_s']:.0f} s elapsed")
+    t = Table(title=f"run {snap['run_id']}: {snap['done']}/{snap['total']} done, {snap['failed']} failed, {when}"
                     + (f", ${snap['cost_usd']:.2f}" if snap["cost_usd"] is not None else ""),
               title_justify="left")
     for col in ("node", "state", "items/s", "done", "failed", "last seen"):
@@ -145,7 +169,8 @@ def wait_until_finished(c, record: dict) -> dict:
 
 @task(help={
     "watch": "refresh until every node has finished (with --json: one JSON object per line)",
-    "json": "print only JSON: run_id, total, done, failed, rate_per_s, eta_s, elapsed_s, cost_usd, nodes",
+    "json": "print only JSON: run_id, total, done, failed, rate_per_s, eta_s, elapsed_s, duration_s, processed, "
+            "cost_usd, nodes",
     "failed": "list the failed items with their reasons",
     "run_id": "which run (default: the latest)",
     "name": "fleet name (default: fleet.name); matters for a cloud fleet with a head instance",

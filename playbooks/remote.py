@@ -34,20 +34,42 @@ def fleet_dir(c, fleet: str) -> Path:
     return state_dir(c) / fleet
 
 
+def fleet_key(c, fleet: str) -> Path:
+    """The operator's private key for this fleet (authorized on every node)."""
+    return fleet_dir(c, fleet) / "id_ed25519"
+
+
+def fleet_known_hosts(c, fleet: str) -> Path:
+    """The fleet's own known_hosts: every node's host key, pinned when the fleet created it."""
+    return fleet_dir(c, fleet) / "known_hosts"
+
+
 def connect(c, fleet: str, node: Node) -> Connection:
     """A Fabric Connection to ``node`` with the fleet's key and pinned host keys (no auto-add, ever)."""
-    fdir = fleet_dir(c, fleet)
     conn = Connection(
         node.host, user=node.user, port=node.port,
         config=Config(overrides={"load_ssh_configs": False, "run": {"hide": True, "warn": True}}),
         connect_timeout=float(c.config.fleet.ssh_timeout),
-        connect_kwargs={"key_filename": str(fdir / "id_ed25519"), "look_for_keys": False,
+        connect_kwargs={"key_filename": str(fleet_key(c, fleet)), "look_for_keys": False,
                         "allow_agent": False, "banner_timeout": float(c.config.fleet.ssh_timeout)},
     )
-    if (fdir / "known_hosts").exists():  # none yet: every host is unknown, and RejectPolicy says so
-        conn.client.load_host_keys(str(fdir / "known_hosts"))
+    known = fleet_known_hosts(c, fleet)
+    if known.exists():  # none yet: every host is unknown, and RejectPolicy says so
+        conn.client.load_host_keys(str(known))
     conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
     return conn
+
+
+def openssh_argv(c, fleet: str, node: Node, *options: str) -> list[str]:
+    """The system ``ssh`` client's command line to ``node``: the fleet's key and pinned host keys only, no ssh
+    config files (so no SendEnv), no agent, no forwarding, no prompts; ``options`` go before the destination,
+    a remote command after the returned list."""
+    return ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={fleet_known_hosts(c, fleet)}", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "UpdateHostKeys=no", "-o", "IdentitiesOnly=yes", "-i", str(fleet_key(c, fleet)),
+            "-o", "ForwardAgent=no", "-o", "ForwardX11=no",
+            "-o", f"ConnectTimeout={max(1, int(float(c.config.fleet.ssh_timeout)))}", "-p", str(node.port),
+            *options, "--", f"{node.user}@{node.host}"]
 
 
 def describe(exc: BaseException) -> str:

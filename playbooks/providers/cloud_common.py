@@ -345,13 +345,9 @@ def start_tunnel(c, fleet: str, node: Node, head_host: str, head_port: int, tunn
     proc = _tunnel_alive(pid_file)
     if proc is not None:
         return proc.pid
-    fdir = fleet_dir(c, fleet)
-    cmd = ["ssh", "-N", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
-           "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3", "-o", "StrictHostKeyChecking=yes",
-           "-o", f"UserKnownHostsFile={fdir / 'known_hosts'}", "-o", "GlobalKnownHostsFile=/dev/null",
-           "-o", "IdentitiesOnly=yes", "-i", str(fdir / "id_ed25519"), "-p", str(node.port),
-           "-o", f"ConnectTimeout={int(float(c.config.fleet.ssh_timeout))}",
-           "-R", f"127.0.0.1:{tunnel_port}:{head_host}:{head_port}", f"{node.user}@{node.host}"]
+    from ..remote import openssh_argv
+    cmd = openssh_argv(c, fleet, node, "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=10",
+                       "-o", "ServerAliveCountMax=3", "-R", f"127.0.0.1:{tunnel_port}:{head_host}:{head_port}")
     pid = procs.detach(cmd, tdir / f"{node.name}.log")  # outlives this invoke, nobody's child
     pid_file.write_text(str(pid))
     return pid
