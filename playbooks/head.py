@@ -36,6 +36,10 @@ class Head:
     remote_path: str  # what a node mounts: "/data" inside the chroot, else the shared root itself
 
 
+class AddressTaken(Exit):
+    """The head's sshd could not listen on its address (another program took it first)."""
+
+
 DATA = "data"  # the shared root inside the chroot
 SFTP_USER = "fbsftp"  # as root, the nodes' SFTP login on this machine: a system user of its own, never root
 
@@ -150,7 +154,7 @@ def start(c, fleet: str) -> Head:
         for _ in range(200):  # until our own daemon listens: an answer from another program does not count
             proc = local.sshd_alive(pid, cfg)
             if proc is None:
-                raise Exit(f"the head sshd did not start on {head.host}:{head.port} (is the address taken by "
+                raise AddressTaken(f"the head sshd did not start on {head.host}:{head.port} (is the address taken by "
                            f"another program?): see {hdir / 'sshd.log'}, then `invoke fleet.down --name {fleet}` "
                            "and create the fleet again")
             if _listens(proc, head.host, head.port):

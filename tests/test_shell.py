@@ -168,7 +168,7 @@ def test_ssh_runs_a_command_on_one_node_with_the_fleet_pins(up, fleet_base):
     # the fleet's own known_hosts decides: pin another key for the node and ssh refuses to talk to it
     known = Path(up.config.fleet.state_dir) / NAME / "known_hosts"
     saved = known.read_text()
-    other = (Path(up.config.fleet.state_dir) / NAME / "nodes" / N0 / "ssh_host_ed25519_key.pub").read_text()
+    other = (local.node_dir(up, NAME, N0) / "ssh_host_ed25519_key.pub").read_text()
     entry = f"[{n.host}]:{n.port}"
     known.write_text("".join(ln + "\n" for ln in saved.splitlines() if not ln.startswith(entry + " "))
                      + f"{entry} {' '.join(other.split()[:2])}\n")

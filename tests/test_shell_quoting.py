@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from playbooks import mount, run
+from playbooks import mount, run, shell
 from playbooks.engines import dask as dask_engine
 from playbooks.head import Head
 from playbooks.providers import Node, cloud_common, local
@@ -31,6 +31,7 @@ def commands(base: Path, trick: str) -> list[str]:
         run.node_command(node, record, 0, [hostile, "--size", trick], 1),
         dask_engine.worker_command(node, f"tcp://127.0.0.1:1/{trick}", 1, 1, True),
         cloud_common.startup_script(None, hostile),
+        shell.bounded(shell.in_workdir(node, "true"), 5),  # exec: the user's own text is meant to run, the rest not
         # a node's namespace set-up, run outside any namespace here: its mounts fail, an injection would not
         local.namespace_setup(hostile, 65534, 65534, hostile).replace('exec "$0" "$@"', "true"),
     ]

@@ -398,8 +398,7 @@ def create(c, spec: FleetSpec) -> list[Node]:
         ensure_fleet(c, spec.name)
         if use_netns(c, mode):
             netns.ensure_bridge(state_dir(c), fleet_dir(c, spec.name), spec.name)
-        from .. import head  # the head's sshd takes its address now, so that no other fleet can be given it
-        head.start(c, spec.name)
+        _start_head(c, spec.name, fresh=not alive)
         for dead in (n for n in existing if n.state == TERMINATED):  # a vanished node is gone, as in a cloud
             _remove_node(c, spec.name, dead)
         used = {n.labels.get("index") for n in alive}
@@ -417,6 +416,21 @@ def create(c, spec: FleetSpec) -> list[Node]:
             terminate(c, spec.name)
         raise
     return list_nodes(c, spec.name)
+
+
+def _start_head(c, fleet: str, fresh: bool) -> None:
+    """The head's sshd takes its address at create, so that no other fleet can be given it.  Another fleet of
+    this machine (another state folder) may take a free address between our choice and our daemon's bind: a
+    fleet without nodes yet then simply chooses again."""
+    from .. import head
+    for attempt in range(5):
+        try:
+            head.start(c, fleet)
+            return
+        except head.AddressTaken:
+            if not fresh or attempt == 4:
+                raise
+            (fleet_dir(c, fleet) / "head" / "head.json").unlink(missing_ok=True)
 
 
 def wait_ready(c, name: str, timeout: float) -> list[Node]:
