@@ -7,7 +7,7 @@ table below for this machine type"; a machine type missing from the table has an
 
 A fleet may use several zones and machine types (``gcp.zones`` + ``gcp.machine_types``, ``aws.subnets`` +
 ``aws.instance_types``): with more than one, fleet.create sends one request that lets the cloud place the nodes
-where it has capacity (GCP: a regional bulkInsert, AWS: an EC2 Fleet); see docs/cloud.md section 4.
+where it has capacity (GCP: a regional bulkInsert, AWS: an EC2 Fleet); see docs/cloud.md section 10.
 """
 from __future__ import annotations
 

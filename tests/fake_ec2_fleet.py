@@ -43,12 +43,14 @@ import http.client
 import threading
 import uuid
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, urlparse
 from xml.sax.saxutils import escape
 
 import boto3
 import botocore.session
+
+from loopback_http import LoopbackServer
 
 UNLIMITED = float("inf")
 INSUFFICIENT = ("InsufficientInstanceCapacity", "There is no Spot capacity available that matches your request.")
@@ -83,13 +85,12 @@ def to_xml(shape, value) -> str:
     return escape(str(value).lower() if isinstance(value, bool) else str(value))
 
 
-class FakeEC2Fleet:
+class FakeEC2Fleet(LoopbackServer):
     def __init__(self, moto_url: str):
         self.moto = urlparse(moto_url)
         self.moto_url = moto_url
         self.lock = threading.Lock()
         self.model = botocore.session.get_session().get_service_model("ec2")
-        self.server: ThreadingHTTPServer | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -129,19 +130,7 @@ class FakeEC2Fleet:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="fake-ec2-fleet").start()
-        return self
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
+        return self.serve(Handler, "fake-ec2-fleet")
 
     def forward(self, method: str, path: str, headers: dict, body: bytes):
         conn = http.client.HTTPConnection(self.moto.hostname, self.moto.port, timeout=60)

@@ -38,8 +38,10 @@ import re
 import threading
 import time
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
+
+from loopback_http import LoopbackServer
 
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -84,7 +86,7 @@ def _filter_matches(expr: str, obj: dict) -> bool:
     return True
 
 
-class FakeGCE:
+class FakeGCE(LoopbackServer):
     def __init__(self, project: str = "fake-project"):
         self.project = project
         self.lock = threading.RLock()
@@ -108,7 +110,6 @@ class FakeGCE:
         self.fail_after: int | None = None
         self.op_polls = 1                               # GETs an operation needs before it is DONE
         self._seq = 1000
-        self.server: ThreadingHTTPServer | None = None
 
     # --- life cycle ------------------------------------------------------------------------------------
     def start(self) -> "FakeGCE":
@@ -138,19 +139,7 @@ class FakeGCE:
 
             do_GET = do_POST = do_DELETE = do_PATCH = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="fake-gce").start()
-        return self
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
+        return self.serve(Handler, "fake-gce")
 
     def preempt(self, name: str) -> None:
         """The VM is gone at once, as a preempted spot VM whose instanceTerminationAction is DELETE."""

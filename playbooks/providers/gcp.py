@@ -33,7 +33,8 @@ FIREWALL = "fleetbook-ssh"
 HEAD_FIREWALL = "fleetbook-head"
 HEAD_TAG = "fleetbook-head"
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
-OPERATIONS = {"zone_operations": compute_v1.ZoneOperationsClient, "region_operations": compute_v1.RegionOperationsClient,
+OPERATIONS = {"zone_operations": compute_v1.ZoneOperationsClient,
+              "region_operations": compute_v1.RegionOperationsClient,
               "global_operations": compute_v1.GlobalOperationsClient}
 CAPACITY_REASONS = ("ZONE_RESOURCE_POOL_EXHAUSTED", "RESOURCE_POOL_EXHAUSTED", "QUOTA_EXCEEDED",
                     "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS", "resourceExhausted")
@@ -413,7 +414,7 @@ def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
     resource = compute_v1.BulkInsertInstanceResource(
         count=max(gap, 1), min_count=max(1, min(gap, min_count - len(existing))), name_pattern=f"{name}-####",
         instance_properties=instance_properties(c, name, spec.spot, spec.ttl_hours, image))
-    path, send = _bulk_request(c, api, resource, zone)
+    path, send = _bulk_request(c, api, resource, zone) if gap > 0 else ("", None)
     if spec.dry_run:
         ensure_firewall(c, api, dry_run=True)
         if gap > 0:
