@@ -12,7 +12,8 @@ run end to end; ``fake.addresses[name] = (natIP, networkIP)`` and ``fake.instanc
 instance (a head instance) its own sshd.  Knobs for failures: ``capacity`` (instances that can still start,
 keyed by zone or by ``(zone, machine type)``; a key that is absent means unlimited, and a VM needs room under
 both keys), ``http_error_next`` (answer the next bulkInsert with this HTTP error), ``fail_after`` (create this
-many, then fail the operation: an abnormal end that leaves VMs behind, which the provider must clean up).
+many, then fail the operation: an abnormal end that leaves VMs behind, which the provider must clean up),
+``preempt(name)`` (the VM is gone at once, as a preempted spot VM with instanceTerminationAction=DELETE).
 Below ``minCount`` a bulkInsert creates nothing, and generated names continue after the biggest existing number
 (in the zone; for a regional request in any zone of the region), as GCE documents.  Operations answer PENDING
 when created and are DONE after ``op_polls`` gets (RUNNING before), so callers must poll them.
