@@ -15,7 +15,6 @@ from rich.table import Table
 
 from . import providers
 from .providers import FleetSpec, NodesNotReady
-from .providers.cloud_common import TYPE_KEY, ZONE_KEY
 
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
 console = Console()
@@ -59,13 +58,13 @@ def uptime(started_at) -> str:
 def show(nodes, title: str) -> None:
     table = Table(title=title, title_justify="left")
     links = any(n.labels.get("link") for n in nodes)
-    cloud = any(n.labels.get(ZONE_KEY) for n in nodes)          # cloud nodes: where each runs, and its type
+    cloud = any(n.labels.get(providers.ZONE_KEY) for n in nodes)   # cloud nodes: where each runs, and its type
     for col in ("node", "address", "state", "uptime", "user", *(["zone", "type"] if cloud else ["isolation"]),
                 *(["link"] if links else [])):
         table.add_column(col)
     for n in nodes:
         iso = n.labels.get("isolation", "-")
-        where = [n.labels.get(ZONE_KEY, "-"), n.labels.get(TYPE_KEY, "-")] if cloud else \
+        where = [n.labels.get(providers.ZONE_KEY, "-"), n.labels.get(providers.TYPE_KEY, "-")] if cloud else \
             ["reduced (not root)" if iso == "none" else iso]
         table.add_row(n.name, f"{n.host}:{n.port}", n.state, uptime(n.started_at), n.user, *where,
                       *([n.labels.get("link", "-")] if links else []))
@@ -147,7 +146,8 @@ def list_(c, name="", provider="", all=False, json_=False):
     if json_:
         print(json.dumps([{"name": x.name, "host": x.host, "port": x.port, "state": x.state, "user": x.user,
                            "uptime_s": round(time.time() - x.started_at) if x.started_at else None,
-                           "zone": x.labels.get(ZONE_KEY), "machine_type": x.labels.get(TYPE_KEY),
+                           "zone": x.labels.get(providers.ZONE_KEY),
+                           "machine_type": x.labels.get(providers.TYPE_KEY),
                            "labels": x.labels} for x in nodes], indent=1))
     elif not nodes:
         console.print(f"{title}: no nodes")

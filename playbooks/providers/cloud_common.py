@@ -13,7 +13,7 @@ from pathlib import Path
 from invoke.exceptions import Exit
 
 from .. import procs
-from . import RUNNING, Node, NodesNotReady
+from . import RUNNING, TYPE_KEY, ZONE_KEY, Node, NodesNotReady
 
 FLEET_LABEL = "fleet"
 DEADLINE_LABEL = "fleetbook-deadline"   # epoch seconds (digits: a valid GCP label value)
@@ -60,8 +60,6 @@ def fleet_labels(name: str, ttl_hours: float, spot: bool) -> dict:
 
 # --- prices and cost -----------------------------------------------------------------------------------------
 
-ZONE_KEY = "zone"                    # Node.labels keys the cloud providers add from the instance itself (not
-TYPE_KEY = "machine_type"            # labels on the VM): where it runs and its machine / instance type
 TYPE_SETTINGS = {"gcp": ("machine_type", "machine_types"), "aws": ("instance_type", "instance_types")}
 
 
