@@ -4,11 +4,17 @@ The lead merges ``CLOUD_DEFAULTS`` into ``playbooks.config.DEFAULTS``, so each k
 or from the environment (``gcp.project`` is ``INVOKE_GCP_PROJECT``, ``aws.ssh_cidr`` is ``INVOKE_AWS_SSH_CIDR``).
 Lists are comma-separated strings (the environment cannot hold a list).  A price of 0 means "use the built-in
 table below for this machine type"; a machine type missing from the table has an unknown cost.
+
+A fleet may use several zones and machine types (``gcp.zones`` + ``gcp.machine_types``, ``aws.subnets`` +
+``aws.instance_types``): with more than one, fleet.create sends one request that lets the cloud place the nodes
+where it has capacity (GCP: a regional bulkInsert, AWS: an EC2 Fleet); see docs/cloud.md section 10.
 """
 from __future__ import annotations
 
 # USD per machine-hour, (spot, on-demand); rough list prices (us-central1 / us-east-1, late 2025).  Override
 # per project with gcp.price_spot / gcp.price_on_demand (or the aws.* twins), or extend the tables in invoke.yaml.
+# A key may also be "<zone or region>/<type>" (e.g. "europe-west4/e2-standard-4", "us-east-1b/c6i.large"): the most
+# specific entry wins, so each node is priced by its own type and zone.
 GCP_PRICES = {
     "e2-micro": [0.0025, 0.0084],
     "e2-small": [0.0050, 0.0168],
@@ -18,6 +24,10 @@ GCP_PRICES = {
     "e2-standard-8": [0.0804, 0.2681],
     "n2-standard-2": [0.0237, 0.0971],
     "n2-standard-4": [0.0474, 0.1942],
+    "n2d-standard-2": [0.0203, 0.0845],
+    "n2d-standard-4": [0.0406, 0.1690],
+    "e2-highcpu-4": [0.0297, 0.0989],
+    "e2-highcpu-8": [0.0593, 0.1978],
     "c2d-standard-4": [0.0359, 0.1815],
 }
 AWS_PRICES = {
@@ -28,14 +38,26 @@ AWS_PRICES = {
     "c6i.xlarge": [0.0680, 0.1700],
     "c7i.xlarge": [0.0700, 0.1785],
     "m6i.large": [0.0380, 0.0960],
+    "c6a.large": [0.0300, 0.0765],
+    "c6a.xlarge": [0.0600, 0.1530],
+    "m6a.large": [0.0350, 0.0864],
+    "c7i.large": [0.0350, 0.0893],
+    "m7i.large": [0.0400, 0.1008],
+    "c5.large": [0.0330, 0.0850],
+    "m5.large": [0.0370, 0.0960],
 }
 
 CLOUD_DEFAULTS = {
     "gcp": {
         "project": "",              # "" = the project of the application-default credentials
-        "zone": "us-central1-a",    # where fleet.create puts the nodes
-        "zones": "",                # comma-separated zones that list_all/fleet.down --all scan ("" = every zone)
+        "zone": "us-central1-a",    # where fleet.create puts the nodes (and a head instance) when zones is ""
+        "zones": "",                # zones of ONE region the nodes may use ("" = zone); more than one => one
+                                    # regional bulkInsert; also what list_all scans ("" = every zone)
         "machine_type": "e2-standard-2",
+        "machine_types": "",        # machine types the nodes may use ("" = machine_type); more than one => one
+                                    # regional bulkInsert with an instanceFlexibilityPolicy
+        "target_shape": "ANY",      # regional bulkInsert: ANY (wherever there is capacity: batch work),
+                                    # BALANCED (spread evenly) or ANY_SINGLE_ZONE (all in one zone)
         "image": "",                # full image path/URL; "" = newest baked image, else image_family below
         "image_family": "debian-12",
         "image_project": "debian-cloud",
@@ -62,9 +84,12 @@ CLOUD_DEFAULTS = {
         "region": "us-east-1",
         "regions": "",              # comma-separated regions that list_all/fleet.down --all scan ("" = region)
         "instance_type": "t3.small",
+        "instance_types": "",       # instance types the nodes may use ("" = instance_type); with several types
+                                    # or subnets fleet.create sends one EC2 Fleet (price-capacity-optimized)
         # "" => newest baked image, else this public Debian 12 AMI resolved by EC2 itself through SSM
         "ami": "resolve:ssm:/aws/service/debian/release/12/latest/amd64",
         "subnet": "",               # "" = the default VPC's default subnet of the availability zone EC2 picks
+        "subnets": "",              # subnets (one per availability zone, one VPC) the nodes may use ("" = subnet)
         "ssh_cidr": "",             # CIDR that may reach port 22 (your address/32); required
         "security_group": "fleetbook-ssh",
         "user": "admin",            # Debian AMIs: admin; Ubuntu: ubuntu; Amazon Linux: ec2-user

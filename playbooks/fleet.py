@@ -60,12 +60,16 @@ def uptime(started_at) -> str:
 def show(nodes, title: str) -> None:
     table = Table(title=title, title_justify="left")
     links = any(n.labels.get("link") for n in nodes)
-    for col in ("node", "address", "state", "uptime", "user", "isolation", *(["link"] if links else [])):
+    cloud = any(n.labels.get(providers.ZONE_KEY) for n in nodes)   # cloud nodes: where each runs, and its type
+    for col in ("node", "address", "state", "uptime", "user", *(["zone", "type"] if cloud else ["isolation"]),
+                *(["link"] if links else [])):
         table.add_column(col)
     for n in nodes:
         iso = n.labels.get("isolation", "-")
-        table.add_row(n.name, f"{n.host}:{n.port}", n.state, uptime(n.started_at), n.user,
-                      "reduced (not root)" if iso == "none" else iso, *([n.labels.get("link", "-")] if links else []))
+        where = [n.labels.get(providers.ZONE_KEY, "-"), n.labels.get(providers.TYPE_KEY, "-")] if cloud else \
+            ["reduced (not root)" if iso == "none" else iso]
+        table.add_row(n.name, f"{n.host}:{n.port}", n.state, uptime(n.started_at), n.user, *where,
+                      *([n.labels.get("link", "-")] if links else []))
     console.print(table)
 
 
@@ -134,7 +138,7 @@ create.get_arguments = _no_short_h(create.get_arguments)
     "json": "print the nodes as JSON",
 })
 def list_(c, name="", provider="", all=False, json_=False):
-    """Show the fleet's nodes as they are now (checked live): address, state, uptime."""
+    """Show the fleet's nodes as they are now (checked live): address, state, uptime (cloud: zone, type)."""
     prov = provider_of(c, provider)
     if all and hasattr(prov, "list_all"):
         nodes = prov.list_all(c)
@@ -146,6 +150,8 @@ def list_(c, name="", provider="", all=False, json_=False):
     if json_:
         print(json.dumps([{"name": x.name, "host": x.host, "port": x.port, "state": x.state, "user": x.user,
                            "uptime_s": round(time.time() - x.started_at) if x.started_at else None,
+                           "zone": x.labels.get(providers.ZONE_KEY),
+                           "machine_type": x.labels.get(providers.TYPE_KEY),
                            "labels": x.labels} for x in nodes], indent=1))
     elif not nodes:
         console.print(f"{title}: no nodes")

@@ -24,13 +24,14 @@ from playbooks.cloud_config import CLOUD_DEFAULTS
 from playbooks.config import DEFAULTS
 
 sys.path.insert(0, str(Path(__file__).parent))
+from fake_ec2_fleet import FakeEC2Fleet  # noqa: E402
 from fake_gce import FakeGCE  # noqa: E402
 
 FLEET = "demo"
 SSHD = "/usr/sbin/sshd"
 
 __all__ = ["FLEET", "free_port", "make_context", "gce", "gcp_ctx", "fleet_sshd", "moto_endpoint", "aws_env",
-           "aws_ctx", "moto_ami", "isolated_env", "head_root"]
+           "aws_ctx", "moto_ami", "isolated_env", "head_root", "ec2_fleet", "aws_fleet_ctx"]
 
 
 def free_port() -> int:
@@ -184,3 +185,26 @@ def aws_ctx(aws_env, moto_ami, tmp_path):
         "fleet": {"state_dir": str(tmp_path / "state"), "ssh_timeout": 5.0},
         "aws": {"region": "us-east-1", "ami": ami, "ssh_cidr": "198.51.100.7/32", "waiter_timeout": 20.0},
     })
+
+
+@pytest.fixture(scope="module")
+def ec2_fleet(moto_endpoint):
+    """The CreateFleet layer over the module's moto server (tests/fake_ec2_fleet.py: what moto lacks, and why)."""
+    fake = FakeEC2Fleet(moto_endpoint).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def aws_fleet_ctx(aws_ctx, ec2_fleet, isolated_env):
+    """aws_ctx through the CreateFleet layer, allowed three subnets (us-east-1a, b, c) and two instance types."""
+    import boto3
+    ec2_fleet.reset()
+    isolated_env.setenv("AWS_ENDPOINT_URL", ec2_fleet.endpoint)
+    isolated_env.setattr(boto3, "DEFAULT_SESSION", None)
+    subnets = sorted(boto3.client("ec2", region_name="us-east-1").describe_subnets(
+        Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"], key=lambda s: s["AvailabilityZone"])
+    ec2_fleet.calls.clear()
+    aws_ctx.config.aws.subnets = ",".join(s["SubnetId"] for s in subnets[:3])   # as from INVOKE_AWS_SUBNETS
+    aws_ctx.config.aws.instance_types = ["c6i.large", "m6i.large"]              # as from invoke.yaml
+    return aws_ctx

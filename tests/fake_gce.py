@@ -2,18 +2,35 @@
 
 It serves on 127.0.0.1, validates names and labels like GCP, and is driven through the real
 google-cloud-compute client (``client_options={"api_endpoint": "http://127.0.0.1:PORT"}``).  Implemented:
-instances insert / bulkInsert / list / aggregatedList / get / delete / stop / getGuestAttributes, zone and
-global operations get / wait, images insert / list / get / getFromFamily / delete, firewalls get / insert.
+instances insert / bulkInsert / list / aggregatedList / get / delete / stop / getGuestAttributes,
+regionInstances.bulkInsert, regions.get, zone, region and global operations get / wait, images insert / list /
+get / getFromFamily / delete, firewalls get / insert.
 
 Every instance gets ``natIP = fake.ssh_host`` (a loopback address where a test runs a real sshd) and the guest
 attributes ``hostkeys/<type>`` hold ``fake.host_keys`` (that sshd's keys), so readiness and host-key pinning
 run end to end; ``fake.addresses[name] = (natIP, networkIP)`` and ``fake.instance_host_keys[name]`` give one
-instance (a head instance) its own sshd.  Knobs for failures: ``capacity`` (instances a zone can still start), ``http_error_next``
-(answer the next bulkInsert with this HTTP error), ``fail_after`` (create this many, then fail the operation:
-an abnormal end that leaves VMs behind, which the provider must clean up).  Below ``minCount`` a bulkInsert
-creates nothing, and generated names continue after the biggest existing number, as GCE documents.
-Operations answer PENDING when created and are DONE after ``op_polls`` gets (RUNNING before), so callers must
-poll them.
+instance (a head instance) its own sshd.  Knobs for failures: ``capacity`` (instances that can still start,
+keyed by zone or by ``(zone, machine type)``; a key that is absent means unlimited, and a VM needs room under
+both keys), ``http_error_next`` (answer the next bulkInsert with this HTTP error), ``fail_after`` (create this
+many, then fail the operation: an abnormal end that leaves VMs behind, which the provider must clean up),
+``preempt(name)`` (the VM is gone at once, as a preempted spot VM with instanceTerminationAction=DELETE).
+Below ``minCount`` a bulkInsert creates nothing, and generated names continue after the biggest existing number
+(in the zone; for a regional request in any zone of the region), as GCE documents.  Operations answer PENDING
+when created and are DONE after ``op_polls`` gets (RUNNING before), so callers must poll them.
+
+Regional bulkInsert (``regions/R/instances/bulkInsert``), how the fake places VMs:
+
+- zones: the region's zones (``region_zones``: us-central1 has a, b, c, f; any other region a, b, c) minus the
+  zones ``locationPolicy.locations`` marks DENY; a zone the request does not name is allowed, as in GCE
+  (``zones/<zone>`` keys only; a zone outside the region or another preference is a 400);
+- machine types: those of ``instanceFlexibilityPolicy.instanceSelections`` (by ``rank``, then selection name,
+  then as listed); without one, ``instanceProperties.machineType``.  With a flexibility policy the fake ignores
+  ``instanceProperties.machineType`` (fleetbook leaves it out).  Each VM gets the first type with room in its zone;
+- ``targetShape``: ANY fills the allowed zones in order (a, b, c, ...), each as far as its capacity goes;
+  BALANCED deals the VMs out one zone at a time, round the allowed zones that have room; ANY_SINGLE_ZONE (also
+  when absent, GCE's default) puts them all in the first zone that can hold ``count``, else in the zone that
+  can hold the most.  Real GCE also weighs reservations, quota and preemption risk; the fake only capacity.
+The operation is a region operation (``regionOperations.get`` / ``wait``), DONE after ``op_polls`` gets.
 """
 from __future__ import annotations
 
@@ -22,13 +39,17 @@ import re
 import threading
 import time
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
+
+from loopback_http import LoopbackServer
 
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
 EXHAUSTED = "ZONE_RESOURCE_POOL_EXHAUSTED"
+SHAPES = ("ANY", "BALANCED", "ANY_SINGLE_ZONE")
+UNLIMITED = float("inf")
 
 
 class ApiError(Exception):
@@ -66,7 +87,7 @@ def _filter_matches(expr: str, obj: dict) -> bool:
     return True
 
 
-class FakeGCE:
+class FakeGCE(LoopbackServer):
     def __init__(self, project: str = "fake-project"):
         self.project = project
         self.lock = threading.RLock()
@@ -84,12 +105,12 @@ class FakeGCE:
         self.host_keys: list[str] = []                  # "ssh-ed25519 AAAA..." of the sshd behind ssh_host
         self.addresses: dict[str, tuple[str, str]] = {}  # instance name -> (natIP, networkIP), else defaults
         self.instance_host_keys: dict[str, list[str]] = {}  # instance name -> its own host keys
-        self.capacity: dict[str, int] = {}              # zone -> instances it can still start
+        self.capacity: dict = {}                        # zone or (zone, machine type) -> instances it can start
+        self.region_zones: dict[str, list[str]] = {"us-central1": [f"us-central1-{x}" for x in "abcf"]}
         self.http_error_next: tuple[int, str] | None = None
         self.fail_after: int | None = None
         self.op_polls = 1                               # GETs an operation needs before it is DONE
         self._seq = 1000
-        self.server: ThreadingHTTPServer | None = None
 
     # --- life cycle ------------------------------------------------------------------------------------
     def start(self) -> "FakeGCE":
@@ -119,19 +140,13 @@ class FakeGCE:
 
             do_GET = do_POST = do_DELETE = do_PATCH = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="fake-gce").start()
-        return self
+        return self.serve(Handler, "fake-gce")
 
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
+    def preempt(self, name: str) -> None:
+        """The VM is gone at once, as a preempted spot VM whose instanceTerminationAction is DELETE."""
+        with self.lock:
+            for key in [k for k in self.instances if k[1] == name]:
+                del self.instances[key]
 
     def saw(self, fragment: str, method: str | None = None) -> int:
         return sum(1 for m, p in self.requests if fragment in p and (method is None or m == method))
@@ -144,15 +159,18 @@ class FakeGCE:
     def _link(self, path: str) -> str:
         return f"{self.endpoint}/compute/v1/projects/{self.project}/{path}"
 
-    def _operation(self, op_type: str, target: str, zone: str | None, work=None, error=None) -> dict:
+    def _operation(self, op_type: str, target: str, zone: str | None, work=None, error=None,
+                   region: str | None = None) -> dict:
         name = f"operation-{int(time.time() * 1000)}-{self._id()}"
-        scope = f"zones/{zone}" if zone else "global"
+        scope = f"zones/{zone}" if zone else f"regions/{region}" if region else "global"
         op = {"kind": "compute#operation", "id": self._id(), "name": name, "operationType": op_type,
               "targetLink": target, "status": "PENDING", "progress": 0, "insertTime": _now(),
               "selfLink": self._link(f"{scope}/operations/{name}"), "_work": work, "_error": error,
               "_seen": 0}
         if zone:
             op["zone"] = self._link(f"zones/{zone}")
+        if region:
+            op["region"] = self._link(f"regions/{region}")
         self.operations[name] = op
         return self._public(op)
 
@@ -204,12 +222,49 @@ class FakeGCE:
         })
         return inst
 
-    def _take_capacity(self, zone: str, n: int) -> int:
-        if zone not in self.capacity:
-            return n
-        k = min(n, self.capacity[zone])
-        self.capacity[zone] -= k
-        return k
+    def zones_of(self, region: str) -> list[str]:
+        return self.region_zones.get(region, [f"{region}-{x}" for x in "abc"])
+
+    def _take_capacity(self, zone: str, n: int, mtype: str = "") -> int:
+        placed, left = self._place([zone], [mtype], n, "ANY", self.capacity)
+        self.capacity.update(left)
+        return len(placed)
+
+    @staticmethod
+    def _place(zones: list[str], types: list[str], count: int, shape: str, capacity: dict):
+        """([(zone, type)] for up to ``count`` VMs, the capacity left): see the module docstring."""
+        left = dict(capacity)
+
+        def room(z, t):
+            return min(left.get(z, UNLIMITED), left.get((z, t), UNLIMITED))
+
+        def zone_room(z):
+            return min(left.get(z, UNLIMITED), sum(left.get((z, t), UNLIMITED) for t in types))
+
+        def take(z):
+            for t in types:
+                if room(z, t) > 0:
+                    for key in (z, (z, t)):
+                        if key in left:
+                            left[key] -= 1
+                    return t
+            return None
+
+        out: list[tuple[str, str]] = []
+        if shape == "ANY_SINGLE_ZONE":
+            fits = [z for z in zones if zone_room(z) >= count]
+            zones = fits[:1] or sorted(zones, key=zone_room, reverse=True)[:1]
+        while len(out) < count:
+            moved = False
+            for z in zones:
+                while len(out) < count and (t := take(z)):
+                    out.append((z, t))
+                    moved = True
+                    if shape == "BALANCED":
+                        break
+            if not moved:
+                break
+        return out, left
 
     # --- routing ---------------------------------------------------------------------------------------
     def dispatch(self, method: str, raw_path: str, body: dict) -> tuple[int, dict]:
@@ -228,6 +283,8 @@ class FakeGCE:
 
     def _route(self, method, project, rest, query, body):
         parts = rest.split("/")
+        if parts[0] == "regions" and len(parts) >= 2:
+            return self._regions(method, parts[1], parts[2:], body)
         if parts[0] == "zones" and len(parts) >= 3:
             zone = parts[1]
             if parts[2] == "instances":
@@ -265,14 +322,14 @@ class FakeGCE:
                 inst = self._new_instance(zone, body.get("name", ""), body)
                 if (zone, inst["name"]) in self.instances:
                     raise ApiError(409, f"The resource '{inst['name']}' already exists", "alreadyExists")
-                if not self._take_capacity(zone, 1):
+                if not self._take_capacity(zone, 1, _short(body.get("machineType", ""))):
                     return 200, self._operation("insert", inst["selfLink"], zone,
                                                 error=(503, EXHAUSTED, "The zone does not have enough resources"))
                 self.instances[(zone, inst["name"])] = inst
                 return 200, self._operation("insert", inst["selfLink"], zone)
         name = parts[0]
         if name == "bulkInsert" and method == "POST":
-            return self._bulk(zone, body)
+            return self._bulk([zone], body)
         key = (zone, name)
         inst = self.instances.get(key)
         if inst is None:
@@ -297,11 +354,55 @@ class FakeGCE:
             return 200, {"kind": "compute#guestAttributes", "queryPath": qpath, "queryValue": {"items": items}}
         raise ApiError(400, f"unsupported {method} on instance {parts}")
 
-    def _bulk(self, zone, body):
+    def _regions(self, method, region, parts, body):
+        zones = self.zones_of(region)
+        if not parts and method == "GET":
+            return 200, {"kind": "compute#region", "name": region, "status": "UP",
+                         "zones": [self._link(f"zones/{z}") for z in zones],
+                         "selfLink": self._link(f"regions/{region}")}
+        if parts[:1] == ["operations"] and len(parts) >= 2:
+            return self._op(parts[1], finish=len(parts) > 2 and parts[2] == "wait")
+        if parts == ["instances", "bulkInsert"] and method == "POST":
+            policy = body.get("locationPolicy") or {}
+            denied = set()
+            for key, loc in (policy.get("locations") or {}).items():
+                if not key.startswith("zones/") or key[len("zones/"):] not in zones:
+                    raise ApiError(400, f"Invalid value for field 'resource.locationPolicy.locations': '{key}'. "
+                                        f"Zone must be a zone of region {region}")
+                if (loc or {}).get("preference") not in ("ALLOW", "DENY"):
+                    raise ApiError(400, f"Invalid value for field 'resource.locationPolicy.locations[{key}]"
+                                        ".preference': must be ALLOW or DENY")
+                if loc["preference"] == "DENY":
+                    denied.add(key[len("zones/"):])
+            shape = policy.get("targetShape") or "ANY_SINGLE_ZONE"
+            if shape not in SHAPES:
+                raise ApiError(400, f"Invalid value for field 'resource.locationPolicy.targetShape': '{shape}'")
+            allowed = [z for z in zones if z not in denied]
+            if not allowed:
+                raise ApiError(400, "locationPolicy denies every zone of the region")
+            return self._bulk(allowed, body, shape=shape, region=region)
+        raise ApiError(404, f"unknown resource regions/{region}/{'/'.join(parts)}", "notFound")
+
+    def _machine_types(self, body) -> list[str]:
+        selections = ((body.get("instanceFlexibilityPolicy") or {}).get("instanceSelections") or {})
+        if not selections:
+            mtype = _short((body.get("instanceProperties") or {}).get("machineType", ""))
+            if not mtype:
+                raise ApiError(400, "Missing required field 'resource.instanceProperties.machineType'")
+            return [mtype]
+        types: list[str] = []
+        for name, sel in sorted(selections.items(), key=lambda kv: (int(kv[1].get("rank") or 0), kv[0])):
+            if not NAME_RE.match(name) or not sel.get("machineTypes"):
+                raise ApiError(400, f"Invalid instance selection '{name}': it needs a name and machineTypes")
+            types += [_short(t) for t in sel["machineTypes"] if _short(t) not in types]
+        return types
+
+    def _bulk(self, zones, body, shape="ANY_SINGLE_ZONE", region=None):
+        where = f"region '{region}'" if region else f"zone '{zones[0]}'"
         if self.http_error_next:
             code, reason = self.http_error_next
             self.http_error_next = None
-            raise ApiError(code, f"{reason}: the zone '{zone}' does not have enough resources", reason)
+            raise ApiError(code, f"{reason}: the {where} does not have enough resources", reason)
         count = int(body.get("count") or 0)
         min_count = int(body.get("minCount") or count)
         pattern = body.get("namePattern", "")
@@ -316,26 +417,32 @@ class FakeGCE:
         width = len(run.group(0))
         match = re.compile("^" + re.escape(pattern[:run.start()]) + r"(\d{%d})" % width
                            + re.escape(pattern[run.end():]) + "$")
-        numbers = [int(m.group(1)) for (z, n) in self.instances if z == zone and (m := match.match(n))]
+        scope = self.zones_of(region) if region else zones
+        numbers = [int(m.group(1)) for (z, n) in self.instances if z in scope and (m := match.match(n))]
         first = max(numbers, default=0) + 1
         names = [pattern[:run.start()] + str(i).zfill(width) + pattern[run.end():]
                  for i in range(first, first + count)]
+        types = self._machine_types(body)
         for name in names:
-            self._new_instance(zone, name, props)   # validates every name before creating any
-        can = self._take_capacity(zone, count)
+            self._new_instance(zones[0], name, props)   # validates every name before creating any
+        placed, left = self._place(zones, types, count, shape, self.capacity)
         failing = self.fail_after is not None
-        make = min(can, self.fail_after) if failing else can
+        make = min(len(placed), self.fail_after) if failing else len(placed)
         self.fail_after = None
         error = None
-        if failing or can < min_count:
-            error = (503, EXHAUSTED, f"The zone '{zone}' does not have enough resources available")
+        if failing or len(placed) < min_count:
+            error = (503, EXHAUSTED, f"The {where} does not have enough resources available")
             if not failing:
-                make = 0   # all-or-nothing below minCount, as GCE does
-                self.capacity[zone] = self.capacity.get(zone, 0) + can
-        created = [self._new_instance(zone, n, props) for n in names[:make]]
-        for inst in created:
+                make = 0   # all-or-nothing below minCount, as GCE does: no capacity is used
+        if make:
+            self.capacity.update(left)   # (a failing operation keeps what it took: the VMs may be left behind)
+        for name, (zone, mtype) in zip(names[:make], placed[:make]):
+            inst = self._new_instance(zone, name, dict(props, machineType=mtype))
             self.instances[(zone, inst["name"])] = inst
-        return 200, self._operation("bulkInsert", self._link(f"zones/{zone}/instances"), zone, error=error)
+        if region:
+            return 200, self._operation("bulkInsert", self._link(f"regions/{region}/instances"), None, error=error,
+                                        region=region)
+        return 200, self._operation("bulkInsert", self._link(f"zones/{zones[0]}/instances"), zones[0], error=error)
 
     def _images(self, method, project, parts, query, body):
         if not parts:

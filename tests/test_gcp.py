@@ -89,7 +89,8 @@ def test_invalid_fleet_name_fails_before_any_request(gcp_ctx, gce, bad):
 
 def test_capacity_503_on_request_leaves_nothing(gcp_ctx, gce):
     gce.http_error_next = (503, "ZONE_RESOURCE_POOL_EXHAUSTED")
-    with pytest.raises(Exit, match="no capacity or quota .*ZONE_RESOURCE_POOL_EXHAUSTED.*another gcp.zone"):
+    with pytest.raises(Exit, match="no capacity or quota for 3 x e2-standard-2 \\(spot\\) in us-central1-a .*"
+                                  "ZONE_RESOURCE_POOL_EXHAUSTED.*Widen gcp.zones"):
         gcp.create(gcp_ctx, FleetSpec(name=FLEET, count=3))
     assert gce.instances == {}
 

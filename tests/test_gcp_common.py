@@ -68,3 +68,27 @@ def test_cost_of_a_run_counts_the_head_instance_at_its_on_demand_price():
     alone = cc.run_cost(c, "gcp", record, 3600, lambda c, f: nodes)
     assert alone == pytest.approx(2 * 0.0201, abs=1e-3)
     cc._COST_CACHE.clear()
+
+
+def test_each_node_is_priced_by_its_own_type_and_zone():
+    c = make_context({"gcp": {"machine_types": "e2-standard-2,n2-standard-2", "prices": {
+        "us-central1-b/e2-standard-2": [0.03, 0.09], "europe-west4/e2-standard-2": [0.025, 0.08]}}})
+    assert cc.price_per_hour(c, "gcp", True, "e2-standard-2", "us-central1-a") == 0.0201   # the type's entry
+    assert cc.price_per_hour(c, "gcp", True, "e2-standard-2", "us-central1-b") == 0.03     # the zone's wins
+    assert cc.price_per_hour(c, "gcp", False, "e2-standard-2", "europe-west4-c") == 0.08   # then the region's
+    assert cc.price_per_hour(c, "aws", True, "m6i.large", "us-east-1a") == 0.038
+    now = time.time()
+
+    def node(i, mtype, zone):
+        return Node(name=f"n{i}", host="h", started_at=now - 3600,
+                    labels=cc.node_facts({"fleetbook-spot": "true"}, zone, mtype))
+    nodes = [node(0, "e2-standard-2", "us-central1-a"), node(1, "e2-standard-2", "us-central1-a"),
+             node(2, "e2-standard-2", "us-central1-b"), node(3, "n2-standard-2", "us-central1-c")]
+    assert cc.cost_so_far(c, nodes, "gcp", now=now) == pytest.approx(2 * 0.0201 + 0.03 + 0.0237, abs=1e-4)
+    assert cc.cost_so_far(c, [node(4, "m6i.large", "us-east-1a"), node(5, "c6i.large", "us-east-1b")], "aws",
+                          now=now) == pytest.approx(0.038 + 0.034, abs=1e-4)
+    line = cc.estimate(c, "gcp", 10, True, 2, zones=["us-central1-a", "us-central1-b"])
+    assert line == ("cost: 10 x {e2-standard-2, n2-standard-2} (spot) at $0.0201-0.0300/h = $0.20-0.30/h, "
+                    "at most $0.60 over the 2 h TTL")
+    c.config.gcp.machine_types = ["e2-standard-2", "x9-huge"]
+    assert "price unknown for x9-huge; add it to gcp.prices" in cc.estimate(c, "gcp", 3, True, 1)

@@ -44,6 +44,10 @@ UNREACHABLE = "unreachable"
 STOPPED = "stopped"
 TERMINATED = "terminated"
 
+# Node.labels keys a cloud provider adds from the instance itself: where it runs and its machine/instance type.
+ZONE_KEY = "zone"
+TYPE_KEY = "machine_type"
+
 
 @dataclass(frozen=True)
 class FleetSpec:

@@ -1,4 +1,6 @@
-"""The ``aws`` provider: EC2 instances (spot by default) started by one ``run_instances`` for the whole gap.
+"""The ``aws`` provider: EC2 instances (spot by default) started by one request for the whole gap: ``run_instances``
+for one subnet and one instance type, one EC2 Fleet (``create_fleet``, see aws_fleet.py) when ``aws.subnets`` /
+``aws.instance_types`` allow several, so EC2 picks the pools that have capacity.
 
 Every instance carries the tags ``fleet=<name>``, ``fleetbook-deadline=<epoch>``, ``fleetbook-spot`` and
 ``Name=<fleet>-<i>``; it boots with the fleet's key pair (``fleetbook-<fleet>``, imported from the fleet's own
@@ -21,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from invoke.exceptions import Exit
 
 from . import PENDING, RUNNING, STOPPED, TERMINATED, FleetSpec, Node
+from . import aws_fleet as fleets
 from . import cloud_common as cc
 
 STATES = {"pending": PENDING, "running": RUNNING, "stopping": STOPPED, "stopped": STOPPED,
@@ -73,7 +76,9 @@ def _node(c, inst: dict) -> Node:
     tags = _tags(inst)
     return Node(name=tags.get("Name") or inst["InstanceId"], host=inst.get("PublicIpAddress")
                 or inst.get("PrivateIpAddress", ""), port=int(c.config.aws.ssh_port), user=str(c.config.aws.user),
-                state=STATES.get(inst["State"]["Name"], PENDING), id=inst["InstanceId"], labels=tags,
+                state=STATES.get(inst["State"]["Name"], PENDING), id=inst["InstanceId"],
+                labels=cc.node_facts(tags, inst.get("Placement", {}).get("AvailabilityZone", ""),
+                                     inst.get("InstanceType", "")),
                 started_at=inst["LaunchTime"].timestamp() if inst.get("LaunchTime") else None,
                 mountpoint=str(c.config.shared.mountpoint))
 
@@ -148,8 +153,13 @@ def ensure_key_pair(c, client, name: str, dry_run: bool = False) -> str:
 
 def _vpc(c, client) -> str:
     a = c.config.aws
-    if a.subnet:
-        return client.describe_subnets(SubnetIds=[str(a.subnet)])["Subnets"][0]["VpcId"]
+    subnets = fleets.subnets(c)
+    if subnets:
+        vpcs = {s["VpcId"] for s in client.describe_subnets(SubnetIds=subnets)["Subnets"]}
+        if len(vpcs) > 1:
+            raise Exit(f"aws.subnets are in {len(vpcs)} VPCs ({', '.join(sorted(vpcs))}): list subnets of one VPC "
+                       "(one per availability zone); the security group belongs to one")
+        return vpcs.pop()
     vpcs = client.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
     if not vpcs:
         raise Exit(f"no default VPC in {a.region}: set aws.subnet to a subnet with a route to the internet")
@@ -266,7 +276,7 @@ def run_params(c, name: str, gap: int, min_count: int, spot: bool, ttl_hours: fl
     labels = cc.fleet_labels(name, ttl_hours, spot)
     tags = [{"Key": k, "Value": v} for k, v in labels.items()]
     params = {
-        "ImageId": image, "InstanceType": str(a.instance_type), "MinCount": min_count, "MaxCount": gap,
+        "ImageId": image, "InstanceType": fleets.instance_types(c)[0], "MinCount": min_count, "MaxCount": gap,
         "KeyName": key, "SecurityGroupIds": [group],
         "UserData": cc.aws_user_data(int(labels[cc.DEADLINE_LABEL]), str(c.config.shared.mountpoint)),
         "InstanceInitiatedShutdownBehavior": "terminate",
@@ -278,8 +288,8 @@ def run_params(c, name: str, gap: int, min_count: int, spot: bool, ttl_hours: fl
     if spot:
         params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
             "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
-    if a.subnet:
-        params["SubnetId"] = str(a.subnet)
+    if fleets.subnets(c):
+        params["SubnetId"] = fleets.subnets(c)[0]
     return params
 
 
@@ -294,7 +304,8 @@ def _name_instances(client, name: str, existing: list[Node], new_ids: list[str])
 
 
 def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
-    """Start the gap up to ``spec.count`` with one run_instances (MinCount = what --min still needs)."""
+    """Start the gap up to ``spec.count`` with one run_instances (MinCount = what --min still needs), or one EC2
+    Fleet over several subnets and instance types (--min checked on what it launched)."""
     name = cc.check_name(spec.name)
     if spec.count < 1:
         raise Exit("the fleet needs at least one node (-n)")
@@ -320,15 +331,25 @@ def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
             ensure_head_ingress(c, client, group, spec.dry_run)
     except (ClientError, BotoCoreError) as exc:
         raise _fail(exc, "preparing the fleet") from None
+    use_fleet = gap > 0 and fleets.is_fleet(c)
     if spec.dry_run:
-        for what, p, show in (("RunInstances", params, gap > 0), ("RunInstances (head)", hparams, need_head)):
+        tags = params["TagSpecifications"][0]["Tags"]
+        for what, p, show in (
+                (f"CreateLaunchTemplate {fleets.template_name(name)} (or a new version of it)",
+                 fleets.template_data(params), use_fleet),
+                ("CreateFleet", fleets.request(c, "(the template above)", "(its new version)", params["MaxCount"],
+                                               spec.spot, tags), use_fleet),
+                ("RunInstances", params, gap > 0 and not use_fleet), ("RunInstances (head)", hparams, need_head)):
             if show:
                 print(f"[dry run] would send {what}")
                 print(json.dumps(p, indent=1, sort_keys=True))
         return existing
     before = {n.id for n in existing}
     ids = []
-    if gap > 0:
+    if use_fleet:
+        ids = _launch_fleet(c, client, spec, params, before, min_count)
+        _name_instances(client, name, existing, ids)
+    elif gap > 0:
         try:
             reservation = client.run_instances(**params)
         except (ClientError, BotoCoreError) as exc:
@@ -354,6 +375,25 @@ def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
     return nodes
 
 
+def _launch_fleet(c, client, spec: FleetSpec, params: dict, before: set[str], min_count: int) -> list[str]:
+    """One CreateFleet for the gap; below what --min still needs, terminate what it launched and say why."""
+    try:
+        template, version = fleets.put_template(client, spec.name, fleets.template_data(params))
+        ids, errors = fleets.launch(client, fleets.request(c, template, version, params["MaxCount"], spec.spot,
+                                                           params["TagSpecifications"][0]["Tags"]))
+    except (ClientError, BotoCoreError) as exc:
+        return _after_failure(c, client, spec, before, min_count, exc)
+    if len(ids) < params["MinCount"]:
+        if ids:
+            client.terminate_instances(InstanceIds=ids)
+        cleaned = f"terminated the {len(ids)} instance(s) it had started" if ids else "nothing was left running"
+        raise fleets.capacity_error(c, client, spec.count, spec.spot, fleets.error_text(errors), cleaned)
+    if errors:
+        print(f"warning: fleet {spec.name}: the EC2 Fleet launched {len(ids)} of {params['MaxCount']} "
+              f"({fleets.error_text(errors)}); continuing with them (>= --min {min_count})")
+    return ids
+
+
 def _after_failure(c, client, spec: FleetSpec, before: set[str], min_count: int, exc: Exception) -> list[Node]:
     """run_instances is all-or-nothing up to MinCount; still, terminate anything this call left behind."""
     nodes = [n for n in list_nodes(c, spec.name) if n.state in (RUNNING, PENDING)]
@@ -362,11 +402,8 @@ def _after_failure(c, client, spec: FleetSpec, before: set[str], min_count: int,
         client.terminate_instances(InstanceIds=new)
     cleaned = f"terminated the {len(new)} instance(s) it had started" if new else "nothing was left running"
     code = _code(exc)
-    a = c.config.aws
     if code in CAPACITY_CODES:
-        raise Exit(f"AWS has no capacity or quota for {spec.count} x {a.instance_type} in {a.region} ({code}); "
-                   f"{cleaned}. Try another aws.region or aws.subnet (zone), another aws.instance_type, fewer nodes "
-                   "(-n/--min) or --no-spot, or raise the quota (Service Quotas)") from None
+        raise fleets.capacity_error(c, client, spec.count, spec.spot, code, cleaned) from None
     raise _fail(exc, f"creating fleet {spec.name} ({cleaned})") from None
 
 
@@ -433,6 +470,7 @@ def terminate(c, name: str, dry_run: bool = False) -> int:
             ec2(c, region).delete_key_pair(KeyName=key_name(name))
         except ClientError:
             pass
+        fleets.delete_template(ec2(c, region), name)
     return len(removed)
 
 

@@ -1,4 +1,6 @@
-"""The ``gcp`` provider: Compute Engine VMs (spot by default) created with one ``bulkInsert``.
+"""The ``gcp`` provider: Compute Engine VMs (spot by default) created with one ``bulkInsert``: zonal for one zone
+and one machine type, regional (``regionInstances.bulkInsert``) when ``gcp.zones`` / ``gcp.machine_types`` allow
+several, letting Compute Engine place the nodes where it has capacity (see gcp_regional.py).
 
 Every VM carries the labels ``fleet=<name>``, ``fleetbook-deadline=<epoch>`` and ``fleetbook-spot``, the
 network tag ``fleetbook`` (the firewall rule ``fleetbook-ssh`` admits port 22 from ``gcp.ssh_source_ranges``
@@ -12,6 +14,7 @@ console, else on first use into the fleet's own known_hosts.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from datetime import datetime
@@ -22,6 +25,7 @@ from invoke.exceptions import Exit
 
 from . import PENDING, RUNNING, STOPPED, UNREACHABLE, FleetSpec, Node
 from . import cloud_common as cc
+from . import gcp_regional as regional
 
 STATES = {"PROVISIONING": PENDING, "STAGING": PENDING, "RUNNING": RUNNING, "STOPPING": STOPPED,
           "SUSPENDING": STOPPED, "SUSPENDED": STOPPED, "TERMINATED": STOPPED, "REPAIRING": UNREACHABLE}
@@ -29,6 +33,9 @@ FIREWALL = "fleetbook-ssh"
 HEAD_FIREWALL = "fleetbook-head"
 HEAD_TAG = "fleetbook-head"
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+OPERATIONS = {"zone_operations": compute_v1.ZoneOperationsClient,
+              "region_operations": compute_v1.RegionOperationsClient,
+              "global_operations": compute_v1.GlobalOperationsClient}
 CAPACITY_REASONS = ("ZONE_RESOURCE_POOL_EXHAUSTED", "RESOURCE_POOL_EXHAUSTED", "QUOTA_EXCEEDED",
                     "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS", "resourceExhausted")
 
@@ -59,15 +66,21 @@ class Api:
             client = self._make(cls)
             if ops and self.endpoint:
                 # result() polls through a lazily built operations client on the DEFAULT endpoint: point it here
-                ops_cls = compute_v1.ZoneOperationsClient if ops == "zone_operations" \
-                    else compute_v1.GlobalOperationsClient
-                client._transport._extended_operations_services[ops] = self._make(ops_cls)
+                client._transport._extended_operations_services[ops] = self._make(OPERATIONS[ops])
             self._clients[key] = client
         return self._clients[key]
 
     @property
     def instances(self) -> compute_v1.InstancesClient:
         return self._client("instances", compute_v1.InstancesClient, "zone_operations")
+
+    @property
+    def region_instances(self) -> compute_v1.RegionInstancesClient:
+        return self._client("region_instances", compute_v1.RegionInstancesClient, "region_operations")
+
+    @property
+    def regions(self) -> compute_v1.RegionsClient:
+        return self._client("regions", compute_v1.RegionsClient, None)
 
     @property
     def images(self) -> compute_v1.ImagesClient:
@@ -123,7 +136,7 @@ def _error_text(exc: Exception) -> str:
             reasons.append(str(e.get("reason") or e.get("code") or ""))
         else:
             reasons.append(str(getattr(e, "code", "") or getattr(e, "reason", "") or ""))
-    msg = getattr(exc, "message", None) or str(exc)
+    msg = re.sub(r"^(GET|POST|PUT|PATCH|DELETE) \S+: ", "", str(getattr(exc, "message", None) or exc))  # no URL
     reasons = [r for r in reasons if r and r not in msg]
     return " ".join([*reasons, str(msg).splitlines()[0] if msg else type(exc).__name__]).strip()
 
@@ -136,8 +149,12 @@ def _is_capacity(exc: Exception) -> bool:
 # --- instances -> nodes -----------------------------------------------------------------------------------
 
 def zones(c) -> list[str]:
-    g = c.config.gcp
-    return list(dict.fromkeys([str(g.zone), *cc.split_list(g.zones)]))
+    """Every zone the fleet's VMs may be in: gcp.zone and the allowed zones (list, wait and delete scan them)."""
+    return list(dict.fromkeys([str(c.config.gcp.zone), *regional.allowed_zones(c)]))
+
+
+def _short(url: str) -> str:
+    return str(url or "").rstrip("/").rsplit("/", 1)[-1]
 
 
 def _epoch(stamp: str) -> float | None:
@@ -154,7 +171,8 @@ def _node(c, inst) -> Node:
             host = host or ac.nat_i_p
         host = host or nic.network_i_p
     return Node(name=inst.name, host=host, port=int(c.config.gcp.ssh_port), user=str(c.config.gcp.user),
-                state=STATES.get(inst.status, PENDING), id=str(inst.id), labels=dict(inst.labels),
+                state=STATES.get(inst.status, PENDING), id=str(inst.id),
+                labels=cc.node_facts(dict(inst.labels), _short(inst.zone), _short(inst.machine_type)),
                 started_at=_epoch(inst.last_start_timestamp or inst.creation_timestamp),
                 mountpoint=str(c.config.shared.mountpoint))
 
@@ -323,7 +341,7 @@ def instance_properties(c, name: str, spot: bool, ttl_hours: float, image: str,
 
 
 def estimate(c, spec: FleetSpec) -> str:
-    line = cc.estimate(c, "gcp", spec.count, spec.spot, spec.ttl_hours)
+    line = cc.estimate(c, "gcp", spec.count, spec.spot, spec.ttl_hours, zones=regional.allowed_zones(c))
     if cc.head_mode(c, "gcp", spec.head) == "instance":
         g = c.config.gcp
         price = cc.price_per_hour(c, "gcp", False, str(g.head_machine_type))
@@ -342,14 +360,14 @@ def head_instance(c, name: str, ttl_hours: float, image: str) -> compute_v1.Inst
             item.value = cc.head_script(c, name)
     props.disks[0].initialize_params.disk_size_gb = int(g.head_disk_gb)
     return compute_v1.Instance(
-        name=cc.head_name(name), machine_type=f"zones/{g.zone}/machineTypes/{g.head_machine_type}",
+        name=cc.head_name(name), machine_type=f"zones/{regional.home_zone(c)}/machineTypes/{g.head_machine_type}",
         labels=props.labels, metadata=props.metadata, scheduling=props.scheduling, disks=props.disks,
         network_interfaces=props.network_interfaces, tags=compute_v1.Tags(items=[cc.NETWORK_TAG, HEAD_TAG]))
 
 
 def _create_head(c, api: Api, spec: FleetSpec, image: str, new_nodes) -> None:
     """Insert the head instance; on failure delete it and the nodes this call started (``new_nodes()``)."""
-    zone = str(c.config.gcp.zone)
+    zone = regional.home_zone(c)
     try:
         ensure_head_firewall(c, api)
         op = api.instances.insert(request=compute_v1.InsertInstanceRequest(
@@ -361,7 +379,7 @@ def _create_head(c, api: Api, spec: FleetSpec, image: str, new_nodes) -> None:
     except (gexc.GoogleAPICallError, Exit) as exc:
         new = new_nodes()
         leftover = {cc.head_name(spec.name): zone} if find_head(c, spec.name, api) else {}
-        _delete(c, api, {**leftover, **{n.name: zone for n in new}})
+        _delete(c, api, {**leftover, **{n.name: n.labels[cc.ZONE_KEY] for n in new}})
         what = exc.message if isinstance(exc, Exit) else _error_text(exc)
         raise Exit(f"GCP could not create the head instance of fleet {spec.name} ({what}); deleted it and the "
                    f"{len(new)} node(s) this call had started. Try another gcp.zone or gcp.head_machine_type, "
@@ -373,7 +391,8 @@ def _alive(nodes: list[Node]) -> list[Node]:
 
 
 def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
-    """Create the gap up to ``spec.count`` with one bulkInsert; clean up when fewer than min_count start.
+    """Create the gap up to ``spec.count`` with one bulkInsert (zonal, or regional over several zones and machine
+    types); clean up when fewer than min_count start.
 
     ``image`` overrides the source image (image.bake starts its template from the base image)."""
     name = cc.check_name(spec.name)
@@ -383,8 +402,9 @@ def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
     if not 1 <= min_count <= spec.count:
         raise Exit(f"--min {min_count} must be between 1 and -n {spec.count}")
     with_head = image is None and cc.head_mode(c, "gcp", spec.head) == "instance"   # a bake makes no head
+    regional.check(c)
     api = Api(c)
-    zone = str(c.config.gcp.zone)
+    zone = regional.home_zone(c)
     existing = _alive(list_nodes(c, name))
     gap = spec.count - len(existing)
     need_head = with_head and find_head(c, name, api) is None
@@ -394,7 +414,7 @@ def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
     resource = compute_v1.BulkInsertInstanceResource(
         count=max(gap, 1), min_count=max(1, min(gap, min_count - len(existing))), name_pattern=f"{name}-####",
         instance_properties=instance_properties(c, name, spec.spot, spec.ttl_hours, image))
-    path = f"projects/{api.project}/zones/{zone}/instances/bulkInsert"
+    path, send = _bulk_request(c, api, resource, zone) if gap > 0 else ("", None)
     if spec.dry_run:
         ensure_firewall(c, api, dry_run=True)
         if gap > 0:
@@ -408,10 +428,7 @@ def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
     before = {n.name for n in existing}
     if gap > 0:
         try:
-            op = api.instances.bulk_insert(request=compute_v1.BulkInsertInstanceRequest(
-                project=api.project, zone=zone, bulk_insert_instance_resource_resource=resource,
-                request_id=str(uuid.uuid4())))
-            api.wait(op, "bulkInsert")
+            api.wait(send(), "bulkInsert")
         except gexc.GoogleAPICallError as exc:
             existing = _after_failure(c, api, spec, before, min_count, exc)   # raises below --min
     if need_head:
@@ -420,6 +437,23 @@ def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
     if len(nodes) < spec.count:
         print(f"warning: fleet {name}: {len(nodes)} of {spec.count} nodes started (at least --min {min_count})")
     return nodes
+
+
+def _bulk_request(c, api: Api, resource, zone: str):
+    """(the request's path, a function sending it): zonal in ``zone``, or regional over the allowed zones."""
+    if not regional.is_regional(c):
+        return f"projects/{api.project}/zones/{zone}/instances/bulkInsert", lambda: api.instances.bulk_insert(
+            request=compute_v1.BulkInsertInstanceRequest(project=api.project, zone=zone, request_id=str(uuid.uuid4()),
+                                                         bulk_insert_instance_resource_resource=resource))
+    region = regional.region(c)
+    try:
+        regional.regional_resource(c, regional.region_zones(api, region), resource)
+    except gexc.GoogleAPICallError as exc:
+        raise _fail(exc, f"reading region {region}") from None
+    return f"projects/{api.project}/regions/{region}/instances/bulkInsert", lambda: api.region_instances.bulk_insert(
+        request=compute_v1.BulkInsertRegionInstanceRequest(project=api.project, region=region,
+                                                           request_id=str(uuid.uuid4()),
+                                                           bulk_insert_instance_resource_resource=resource))
 
 
 def _after_failure(c, api: Api, spec: FleetSpec, before: set[str], min_count: int, exc: Exception) -> list[Node]:
@@ -432,12 +466,10 @@ def _after_failure(c, api: Api, spec: FleetSpec, before: set[str], min_count: in
         return nodes
     new = [n for n in nodes if n.name not in before]
     if new:
-        _delete(c, api, {n.name: str(c.config.gcp.zone) for n in new})
+        _delete(c, api, {n.name: n.labels[cc.ZONE_KEY] for n in new})
     cleaned = f"deleted the {len(new)} node(s) it had started" if new else "nothing was left running"
     if _is_capacity(exc):
-        g = c.config.gcp
-        raise Exit(f"GCP has no capacity or quota for {spec.count} x {g.machine_type} in {g.zone} ({what}); "
-                   f"{cleaned}. Try another gcp.zone, fewer nodes (-n/--min) or --no-spot, or raise the quota") from None
+        raise regional.capacity_error(c, spec.count, spec.spot, what, cleaned) from None
     raise Exit(f"GCP could not create fleet {spec.name}: {what}; {cleaned}") from None
 
 
