@@ -70,6 +70,17 @@ def shared_root(c) -> Path:
     return repo_path(c.config.shared.root).resolve()
 
 
+def shared_mountpoint(c) -> str:
+    """``shared.mountpoint``: an absolute, plain path (made on every node and named in shell commands), or a
+    one-line error."""
+    from invoke.exceptions import Exit
+    mp = str(c.config.shared.mountpoint)
+    if not mp.startswith("/") or not all(ch.isalnum() or ch in "/._-" for ch in mp) or "/../" in mp + "/":
+        raise Exit(f"shared.mountpoint {mp!r} must be an absolute path of letters, digits and / . _ -, "
+                   "e.g. /mnt/fleetbook")
+    return os.path.normpath(mp)
+
+
 def state_dir(c) -> Path:
     return repo_path(c.config.fleet.state_dir or ".fleetbook/fleets")
 

@@ -24,6 +24,7 @@ from invoke.exceptions import Exit
 
 from . import PENDING, RUNNING, STOPPED, TERMINATED, FleetSpec, Node
 from . import aws_fleet as fleets
+from ..config import shared_mountpoint
 from . import cloud_common as cc
 
 STATES = {"pending": PENDING, "running": RUNNING, "stopping": STOPPED, "stopped": STOPPED,
@@ -80,7 +81,7 @@ def _node(c, inst: dict) -> Node:
                 labels=cc.node_facts(tags, inst.get("Placement", {}).get("AvailabilityZone", ""),
                                      inst.get("InstanceType", "")),
                 started_at=inst["LaunchTime"].timestamp() if inst.get("LaunchTime") else None,
-                mountpoint=str(c.config.shared.mountpoint))
+                mountpoint=shared_mountpoint(c))
 
 
 def _describe(client, filters: list[dict]) -> list[dict]:
@@ -278,7 +279,7 @@ def run_params(c, name: str, gap: int, min_count: int, spot: bool, ttl_hours: fl
     params = {
         "ImageId": image, "InstanceType": fleets.instance_types(c)[0], "MinCount": min_count, "MaxCount": gap,
         "KeyName": key, "SecurityGroupIds": [group],
-        "UserData": cc.aws_user_data(int(labels[cc.DEADLINE_LABEL]), str(c.config.shared.mountpoint)),
+        "UserData": cc.aws_user_data(int(labels[cc.DEADLINE_LABEL]), shared_mountpoint(c)),
         "InstanceInitiatedShutdownBehavior": "terminate",
         "MetadataOptions": {"HttpTokens": "required"},
         "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},

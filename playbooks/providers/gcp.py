@@ -24,6 +24,7 @@ from google.cloud import compute_v1
 from invoke.exceptions import Exit
 
 from . import PENDING, RUNNING, STOPPED, UNREACHABLE, FleetSpec, Node
+from ..config import shared_mountpoint
 from . import cloud_common as cc
 from . import gcp_regional as regional
 
@@ -174,7 +175,7 @@ def _node(c, inst) -> Node:
                 state=STATES.get(inst.status, PENDING), id=str(inst.id),
                 labels=cc.node_facts(dict(inst.labels), _short(inst.zone), _short(inst.machine_type)),
                 started_at=_epoch(inst.last_start_timestamp or inst.creation_timestamp),
-                mountpoint=str(c.config.shared.mountpoint))
+                mountpoint=shared_mountpoint(c))
 
 
 def _raw(c, api: Api, name: str) -> list[tuple[str, object]]:
@@ -325,7 +326,7 @@ def instance_properties(c, name: str, spot: bool, ttl_hours: float, image: str,
         compute_v1.Items(key="ssh-keys", value=f"{user}:{cc.public_key(c, name)}"),
         compute_v1.Items(key="enable-oslogin", value="FALSE"),        # else ssh-keys metadata is ignored
         compute_v1.Items(key="enable-guest-attributes", value="TRUE"),  # guest agent publishes hostkeys/
-        compute_v1.Items(key="startup-script", value=cc.startup_script(None, str(c.config.shared.mountpoint))),
+        compute_v1.Items(key="startup-script", value=cc.startup_script(None, shared_mountpoint(c))),
     ])
     nic = compute_v1.NetworkInterface(
         network=str(g.network),

@@ -28,7 +28,7 @@ import psutil
 from invoke.exceptions import Exit
 
 from .. import procs, sshkeys
-from ..config import public_dir, repo_path, state_dir
+from ..config import public_dir, repo_path, shared_mountpoint, state_dir
 from . import netns
 from . import RUNNING, TERMINATED, UNREACHABLE, FleetSpec, Node, NodesNotReady
 
@@ -290,7 +290,7 @@ def _create_node(c, fleet: str, index: int, host: str, mode: str, net: dict | No
         _remove_user(user)
         subprocess.run(["useradd", "--no-create-home", "--home-dir", str(home), "--shell", "/bin/sh",
                         "--user-group", "--password", "*", user], check=True, capture_output=True)
-        mountpoint = node_mountpoint(c)
+        mountpoint = shared_mountpoint(c)
         Path(mountpoint).mkdir(parents=True, exist_ok=True)
         ids = pwd.getpwnam(user)
         # A private mount namespace: the node's tmpfs at the mountpoint (owned by the node's user, so its
@@ -345,15 +345,6 @@ def namespace_setup(mountpoint: str, uid: int, gid: int, venv: str | None) -> st
     return f'{setup} && exec "$0" "$@"'
 
 
-def node_mountpoint(c) -> str:
-    """``shared.mountpoint``: an absolute, plain path (it is made on every node and named in shell commands)."""
-    mp = str(c.config.shared.mountpoint)
-    if not mp.startswith("/") or not all(ch.isalnum() or ch in "/._-" for ch in mp) or "/../" in mp + "/":
-        raise Exit(f"shared.mountpoint {mp!r} must be an absolute path of letters, digits and / . _ -, "
-                   "e.g. /mnt/fleetbook")
-    return os.path.normpath(mp)
-
-
 def _remove_user(user: str) -> None:
     try:
         pwd.getpwnam(user)
@@ -392,7 +383,7 @@ def create(c, spec: FleetSpec) -> list[Node]:
     if spec.dry_run or gap <= 0:
         return existing
     if mode == "user":
-        node_mountpoint(c)  # a bad setting ends here, before anything is made
+        shared_mountpoint(c)  # a bad setting ends here, before anything is made
     created = []
     try:
         ensure_fleet(c, spec.name)
