@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import runstate
-from .config import shared_root
 from .fleet import provider_of
 
 console = Console()
@@ -32,28 +32,30 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
     now = now or time.time()
     remote = remote_counts(c, record)
     if remote is not None:
-        counts = remote["counts"]
+        counts, free = remote["counts"], remote.get("free_bytes")
     else:
-        root = shared_root(c)
+        disk = runstate.local_disk(c)
         fw = runstate.fleetwork()
         wl = fw.load(record["workload"])
-        src, dst = str(root / record["src"]), str(root / record["dst"])
+        src, dst = str(disk.checked(record["src"])), str(disk.checked(record["dst"]))
         opts = wl.parse_args(["--src", src, "--dst", dst, *shlex.split(record.get("args", ""))])
         if record["run_id"] not in _ITEMS:  # a run's inputs are listed once per process; its outputs each time
             _ITEMS[record["run_id"]] = wl.list_items(src, opts)
         counts = fw.count_progress(wl, src, dst, opts, items=_ITEMS[record["run_id"]])
+        free = fw.free_bytes(str(disk.path))
     lost_after = float(c.config.job.lost_after)
     nodes, rate = [], 0.0
     for entry in record["nodes"]:
-        beat, exit_ = remote["nodes"].get(entry["name"], (None, None)) if remote is not None \
-            else runstate.node_files(c, record["run_id"], entry["name"])
+        beat, exit_ = map(runstate.node_record, remote["nodes"].get(entry["name"], (None, None))) \
+            if remote is not None else runstate.node_files(c, record["run_id"], entry["name"])
         state = runstate.node_status(record, entry["name"], beat, exit_, lost_after, now)
         node_rate = float(beat.get("rate_per_s", 0.0)) if beat and state == "running" else 0.0
         rate += node_rate
         seen = beat.get("updated_at") if beat else None
         nodes.append({"name": entry["name"], "rate_per_s": round(node_rate, 3),
                       "last_seen_s": round(now - seen, 1) if seen else None, "state": state,
-                      "done": beat.get("done", 0) if beat else 0, "failed": beat.get("failed", 0) if beat else 0})
+                      "done": beat.get("done", 0) if beat else 0, "failed": beat.get("failed", 0) if beat else 0,
+                      "error": runstate.node_error(beat, exit_)})
     left = counts["total"] - counts["done"] - counts["failed"]
     elapsed = now - record["started_at"]
     return {
@@ -61,6 +63,7 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
         "done": counts["done"], "failed": counts["failed"], "rate_per_s": round(rate, 3),
         "eta_s": (0.0 if left <= 0 else round(left / rate, 1) if rate > 0 else None),
         "elapsed_s": round(elapsed, 1), "cost_usd": cost(c, record, elapsed), "nodes": nodes,
+        "head_free_bytes": free,
     }
 
 
@@ -95,16 +98,17 @@ def finished(snap: dict) -> bool:
 
 def table(snap: dict) -> Table:
     eta = "-" if snap["eta_s"] is None else f"{snap['eta_s']:.0f} s"
-    t = Table(title=f"run {snap['run_id']}: {snap['done']}/{snap['total']} done, {snap['failed']} failed, "
-                    f"{snap['rate_per_s']:.1f} items/s, ETA {eta}, {snap['elapsed_s']:.0f} s elapsed"
-                    + (f", ${snap['cost_usd']:.2f}" if snap["cost_usd"] is not None else ""),
-              title_justify="left")
+    t = Table(title=Text(f"run {snap['run_id']}: {snap['done']}/{snap['total']} done, {snap['failed']} failed, "
+                         f"{snap['rate_per_s']:.1f} items/s, ETA {eta}, {snap['elapsed_s']:.0f} s elapsed"
+                         + (f", ${snap['cost_usd']:.2f}" if snap["cost_usd"] is not None else "")),
+              title_justify="left", caption=runstate.common_cause(snap["nodes"], snap.get("head_free_bytes")),
+              caption_justify="left")
     for col in ("node", "state", "items/s", "done", "failed", "last seen"):
         t.add_column(col)
     for n in snap["nodes"]:
         seen = "-" if n["last_seen_s"] is None else f"{n['last_seen_s']:.0f} s ago"
         style = {"lost": "red", "failed": "red", "done": "green"}.get(n["state"], "")
-        t.add_row(n["name"], f"[{style}]{n['state']}[/]" if style else n["state"], f"{n['rate_per_s']:.1f}",
+        t.add_row(Text(n["name"]), Text(n["state"], style=style), f"{n['rate_per_s']:.1f}",  # data: never markup
                   str(n["done"]), str(n["failed"]), seen)
     return t
 
@@ -112,12 +116,13 @@ def table(snap: dict) -> Table:
 def show_failed(c, record: dict) -> None:
     remote = remote_counts(c, record)
     failures = remote["failures"] if remote is not None \
-        else runstate.fleetwork().read_failures(str(shared_root(c) / record["dst"]))
+        else runstate.fleetwork().read_failures(str(runstate.local_disk(c).checked(record["dst"])))
     t = Table(title=f"{len(failures)} failed item(s)", title_justify="left")
     for col in ("item", "reason", "node", "error"):
         t.add_column(col)
     for item, rec in sorted(failures.items()):
-        t.add_row(item, str(rec.get("reason", "")), str(rec.get("node", "")), str(rec.get("error", ""))[:80])
+        t.add_row(*(Text(str(x)) for x in (item, rec.get("reason", ""), rec.get("node", ""),  # names are data
+                                           str(rec.get("error", ""))[:80])))
     console.print(t)
 
 
@@ -136,9 +141,11 @@ def wait_until_finished(c, record: dict) -> dict:
             time.sleep(poll)
             snap = snapshot(c, record)
     console.print(table(snap))
-    bad = [f"{n['name']} ({n['state']})" for n in snap["nodes"] if n["state"] in ("lost", "failed")]
+    bad = [f"{n['name']} ({n['state']}{': ' + n['error'] if n.get('error') else ''})" for n in snap["nodes"]
+           if n["state"] in ("lost", "failed")]
     if bad:
-        raise Exit(f"run {record['run_id']}: {', '.join(bad)}; "
+        cause = runstate.common_cause(snap["nodes"], snap.get("head_free_bytes"))
+        raise Exit(f"run {record['run_id']}: {', '.join(bad)}; {cause + '; ' if cause else ''}"
                    f"re-run `invoke run --workload {record['workload']}` to finish what they left")
     return snap
 
