@@ -95,7 +95,7 @@ def test_a_full_shared_root_is_named_even_when_the_nodes_could_not_say_so(tmp_pa
 
 def test_every_node_lost_at_once_points_at_the_head(tmp_path):
     c = make_ctx(tmp_path, job__lost_after=10.0)
-    record = a_run(c, {"f-0": 31.0, "f-1": 30.2, "f-2": 29.5})          # all silent since the same moment
+    record = a_run(c, {"f-0": 61.0, "f-1": 60.2, "f-2": 59.5})          # all silent since the same moment
     with pytest.raises(Exit) as exc:
         progress.wait_until_finished(c, record)
     msg = exc.value.message
