@@ -231,6 +231,19 @@ class Root:
     def write_json(self, rel: str, obj) -> None:
         self.write_bytes(rel, json.dumps(obj, indent=1).encode())
 
+    def chown(self, rel: str, uid: int, gid: int, tree: bool = False) -> None:
+        """Give the folder ``rel`` (with ``tree``: every folder below it too) to ``uid:gid``, each through its
+        own descriptor (``fchown``): a folder swapped for a link meanwhile is never followed, and files are
+        left as they are.  ``Refused`` for a link on the way to ``rel``."""
+        fd = self._open_dir(_parts(rel))
+        try:
+            os.fchown(fd, uid, gid)
+            if tree:        # fwalk opens each folder without following links, and checks it is the one listed
+                for _top, _dirs, _files, dfd in os.fwalk(".", dir_fd=fd):
+                    os.fchown(dfd, uid, gid)
+        finally:
+            os.close(fd)
+
     def rmtree(self, rel: str) -> None:
         """Remove the folder (or file) ``rel`` and everything in it; nothing when it is missing.  A symlink at
         ``rel`` or above it is refused; links inside it are removed, never followed."""

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import secrets
-import stat
+import shutil
 from pathlib import Path
 
 import paramiko
@@ -76,54 +76,66 @@ def sftp(ctx):
     client.connect(head.host, port=head.port, username=head.user, key_filename=str(home / ".ssh" / "fleet_head"),
                    look_for_keys=False, allow_agent=False, timeout=20)
     session = client.open_sftp()
-    yield Planter(session, head.remote_path.rstrip("/"))
+    yield Planter(session, head.remote_path.rstrip("/"), Path(ctx.config.shared.root))
     client.close()
 
 
 class Planter:
-    """Symlinks made over the node's SFTP session (paths relative to the shared root), and undone."""
+    """Symlinks made over the node's SFTP session (paths relative to the shared root), and undone.
 
-    def __init__(self, session, top: str):
-        self.s, self.top, self.moved, self.denied = session, top, [], []
+    Where the head does not let the node write at all (the shared root and the run state are root's, the nodes
+    get only their output folders and their own state folder), SFTP refuses; the link is then made as root
+    instead, as a node could on a head that let it (or one that found another way in), so that the operator's
+    side is checked at every path all the same.  ``by_root`` lists those paths."""
+
+    def __init__(self, session, top: str, local: Path):
+        self.s, self.top, self.local = session, top, local
+        self.moved: set[str] = set()
+        self.by_root: set[str] = set()
 
     def _p(self, rel: str) -> str:
         return f"{self.top}/{rel}"
 
-    def plant(self, rel: str, target: Path) -> bool:
-        """Make ``rel`` a symlink to ``target`` (an absolute path on the head); False when the node is not even
-        allowed to (a head whose SFTP login may not replace the operator's folders)."""
-        parts = rel.split("/")
-        for k in range(1, len(parts)):
-            try:
-                self.s.mkdir(self._p("/".join(parts[:k])))
-            except OSError:
-                pass
+    def plant(self, rel: str, target: Path, sftp_only: bool = False) -> str:
+        """Make ``rel`` a symlink to ``target`` (an absolute path on the head); "sftp" or "root" says how."""
         try:
+            parts = rel.split("/")
+            for k in range(1, len(parts)):
+                try:
+                    self.s.mkdir(self._p("/".join(parts[:k])))
+                except OSError:
+                    pass
             try:
                 self.s.lstat(self._p(rel))
                 self.s.rename(self._p(rel), self._p(rel) + ".moved")    # the real one, put aside
-                self.moved.append(rel)
+                self.moved.add(rel)
             except FileNotFoundError:
                 pass
             self.s.symlink(str(target), self._p(rel))                    # rel -> target, an absolute path
+            how = "sftp"
         except PermissionError:
-            self.denied.append(rel)
-            return False
-        assert stat.S_ISLNK(self.s.lstat(self._p(rel)).st_mode)
-        return True
+            if sftp_only:
+                raise
+            path = self.local / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if rel not in self.moved and (path.exists() or path.is_symlink()):
+                os.rename(path, f"{path}.moved")
+                self.moved.add(rel)
+            os.symlink(target, path)
+            self.by_root.add(rel)
+            how = "root"
+        assert (self.local / rel).is_symlink()
+        return how
 
     def undo(self, rel: str) -> None:
-        if rel in self.denied:
-            return
-        replaced = not stat.S_ISLNK(self.s.lstat(self._p(rel)).st_mode)   # the head wrote a real file there
-        if not replaced:
-            self.s.remove(self._p(rel))
-        if rel in self.moved:
-            if replaced:
-                self.s.remove(self._p(rel) + ".moved")
-            else:
-                self.s.rename(self._p(rel) + ".moved", self._p(rel))
-            self.moved.remove(rel)
+        path, moved = self.local / rel, Path(f"{self.local / rel}.moved")
+        if path.is_symlink():
+            path.unlink()
+            if rel in self.moved:
+                os.rename(moved, path)
+        elif rel in self.moved:                                         # the head replaced the link by a file
+            shutil.rmtree(moved) if moved.is_dir() and not moved.is_symlink() else moved.unlink()
+        self.moved.discard(rel)
 
 
 def refused_or_worked(call) -> str:
@@ -143,14 +155,16 @@ def start(c, src="src", dst="out", wait=True):
 
 
 def test_the_node_really_holds_an_sftp_session(sftp, ctx):
-    sftp.plant("probe", Path("/etc/hostname"))          # what it makes lands below the shared root, as a link
-    assert os.readlink(Path(ctx.config.shared.root) / "probe") == "/etc/hostname"
-    sftp.undo("probe")
+    assert refused_or_worked(start(ctx)) == "worked"                    # a real run, nothing planted
+    rid = runstate.load_run(ctx)["run_id"]
+    own = f".fleetbook/runs/{rid}/nodes/{NODE}/probe"                    # the node's own state folder
+    assert sftp.plant(own, Path("/etc/hostname"), sftp_only=True) == "sftp"
+    assert os.readlink(Path(ctx.config.shared.root) / own) == "/etc/hostname"
+    sftp.undo(own)
 
 
 def test_run_state_links(sftp, ctx, canary, capsys):
     top, before = canary
-    assert refused_or_worked(start(ctx)) == "worked"                    # a real run first, nothing planted
     rid = runstate.load_run(ctx)["run_id"]
     plants = [  # (path below the shared root, its target, the tasks that touch it, what each may do)
         (".fleetbook", top, [start(ctx), lambda: progress.progress(ctx)], {"refused"}),
@@ -167,8 +181,7 @@ def test_run_state_links(sftp, ctx, canary, capsys):
         ("src", top / "src", [start(ctx), lambda: progress.progress(ctx)], {"refused"}),
     ]
     for rel, target, calls, allowed in plants:
-        if not sftp.plant(rel, target):
-            continue                                                    # the node may not even make it
+        sftp.plant(rel, target)
         for call in calls:
             assert refused_or_worked(call) in allowed, rel
             assert hashes(top) == before, f"the canary changed through {rel}"

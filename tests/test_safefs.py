@@ -194,3 +194,23 @@ def test_run_refuses_paths_that_leave_the_root_before_anything(tmp_path, flag, v
     assert len(result.stderr.strip().splitlines()) == 1 and flag in result.stderr, result.stderr
     assert "no running fleet" not in result.stderr                   # checked first, at the task boundary
     assert not Path(f"/tmp/fb-{os.getpid()}").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving folders to another user needs root")
+def test_folders_are_given_to_the_nodes_without_following_links(world):
+    root, canary, before = world
+    disk = safefs.Root(root)
+    disk.mkdirs("out/a/b")
+    (root / "out" / "a" / "x.jpg").write_bytes(b"x")
+    (root / "out" / "a" / "to-canary").symlink_to(canary)            # planted inside a folder given earlier
+    nobody = 65534
+    disk.chown("out", nobody, nobody, tree=True)
+    for d in ("out", "out/a", "out/a/b"):
+        assert (root / d).stat().st_uid == nobody, d
+    assert (root / "out" / "a" / "x.jpg").stat().st_uid == 0           # files stay as they are
+    assert canary.stat().st_uid == 0 and (canary / "sub").stat().st_uid == 0
+    (root / "link-out").symlink_to(canary)
+    with pytest.raises(safefs.Refused):
+        disk.chown("link-out/sub", nobody, nobody)
+    assert all(p.stat().st_uid == 0 for p in [canary, *canary.rglob("*")])
+    assert snapshot(canary) == before
