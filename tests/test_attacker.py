@@ -113,7 +113,7 @@ class Planter:
                 pass
             self.s.symlink(str(target), self._p(rel))                    # rel -> target, an absolute path
             how = "sftp"
-        except PermissionError:
+        except (PermissionError, FileNotFoundError):                    # not allowed here, or above it
             if sftp_only:
                 raise
             path = self.local / rel
