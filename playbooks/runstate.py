@@ -9,14 +9,13 @@
 
 Failed items are recorded by the workload itself next to its outputs, one atomic file per item, in
 ``<dst>/.failed/`` (see ``workloads/fleetwork.py``), so a standalone run and a fleet run agree on them.
-The head reads all of this on its own disk, never over a mount, and through ``safefs`` only: a node can write
-anywhere below the shared root, so no symlink there is followed, and a run id, node name, ``src`` or ``dst``
-read back from a run record is checked like a flag before it names a path.
+The head reads all of this on its own disk, never over a mount, and through ``safefs`` only: what nodes can write
+below the shared root is never trusted, so no symlink there is followed, and a run id, node name, ``src`` or
+``dst`` read back from a run record is checked like a flag before it names a path.
 """
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,10 +30,6 @@ STATE = ".fleetbook"
 
 def runs_dir(c) -> Path:
     return shared_root(c) / STATE / "runs"
-
-
-def run_dir(c, run_id: str) -> Path:
-    return runs_dir(c) / run_id
 
 
 def node_state_rel(run_id: str, node: str) -> str:
@@ -108,6 +103,9 @@ def check_record(record, run_id: str) -> dict:
         safefs.name(record.get("run_id"), "run_id")
         for key in ("src", "dst"):
             safefs.rel_path(record.get(key, ""), key)
+        if record.get("workload") not in fleetwork().available() or not isinstance(record.get("args", ""), str) \
+                or type(record.get("started_at")) not in (int, float):
+            raise safefs.Refused("its workload, args or started_at is not what `invoke run` writes")
         for n in record["nodes"]:
             safefs.name(n.get("name") if isinstance(n, dict) else n, "node name")
     except safefs.Refused as exc:
@@ -137,8 +135,11 @@ def node_record(rec) -> dict | None:
     another type is dropped: what a node writes is data, and must not crash the head's arithmetic)."""
     if not isinstance(rec, dict):
         return None
-    return {k: v for k, v in rec.items()
-            if k not in _NUMBERS or (isinstance(v, (int, float)) and not isinstance(v, bool))}
+    out = {k: v for k, v in rec.items()
+           if k not in _NUMBERS or (isinstance(v, (int, float)) and not isinstance(v, bool))}
+    if "summary" in out:                      # an exit record's summary: the same rule, one level down
+        out["summary"] = node_record(out["summary"]) or {}
+    return out
 
 
 def node_file(c, run_id: str, node: str, name: str) -> dict | None:

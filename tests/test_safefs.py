@@ -168,7 +168,8 @@ def test_run_state_from_the_shared_disk_is_checked(world):
         with pytest.raises(safefs.Refused):
             runstate.load_run(c)
     disk.write_text(".fleetbook/runs/LATEST", "resize-1\n")
-    for key, value in (("dst", "../../canary"), ("src", "/etc"), ("nodes", [{"name": "../x"}])):
+    for key, value in (("dst", "../../canary"), ("src", "/etc"), ("nodes", [{"name": "../x"}]),
+                       ("workload", "../../canary/x"), ("started_at", "yesterday"), ("args", ["--x"])):
         disk.write_json(".fleetbook/runs/resize-1/run.json", {**record, key: value})   # a node rewrote it
         with pytest.raises(Exception) as exc:
             runstate.load_run(c)
@@ -179,8 +180,11 @@ def test_run_state_from_the_shared_disk_is_checked(world):
     assert runstate.node_files(c, "resize-1", "f-0") == (None, None)
     (node_dir / "heartbeat.json").unlink()
     (node_dir / "heartbeat.json").write_text(json.dumps({"updated_at": "soon", "done": [1], "rate_per_s": 2.0}))
-    beat, _ = runstate.node_files(c, "resize-1", "f-0")               # wrong types are dropped, not a crash
-    assert beat == {"rate_per_s": 2.0}
+    (node_dir / "exit.json").write_text(json.dumps({"code": "0", "summary": {"done": "many", "skipped": 3}}))
+    beat, exit_ = runstate.node_files(c, "resize-1", "f-0")           # wrong types are dropped, not a crash
+    assert beat == {"rate_per_s": 2.0} and exit_ == {"summary": {"skipped": 3}}
+    (node_dir / "exit.json").unlink()
+    beat, _ = runstate.node_files(c, "resize-1", "f-0")
     assert runstate.node_status(record, "f-0", beat, None, 30.0) == "lost"
     assert snapshot(canary) == before
 
