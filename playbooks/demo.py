@@ -1,7 +1,6 @@
 """The whole runbook on a small local fleet, each step printed: the first thing to try."""
 from __future__ import annotations
 
-import shutil
 import time
 
 from invoke import task
@@ -14,6 +13,7 @@ from . import fleet as fleet_tasks
 from . import mount as mount_tasks
 from . import progress as progress_tasks
 from . import run as run_tasks
+from . import runstate
 from . import teardown as teardown_tasks
 from .config import shared_root
 from .samples import make_samples
@@ -25,14 +25,20 @@ def step(title: str) -> None:
     console.print(Rule(f"[bold]{title}"))
 
 
+def prepare(c, src: str, dst: str, images: int) -> int:
+    """Sample images in ``src`` and an empty ``dst`` (the demo shows the work, not a skip), both below the shared
+    root and never through a symlink there (a node could have replaced the demo's folders by links)."""
+    runstate.local_disk(c).rmtree(dst)
+    return make_samples(shared_root(c) / src, images, root=shared_root(c))
+
+
 @task(help={"n": "how many nodes (default 3)", "images": "how many sample images to make (default 60)",
             "name": "fleet name for the demo (default: demo)", "keep": "keep the fleet running afterwards"})
 def demo(c, n=3, images=60, name="demo", keep=False):
     """Make sample images, then create -> mount -> deploy -> run resize -> progress -> teardown."""
     src, dst = "demo/src", "demo/out"
     step(f"1/6 sample images in {shared_root(c) / src}")
-    made = make_samples(shared_root(c) / src, images)
-    shutil.rmtree(shared_root(c) / dst, ignore_errors=True)  # the demo shows the work, not a skip
+    made = prepare(c, src, dst, images)
     console.print(f"{made} JPEG images ready (from the pictures scikit-image ships)")
     t0 = time.monotonic()
     try:

@@ -14,7 +14,6 @@ import json
 import os
 import pwd
 import shutil
-import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 import psutil
 from invoke.exceptions import Exit
 
-from . import procs
+from . import procs, safefs
 from .config import REPO, public_dir, shared_root, state_dir
 from .providers import local
 
@@ -73,15 +72,7 @@ def give_to_nodes(c, rel: str, *, tree: bool = False) -> None:
     if os.geteuid() != 0:
         return
     user = sftp_user()
-    top = shared_root(c) / rel
-    folders = [top]
-    if tree:
-        for dirpath, dirnames, _ in os.walk(top):  # os.walk does not follow links into folders
-            folders += [Path(dirpath) / d for d in dirnames if not (Path(dirpath) / d).is_symlink()]
-    for folder in folders:
-        st = folder.lstat()
-        if stat.S_ISDIR(st.st_mode) and (st.st_uid, st.st_gid) != (user.pw_uid, user.pw_gid):
-            os.chown(folder, user.pw_uid, user.pw_gid, follow_symlinks=False)
+    safefs.Root(shared_root(c)).chown(rel, user.pw_uid, user.pw_gid, tree=tree)
 
 
 def chroot_dir(c, fleet: str) -> Path:

@@ -86,8 +86,8 @@ def read_run_state(c, nodes, provider: str = "", fleet: str = "") -> dict:
     out = {}
     for n in nodes:
         if n.name in in_run:
-            beat, exit_ = (remote_beats.get(n.name, (None, None)) if remote_beats is not None
-                           else runstate.node_files(c, record["run_id"], n.name))
+            beat, exit_ = (map(runstate.node_record, remote_beats.get(n.name, (None, None)))
+                           if remote_beats is not None else runstate.node_files(c, record["run_id"], n.name))
             out[n.name] = (beat, runstate.node_status(record, n.name, beat, exit_, lost_after))
     return out
 
@@ -134,6 +134,7 @@ def _fmt(x, spec=".1f") -> str:
 def print_table(fleet: str, shared: bool, cores, verdicts: list[Verdict], line: dict) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     net_shared = any("net_mb_s" in v.shared for v in verdicts)
     star = "*" if net_shared else ""
@@ -145,10 +146,10 @@ def print_table(fleet: str, shared: bool, cores, verdicts: list[Verdict], line: 
     for v in verdicts:
         f = v.figures
         if v.verdict == NO_DATA:
-            t.add_row(v.node, f"[red]{NO_DATA}[/red]", *["-"] * 7, f.get("error", ""))
+            t.add_row(Text(v.node), Text(NO_DATA, style="red"), *["-"] * 7, Text(str(f.get("error", ""))))
             continue
         busy = f"{_fmt(min(max(f['busy_cores'], f['run_threads']), f['cores']))}/{f['cores']:g}"
-        t.add_row(v.node, v.verdict, busy, _fmt(f["iowait_pct"], ".0f"), _fmt(f["net_wait_pct"], ".0f"),
+        t.add_row(Text(v.node), v.verdict, busy, _fmt(f["iowait_pct"], ".0f"), _fmt(f["net_wait_pct"], ".0f"),
                   _fmt(f["disk_mb_s"]), _fmt(f["net_mb_s"]), _fmt(f["rss_mb"], ".0f"), _fmt(f.get("items_per_s")),
                   v.lever.split(": ", 1)[-1])
     con = Console()

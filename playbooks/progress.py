@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import runstate
-from .config import shared_root
 from .fleet import provider_of
 
 console = Console()
@@ -39,21 +39,22 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
     now = now or time.time()
     remote = remote_counts(c, record)
     if remote is not None:
-        counts = remote["counts"]
+        counts, free = remote["counts"], remote.get("free_bytes")
     else:
-        root = shared_root(c)
+        disk = runstate.local_disk(c)
         fw = runstate.fleetwork()
         wl = fw.load(record["workload"])
-        src, dst = str(root / record["src"]), str(root / record["dst"])
+        src, dst = str(disk.checked(record["src"])), str(disk.checked(record["dst"]))
         opts = wl.parse_args(["--src", src, "--dst", dst, *shlex.split(record.get("args", ""))])
         if record["run_id"] not in _ITEMS:  # a run's inputs are listed once per process; its outputs each time
             _ITEMS[record["run_id"]] = wl.list_items(src, opts)
         counts = fw.count_progress(wl, src, dst, opts, items=_ITEMS[record["run_id"]])
+        free = fw.free_bytes(str(disk.path))
     lost_after = float(c.config.job.lost_after)
     nodes, rate, last = [], 0.0, 0.0
     for entry in record["nodes"]:
-        beat, exit_ = remote["nodes"].get(entry["name"], (None, None)) if remote is not None \
-            else runstate.node_files(c, record["run_id"], entry["name"])
+        beat, exit_ = map(runstate.node_record, remote["nodes"].get(entry["name"], (None, None))) \
+            if remote is not None else runstate.node_files(c, record["run_id"], entry["name"])
         state = runstate.node_status(record, entry["name"], beat, exit_, lost_after, now)
         # a node's last heartbeat holds its own average so far: what it does now, or did over its whole run
         node_rate = float(beat.get("rate_per_s", 0.0)) if beat and state in ("running", "done", "failed") else 0.0
@@ -62,7 +63,8 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
         last = max(last, seen or 0.0, (exit_ or {}).get("finished_at") or 0.0)
         nodes.append({"name": entry["name"], "rate_per_s": round(node_rate, 3),
                       "last_seen_s": round(now - seen, 1) if seen else None, "state": state,
-                      "done": node_done(beat, exit_), "failed": beat.get("failed", 0) if beat else 0})
+                      "done": node_done(beat, exit_), "failed": beat.get("failed", 0) if beat else 0,
+                      "error": runstate.node_error(beat, exit_)})
     left = counts["total"] - counts["done"] - counts["failed"]
     elapsed = now - record["started_at"]
     processed = sum(n["done"] for n in nodes)
@@ -76,6 +78,7 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
         "eta_s": (0.0 if left <= 0 else round(left / rate, 1) if rate > 0 and not over else None),
         "elapsed_s": round(elapsed, 1), "duration_s": round(span, 1) if span else None, "processed": processed,
         "cost_usd": cost(c, record, elapsed), "nodes": nodes,
+        "head_free_bytes": free,
     }
 
 
@@ -120,15 +123,16 @@ def table(snap: dict) -> Table:
     when = (f"{snap['rate_per_s']:.1f} items/s on average, finished in {snap['duration_s']:.1f} s"
             if snap["duration_s"] else
             f"{snap['rate_per_s']:.1f} items/s, ETA {eta}, {snap['elapsed_s']:.0f} s elapsed")
-    t = Table(title=f"run {snap['run_id']}: {snap['done']}/{snap['total']} done, {snap['failed']} failed, {when}"
-                    + (f", ${snap['cost_usd']:.2f}" if snap["cost_usd"] is not None else ""),
-              title_justify="left")
+    t = Table(title=Text(f"run {snap['run_id']}: {snap['done']}/{snap['total']} done, {snap['failed']} failed, {when}"
+                         + (f", ${snap['cost_usd']:.2f}" if snap["cost_usd"] is not None else "")),
+              title_justify="left", caption=runstate.common_cause(snap["nodes"], snap.get("head_free_bytes")),
+              caption_justify="left")
     for col in ("node", "state", "items/s", "done", "failed", "last seen"):
         t.add_column(col)
     for n in snap["nodes"]:
         seen = "-" if n["last_seen_s"] is None else f"{n['last_seen_s']:.0f} s ago"
         style = {"lost": "red", "failed": "red", "done": "green"}.get(n["state"], "")
-        t.add_row(n["name"], f"[{style}]{n['state']}[/]" if style else n["state"], f"{n['rate_per_s']:.1f}",
+        t.add_row(Text(n["name"]), Text(n["state"], style=style), f"{n['rate_per_s']:.1f}",  # data: never markup
                   str(n["done"]), str(n["failed"]), seen)
     return t
 
@@ -136,12 +140,13 @@ def table(snap: dict) -> Table:
 def show_failed(c, record: dict) -> None:
     remote = remote_counts(c, record)
     failures = remote["failures"] if remote is not None \
-        else runstate.fleetwork().read_failures(str(shared_root(c) / record["dst"]))
+        else runstate.fleetwork().read_failures(str(runstate.local_disk(c).checked(record["dst"])))
     t = Table(title=f"{len(failures)} failed item(s)", title_justify="left")
     for col in ("item", "reason", "node", "error"):
         t.add_column(col)
     for item, rec in sorted(failures.items()):
-        t.add_row(item, str(rec.get("reason", "")), str(rec.get("node", "")), str(rec.get("error", ""))[:80])
+        t.add_row(*(Text(str(x)) for x in (item, rec.get("reason", ""), rec.get("node", ""),  # names are data
+                                           str(rec.get("error", ""))[:80])))
     console.print(t)
 
 
@@ -160,9 +165,11 @@ def wait_until_finished(c, record: dict) -> dict:
             time.sleep(poll)
             snap = snapshot(c, record)
     console.print(table(snap))
-    bad = [f"{n['name']} ({n['state']})" for n in snap["nodes"] if n["state"] in ("lost", "failed")]
+    bad = [f"{n['name']} ({n['state']}{': ' + n['error'] if n.get('error') else ''})" for n in snap["nodes"]
+           if n["state"] in ("lost", "failed")]
     if bad:
-        raise Exit(f"run {record['run_id']}: {', '.join(bad)}; "
+        cause = runstate.common_cause(snap["nodes"], snap.get("head_free_bytes"))
+        raise Exit(f"run {record['run_id']}: {', '.join(bad)}; {cause + '; ' if cause else ''}"
                    f"re-run `invoke run --workload {record['workload']}` to finish what they left")
     return snap
 

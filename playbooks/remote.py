@@ -16,6 +16,7 @@ import paramiko
 from fabric import Config, Connection
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .config import state_dir
 from .providers import Node
@@ -73,6 +74,12 @@ def openssh_argv(c, fleet: str, node: Node, *options: str) -> list[str]:
 
 
 def describe(exc: BaseException) -> str:
+    """One line for a host's failure: a changed host key says so (paramiko's own words are base64 blobs)."""
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return (f"host key of {exc.hostname} does not match the fleet's known_hosts: it offers "
+                f"{exc.key.get_name()} {exc.key.fingerprint}, the fleet pinned {exc.expected_key.fingerprint}; "
+                "if the machine was rebuilt on purpose, remove its line from the fleet's known_hosts, else do not "
+                "connect (someone may be in the middle)")
     text = str(exc).strip().splitlines()
     msg = text[-1] if text else ""
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
@@ -102,9 +109,20 @@ def run_checked(conn: Connection, command: str, timeout: float | None = None) ->
     """Run a shell command on the node; raise with its stderr when it fails."""
     result = conn.run(command, timeout=timeout, hide=True, warn=True, in_stream=False)
     if result.exited != 0:
-        err = (result.stderr or result.stdout).strip().splitlines()
-        raise RuntimeError(f"exit {result.exited}: {err[-1] if err else command.split()[0]}")
+        raise RuntimeError(f"exit {result.exited}: {error_line(result.stderr or result.stdout) or command.split()[0]}")
     return result.stdout
+
+
+def error_line(output: str) -> str:
+    """The line of a failed command's output that says why: OpenSSH's host-key verdict when there is one (it
+    comes before ssh's or sshfs's last words, such as "Connection reset by peer"), else the last line."""
+    lines = [ln.strip() for ln in output.strip().splitlines() if ln.strip()]
+    changed = next((ln for ln in lines if ln.startswith("Host key for ") and "has changed" in ln), None)
+    if changed or "Host key verification failed." in lines:
+        host = changed[len("Host key for "):].split(" has changed")[0] if changed else "the server"
+        return (f"host key of {host} does not match the node's known_hosts (ssh: Host key verification failed): "
+                "was that machine rebuilt, or is someone in the middle?")
+    return lines[-1] if lines else ""
 
 
 def show_failures(results: list[HostResult], console: Console | None = None) -> int:
@@ -115,7 +133,7 @@ def show_failures(results: list[HostResult], console: Console | None = None) -> 
         for col in ("node", "host", "step", "error"):
             table.add_column(col)
         for r in failed:
-            table.add_row(r.node.name, f"{r.node.host}:{r.node.port}", r.step, r.error)
+            table.add_row(*(Text(str(x)) for x in (r.node.name, f"{r.node.host}:{r.node.port}", r.step, r.error)))
         (console or Console(stderr=True)).print(table)
     return len(failed)
 

@@ -7,7 +7,6 @@ the run's record, logs, heartbeats and exit files live.
 """
 from __future__ import annotations
 
-import json
 import secrets
 import shlex
 import time
@@ -17,7 +16,7 @@ from invoke.exceptions import Exit
 from rich.console import Console
 
 from . import head as local_head
-from . import runstate
+from . import runstate, safefs
 from .config import shared_root
 from .fleet import fleet_name, nodes_or_exit, provider_of
 from .mount import is_mounted
@@ -75,40 +74,25 @@ def preflight(c, name, nodes, workload):
 
 
 def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, provider: str = "") -> dict:
+    src, dst = safefs.rel_path(src, "--src"), safefs.rel_path(dst, "--dst")
     root = shared_root(c)
     wl, opts, extra = workload_opts(workload, str(root / src), str(root / dst), args)
-    head = runstate.remote(c, provider, name)   # a head instance: the shared root is there, written over SFTP
-    if getattr(wl, "needs_src", True) and not (head.is_dir(src) if head else (root / src).is_dir()):
-        raise Exit(f"source folder {src} does not exist in the shared root"
-                   f"{' on the head instance' if head else f' {root}'}: put the inputs there or pass --src")
+    disk = runstate.disk(c, provider, name)   # a head instance: the shared root is there, written over SFTP
+    if getattr(wl, "needs_src", True) and not disk.is_dir(src):
+        where = f" {root}" if isinstance(disk, safefs.Root) else " on the head instance"
+        raise Exit(f"source folder {src} does not exist in the shared root{where}: put the inputs there or pass --src")
     preflight(c, name, nodes, workload)
-    if head is None:
-        (root / dst).mkdir(parents=True, exist_ok=True)
+    disk.mkdirs(dst)
+    if isinstance(disk, safefs.Root):
         local_head.give_to_nodes(c, dst, tree=True)  # nodes write there as the head's SFTP user
-    else:
-        head.mkdirs(dst)
     run_id = f"{workload}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     record = {"run_id": run_id, "fleet": name, "provider": provider or c.config.fleet.provider,
               "workload": workload, "src": src, "dst": dst, "args": args, "started_at": time.time(),
               "nodes": [{"name": n.name, "shard": i} for i, n in enumerate(nodes)]}
-    rdir, rel = runstate.run_dir(c, run_id), f"{runstate.STATE}/runs/{run_id}"
-
-    def save(latest: bool = False) -> None:
-        if head is None:
-            for n in nodes:
-                (rdir / "nodes" / n.name).mkdir(parents=True, exist_ok=True)
-                local_head.give_to_nodes(c, f"{rel}/nodes/{n.name}")
-            runstate.write_json(rdir / "run.json", record)
-            if latest:
-                (runstate.runs_dir(c) / "LATEST").write_text(run_id + "\n")
-            return
-        for n in nodes:
-            head.mkdirs(f"{rel}/nodes/{n.name}")
-        head.write_text(f"{rel}/run.json", json.dumps(record, indent=1))
-        if latest:
-            head.write_text(f"{runstate.STATE}/runs/LATEST", run_id + "\n")
-
-    save()
+    runstate.save_run(disk, record)
+    if isinstance(disk, safefs.Root):
+        for n in nodes:  # each node writes its own state folder
+            local_head.give_to_nodes(c, f"{runstate.run_rel(run_id)}/nodes/{n.name}")
     workers = int(c.config.local.cores_per_node) if record["provider"] == "local" else None
     timeout = float(c.config.fleet.ssh_timeout)
     results = fan_out(c, name, nodes, lambda conn, n: int(run_checked(
@@ -118,7 +102,7 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
         for entry in record["nodes"]:
             if entry["name"] == r.node.name:
                 entry["pid"] = r.value if r.ok else None
-    save(latest=True)
+    runstate.save_run(disk, record, latest=True)
     started = sum(r.ok for r in results)
     console.print(f"run {run_id}: {workload} started on {started}/{len(nodes)} node(s); "
                   f"watch it with `invoke progress --watch`")
@@ -140,17 +124,17 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
 })
 def run_(c, workload="", src="", dst="", args="", wait=False, name="", provider="", engine="local"):
     """Start a workload on every node of the fleet, each on its share of the inputs."""
-    name, nodes = nodes_or_exit(c, name, provider)
     job = c.config.job
+    # paths below the shared root: relative, never leaving it (checked once, here, for both engines)
+    src, dst = safefs.rel_path(src or job.src, "--src"), safefs.rel_path(dst or job.dst, "--dst")
+    name, nodes = nodes_or_exit(c, name, provider)
     # --- engine choice (issue 6): everything else in this task is the local engine
     if engine not in ("local", "dask"):
         raise Exit(f"unknown engine {engine!r}: use --engine local or --engine dask")
     if engine == "dask":
         from .engines import dask as dask_engine
-        return dask_engine.run(c, name, nodes, workload or job.workload, src or job.src, dst or job.dst,
-                               args or job.args, provider)
-    record = start(c, name, nodes, workload or job.workload, src or job.src, dst or job.dst, args or job.args,
-                   provider)
+        return dask_engine.run(c, name, nodes, workload or job.workload, src, dst, args or job.args, provider)
+    record = start(c, name, nodes, workload or job.workload, src, dst, args or job.args, provider)
     if wait:
         from .progress import wait_until_finished
         wait_until_finished(c, record)

@@ -23,14 +23,23 @@ def base_images():
     return out
 
 
-def make_samples(folder: Path, count: int, size: tuple[int, int] = (1024, 768)) -> int:
-    """Write ``count`` varied JPEGs (crops and flips of the shipped pictures) into ``folder``; keep existing."""
+def make_samples(folder: Path, count: int, size: tuple[int, int] = (1024, 768), root: Path | None = None) -> int:
+    """Write ``count`` varied JPEGs (crops and flips of the shipped pictures) into ``folder``; keep existing.
+
+    ``root``: a folder above ``folder`` (the shared root) below which no symlink is followed (``safefs``): the
+    demo's folders may have been replaced by links from a node.  Without it, ``folder`` itself is that root."""
+    import io
+
     from PIL import ImageOps
-    folder.mkdir(parents=True, exist_ok=True)
+
+    from .safefs import Root
+    disk = Root(root if root is not None else folder)
+    base = Path(folder).relative_to(root).as_posix() + "/" if root is not None else ""
+    disk.mkdirs(base or ".")
     bases = base_images()
     for i in range(count):
-        path = folder / f"{i // 20:02d}" / f"img_{i:05d}.jpg"
-        if path.exists():
+        rel = f"{base}{i // 20:02d}/img_{i:05d}.jpg"
+        if disk.exists(rel):
             continue
         name, img = bases[i % len(bases)]
         w, h = img.size
@@ -39,6 +48,7 @@ def make_samples(folder: Path, count: int, size: tuple[int, int] = (1024, 768)) 
         pic = img.crop(box).resize(size)
         if k % 2:
             pic = ImageOps.mirror(pic)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pic.save(path, quality=90)
+        buf = io.BytesIO()
+        pic.save(buf, "JPEG", quality=90)
+        disk.write_bytes(rel, buf.getvalue())
     return count

@@ -148,3 +148,55 @@ def test_head_instance_end_to_end(gcp_ctx, gce, fleet_sshd, head_instance_sshd, 
         mount.unmount(c, name=FLEET, provider="gcp")
         cc._REMOTE_HEADS.clear()
     assert gcp.terminate(c, FLEET) == 2 and gce.instances == {}
+
+
+def test_head_instance_files_are_never_reached_through_a_link(gcp_ctx, fleet_sshd, head_instance_sshd, tmp_path,
+                                                             monkeypatch):
+    """What the operator writes on a head instance over SFTP (run state, outputs' folders) and counts there over
+    SSH is checked with lstat for links a node may have planted below the shared root."""
+    from playbooks.providers import Node
+    from playbooks.safefs import Refused
+    port = fleet_sshd[0]
+    chroot, head_key = head_instance_sshd
+    monkeypatch.setattr(cc, "HEAD_CHROOT", str(chroot))
+    monkeypatch.setattr(cc, "HEAD_PYTHON", sys.executable)
+    monkeypatch.setattr(cc, "HEAD_WORKDIR", str(tmp_path / "head-work"))
+    with open(Path(gcp_ctx.config.fleet.state_dir) / FLEET / "known_hosts", "a") as kh:
+        kh.write(f"[{HEAD_ADDR}]:{port} {head_key}\n")
+    data = chroot / cc.HEAD_DATA
+    elsewhere = data / "someone-elses"                       # a folder of the shared root the link leads to
+    (elsewhere / "out").mkdir(parents=True)
+    (elsewhere / "LATEST").write_text("keep\n")
+    (data / ".fleetbook").mkdir()
+    (data / ".fleetbook" / "runs").symlink_to("/" + cc.HEAD_DATA + "/someone-elses")   # as a node makes it
+    (data / "src").mkdir()
+    (data / "out").symlink_to("/" + cc.HEAD_DATA + "/someone-elses/out")
+    head = cc.RemoteHead(gcp_ctx, FLEET, Node(name="demo-head", host=HEAD_ADDR, port=port, user=getpass.getuser()))
+
+    def as_the_sftp_user():                                   # what a node makes is the SFTP user's
+        for p in data.rglob("*"):
+            os.lchown(p, pwd.getpwnam(cc.HEAD_SFTP_USER).pw_uid, pwd.getpwnam(cc.HEAD_SFTP_USER).pw_gid)
+
+    as_the_sftp_user()
+    try:
+        for call in (lambda: head.write_text(".fleetbook/runs/LATEST", "evil\n"),
+                     lambda: head.mkdirs(".fleetbook/runs/r1/nodes/n"), lambda: head.mkdirs("out/sub"),
+                     lambda: head.read_text(".fleetbook/runs/LATEST"), lambda: head.is_dir("out")):
+            with pytest.raises(Refused) as exc:
+                call()
+            assert "is a symlink" in exc.value.message and "\n" not in exc.value.message
+        record = {"run_id": "resize-1", "workload": "resize", "src": "src", "dst": "out", "args": "",
+                  "nodes": [{"name": "demo-0001"}]}
+        with pytest.raises(Refused):                        # the count on the head refuses to look through it
+            head.snapshot_data(record)
+        assert (elsewhere / "LATEST").read_text() == "keep\n" and list((elsewhere / "out").iterdir()) == []
+        (data / ".fleetbook" / "runs").unlink()
+        (data / ".fleetbook" / "runs").mkdir()
+        (data / ".fleetbook" / "runs" / "LATEST").symlink_to("/" + cc.HEAD_DATA + "/someone-elses/LATEST")
+        as_the_sftp_user()
+        head.write_text(".fleetbook/runs/LATEST", "resize-1\n")    # a link at the name itself: replaced
+        assert not (data / ".fleetbook" / "runs" / "LATEST").is_symlink()
+        assert head.read_text(".fleetbook/runs/LATEST") == "resize-1\n"
+        assert (elsewhere / "LATEST").read_text() == "keep\n"
+    finally:
+        head.close()

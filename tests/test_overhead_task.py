@@ -149,7 +149,8 @@ def write_run(c, nodes: dict, exits: dict | None = None) -> None:
     from playbooks import runstate
     rid = "resize-test"
     runs = runstate.runs_dir(c)
-    runstate.write_json(runs / rid / "run.json", {"run_id": rid, "started_at": time.time() - 5,
+    runstate.write_json(runs / rid / "run.json", {"run_id": rid, "started_at": time.time() - 5, "src": "src",
+                                                 "dst": "out", "workload": "resize",
                                                  "nodes": [{"name": n, "shard": i} for i, n in enumerate(nodes)]})
     for n, beat in nodes.items():
         if beat is not None:

@@ -128,7 +128,7 @@ def test_second_run_changes_nothing_and_costs_one_scan(tmp_path, monkeypatch):
         return wrapper
 
     def scandir(path="."):
-        if str(path).startswith(str(dst)):
+        if isinstance(path, int) or str(path).startswith(str(dst)):   # .failed is listed by its descriptor
             calls["scandir_dst"] += 1
         return real_scandir(path)
 

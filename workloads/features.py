@@ -162,6 +162,9 @@ class Features(fleetwork.FileWorkload):
         h = hashlib.sha1(item.encode("utf-8", "surrogateescape")).hexdigest()
         return f"matches/{h[:2]}/{h[2:20]}.json"
 
+    def source_files(self, item, opts):
+        return item.split(PAIR_SEP) if opts.match else [item]
+
     def process(self, item, src, dst, opts):
         import numpy as np
 

@@ -9,8 +9,11 @@ runner, so that one node (or a Dask task running one chunk) does its items the s
 * ``--shard i/n``: first the items whose sha1(item) mod n == i, then help with the other shards in turn (i+1,
   i+2, ...), each taken from its end while its owner works from its start, re-checking just before each helped
   item that its output does not exist yet;
-* every output is written to a temp file in the same folder (``.<name>.tmp-<host>-<pid>-<rand>``) and renamed;
-  temp files of dead processes of this host are swept at start;
+* every output is written to a temp file in the same folder (``.<name>.tmp-<host>-<pid>-<rand>``, the name
+  shortened to ``<start>~<hash>`` when the whole would not fit in NAME_MAX bytes) and renamed; temp files of dead
+  processes of this host are swept at start;
+* an item's source file that is a symlink out of ``--src`` is not read (``symlink-outside-src``) unless
+  ``--follow-links``; a link to nothing is ``broken-symlink``;
 * a bad item raises ``BadInput(reason)``: it is recorded once in ``<dst>/.failed/<sha1(item)[:20]>.json`` and
   skipped by later runs unless ``--retry-failed``;
 * ``--state DIR``: ``heartbeat.json`` every ~2 s and ``exit.json`` at the end;
@@ -54,6 +57,8 @@ STOP_GRACE = 10.0                    # seconds the chunks in flight may take to 
 SUMMARY_KEYS = ("done", "skipped", "failed", "seconds", "items_per_s")
 # errors of the destination itself: the run stops (exit 3) instead of recording every item as failed
 FATAL_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.ENOTCONN, errno.EDQUOT, errno.ESTALE, errno.EIO}
+DISK_FULL_BELOW = 4 << 20            # bytes: a destination with less free space than this counts as full
+NAME_MAX = 255                       # bytes in one file name (Linux, and over sshfs)
 
 # the head imports this module as ``workloads.fleetwork``; the workloads import it as ``fleetwork``:
 # make both names one module so BadInput, Workload, ... are the same classes.
@@ -212,8 +217,19 @@ def _fault(point: str, fd: int | None = None) -> None:
 
 # --------------------------------------------------------------------------------------------------- writing
 def temp_name(final_path: str) -> str:
+    """``.<base>.tmp-<host>-<pid>-<rand>`` next to ``final_path``; when that would pass NAME_MAX bytes (a valid
+    output name of 200-255 bytes), ``<base>`` becomes its first bytes + ``~`` + 12 hex of its sha1, so the
+    owner part that ``_parse_temp`` and the sweep read stays whole."""
     folder, base = os.path.split(final_path)
-    return os.path.join(folder, f".{base}{TMP_MARK}{HOST}-{os.getpid()}-{random.getrandbits(32):08x}")
+    owner = f"{TMP_MARK}{HOST}-{os.getpid()}-{random.getrandbits(32):08x}"
+    name = f".{base}{owner}"
+    if len(os.fsencode(name)) > NAME_MAX:
+        room = NAME_MAX - len(os.fsencode(owner)) - 14       # ".", "~" and 12 hex digits
+        start = base[:room]
+        while len(os.fsencode(start)) > room:
+            start = start[:-1]
+        name = f".{start}~{item_hash(base)[:12]}{owner}"
+    return os.path.join(folder, name)
 
 
 def atomic_write(path: str, data, *, fault: bool = True) -> None:
@@ -248,6 +264,48 @@ def atomic_write(path: str, data, *, fault: bool = True) -> None:
 def write_json(path: str, obj, *, fault: bool = False) -> None:
     # ensure_ascii: item ids from undecodable file names carry surrogates, which only escape cleanly
     atomic_write(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), fault=fault)
+
+
+def free_bytes(path: str) -> int | None:
+    """Bytes free for an unprivileged writer on the filesystem of ``path`` (over sshfs: the head's), or None."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _fs_type(path: str) -> str | None:
+    """The filesystem type of the mount that holds ``path`` (``fuse.sshfs`` for the fleet's shared disk)."""
+    real, best, kind = os.path.realpath(path), "", None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) < 5 or not right:
+                    continue
+                mp = fields[4].encode().decode("unicode_escape")
+                if _inside(real, mp) and len(mp) >= len(best):
+                    best, kind = mp, right.split()[0]
+    except OSError:
+        return None
+    return kind
+
+
+def destination_failure(exc: OSError, dst: str, what: str = "") -> str:
+    """One line for an error of the destination itself.  A full disk says so: ENOSPC/EDQUOT, or EIO with
+    (almost) no free space left, which is how sshfs reports the head's full disk (as "shared disk full on the
+    head")."""
+    free = free_bytes(dst)
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT) or (
+        exc.errno == errno.EIO and free is not None and free < DISK_FULL_BELOW)
+    detail = f"{what}: " if what else ""
+    if full:
+        where = "shared disk full on the head" if _fs_type(dst) == "fuse.sshfs" else "destination disk full"
+        return f"{where}: {detail}{free if free is not None else 'unknown'} bytes free below {dst} " \
+               f"({exc.strerror or exc})"
+    return f"destination failed: {detail}{type(exc).__name__}: {exc}"
 
 
 def failure_path(dst: str, item: str) -> str:
@@ -372,28 +430,40 @@ def sweep_temps(paths: list[str]) -> int:
 
 
 def _read_failed_dir(dst: str) -> tuple[dict[str, dict], list[str]]:
-    """One scandir of ``<dst>/.failed``: (item -> record, temp files)."""
+    """One scandir of ``<dst>/.failed``: (item -> record, temp files).  Neither the folder nor a record is
+    read through a symlink (the head reads these as root, and anyone who can write the destination may have
+    made one), nor is a record that is not a regular file or is bigger than 1 MB."""
     out: dict[str, dict] = {}
     temps: list[str] = []
+    folder = os.path.join(dst, FAILED_DIR)
     try:
-        it = os.scandir(os.path.join(dst, FAILED_DIR))
-    except (FileNotFoundError, NotADirectoryError):
+        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError:                         # missing, not a folder, or a symlink: no records
         return out, temps
-    with it:
-        for entry in it:
-            if entry.name.startswith("."):
-                if _parse_temp(entry.name):
-                    temps.append(entry.path)
+    try:
+        with os.scandir(dfd) as it:
+            names = [e.name for e in it]
+        for name in names:
+            if name.startswith("."):
+                if _parse_temp(name):
+                    temps.append(os.path.join(folder, name))
                 continue
-            if not entry.name.endswith(".json"):
+            if not name.endswith(".json"):
                 continue
             try:
-                with open(entry.path, encoding="utf-8") as f:
-                    rec = json.load(f)
-            except (OSError, ValueError):
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
+                             dir_fd=dfd)
+            except OSError:
                 continue
+            with os.fdopen(fd, "rb") as f:
+                try:
+                    rec = json.loads(f.read(1 << 20)) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+                except (OSError, ValueError):
+                    continue
             if isinstance(rec, dict) and isinstance(rec.get("item"), str):
                 out[rec["item"]] = rec
+    finally:
+        os.close(dfd)
     return out, temps
 
 
@@ -500,6 +570,61 @@ def check_regular_file(path: str) -> int:
         os.close(fd)
         raise BadInput("empty", "0 bytes")
     return fd
+
+
+_REAL_DIRS: dict[str, str] = {}
+
+
+def _real_dir(path: str) -> str:
+    """realpath of a folder, remembered (the folders of a run's items do not change kind during the run)."""
+    real = _REAL_DIRS.get(path)
+    if real is None:
+        if len(_REAL_DIRS) > 10_000:
+            _REAL_DIRS.clear()
+        real = _REAL_DIRS[path] = os.path.realpath(path)
+    return real
+
+
+def _inside(real: str, top: str) -> bool:
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def check_source(src: str, rel: str, follow_links: bool = False) -> str:
+    """The path of the source file ``rel`` below ``src``, or BadInput: ``symlink-outside-src`` when a symlink (the
+    file itself or a folder on the way) leads outside ``src`` (unless ``follow_links``), ``outside-src`` when the
+    name itself leaves ``src`` (``..``, an absolute path), ``broken-symlink`` for a link to nothing.  Links that
+    stay inside ``src`` are followed.  Costs one lstat per item (plus a realpath of each new folder)."""
+    path = os.path.join(src, rel)
+    top = _real_dir(src)
+    plain = not os.path.isabs(rel) and ".." not in rel.split("/")
+    try:
+        link = stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:                            # missing or unreadable: the reader says which
+        link = False
+    if plain and not link and _inside(_real_dir(os.path.dirname(path)), top):
+        return path
+    try:
+        real = os.path.realpath(path)
+    except OSError as e:                       # sshfs will not read a link that leaves the mount (EPERM)
+        if follow_links:
+            return path
+        raise BadInput("symlink-outside-src", f"{rel!r} is a symlink whose target cannot be resolved here "
+                                              f"({e.strerror or e}): it leaves the disk --src is on") from None
+    if not _inside(real, top):
+        if not plain:
+            raise BadInput("outside-src", f"{rel!r} names a file outside --src")
+        if not follow_links:
+            raise BadInput("symlink-outside-src", f"{rel!r} leads to {real!r}, outside --src "
+                                                  "(pass --follow-links to read such files)")
+    if link and not os.path.exists(path):
+        raise BadInput("broken-symlink", f"symlink to {os.readlink(path)!r} points nowhere")
+    return path
+
+
+def check_sources(workload, item: str, src: str, opts) -> None:
+    """``check_source`` for every source file of ``item`` (``Workload.source_files``)."""
+    for rel in workload.source_files(item, opts):
+        check_source(src, rel, bool(getattr(opts, "follow_links", False)))
 
 
 def read_bytes(path: str) -> bytes:
@@ -620,6 +745,9 @@ class Workload:
         g.add_argument("--node", default=None, help="node name for records and heartbeats (default: hostname)")
         g.add_argument("--retry-failed", action="store_true",
                        help="retry items that have a failure record in DST/.failed/")
+        g.add_argument("--follow-links", action="store_true",
+                       help="read source files through symlinks that lead outside --src (default: such an item "
+                            "is recorded as failed, symlink-outside-src)")
         g.add_argument("--seed", type=int, default=0, help="seed for workloads that draw random numbers (gridsearch: random_state)")
         g.add_argument("--quiet", action="store_true", help="no progress bar and no config line")
         own = p.add_argument_group(f"{self.name} options")
@@ -649,6 +777,10 @@ class Workload:
     def list_items(self, src: str, opts) -> list[str]:
         raise NotImplementedError
 
+    def source_files(self, item: str, opts) -> list[str]:
+        """The files below --src that ``process`` reads for ``item`` (checked for links out of --src first)."""
+        return []
+
     def output_for(self, item: str, opts) -> str:
         raise NotImplementedError
 
@@ -667,6 +799,9 @@ class FileWorkload(Workload):
 
     def output_for(self, item: str, opts) -> str:
         return os.path.splitext(item)[0] + self.out_ext
+
+    def source_files(self, item: str, opts) -> list[str]:
+        return [item]
 
 
 COMMON_EPILOG = """\
@@ -728,18 +863,19 @@ def _do_item(workload, item, src, dst, opts, node, recheck: bool, had_record: bo
     if recheck and os.path.exists(os.path.join(dst, workload.output_for(item, opts))):
         return item, "skipped", None
     try:
+        check_sources(workload, item, src, opts)
         workload.process(item, src, dst, opts)
     except Exception as e:  # noqa: BLE001 - an item never crashes the run
         if _is_bad_input(e):
             reason, detail = getattr(e, "reason", "bad-input"), getattr(e, "detail", str(e))
         elif isinstance(e, OSError) and e.errno in FATAL_ERRNOS:
-            raise DestinationError(f"destination failed: {type(e).__name__}: {e}") from None
+            raise DestinationError(destination_failure(e, dst)) from None
         else:
             reason, detail = "error", f"{type(e).__name__}: {e}"
         try:
             record_failure(dst, item, reason, detail, node)
         except OSError as e2:
-            raise DestinationError(f"destination failed: cannot write a failure record: {e2}") from None
+            raise DestinationError(destination_failure(e2, dst, "cannot write a failure record")) from None
         return item, "failed", reason
     if had_record:
         clear_failure(dst, item)
@@ -795,6 +931,7 @@ class _Progress:
     def __init__(self, total, node, state_dir, bar):
         self.total, self.node, self.state_dir, self.bar = total, node, state_dir, bar
         self.done = self.skipped = self.failed = 0
+        self.error: str | None = None          # why the run stopped (the destination failed), once it did
         self.started = time.time()
         self.t0 = time.perf_counter()
         self._last_bar = 0.0
@@ -805,7 +942,7 @@ class _Progress:
         elapsed = max(1e-9, time.perf_counter() - self.t0)
         return {"node": self.node, "pid": os.getpid(), "host": HOST, "total": self.total, "done": self.done,
                 "skipped": self.skipped, "failed": self.failed, "rate_per_s": round(self.done / elapsed, 3),
-                "started_at": self.started, "updated_at": time.time()}
+                "started_at": self.started, "updated_at": time.time(), **({"error": self.error} if self.error else {})}
 
     def beat(self):
         if self.state_dir:
@@ -944,7 +1081,7 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
         else:
             _run_pool(workload, tasks, src, dst, opts, node, prog, workers, method, chunksize, overhead, info)
     except DestinationError as e:
-        code_error = str(e)
+        code_error = prog.error = str(e)
     except _Stopped:
         pass
     finally:
@@ -1137,6 +1274,7 @@ def main(workload, argv=None) -> int:
             try:
                 os.makedirs(state_dir, exist_ok=True)
                 rec = {"code": code, "summary": summary or {}, "finished_at": time.time()}
+                error = error or (summary or {}).get("error")      # e.g. "shared disk full on the head: ..."
                 if error:
                     rec["error"] = error
                 write_json(os.path.join(state_dir, "exit.json"), rec)
@@ -1171,7 +1309,9 @@ def main(workload, argv=None) -> int:
             os.mkdir(probe)
             os.rmdir(probe)
         except OSError as e:
-            raise UsageError(f"destination not writable: {opts.dst} ({e.strerror or e})") from None
+            why = destination_failure(e, opts.dst, "not writable")
+            raise UsageError(why if "disk full" in why else f"destination not writable: {opts.dst} "
+                                                             f"({e.strerror or e})") from None
         try:
             items = workload.list_items(opts.src, opts)
         except BadInput as e:

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from invoke.exceptions import Exit
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .. import runstate
 from ..engine_config import ENGINE_DEFAULTS
@@ -436,6 +437,6 @@ def status(c, run_id: str = "") -> dict:
         for col in ("run", "job", "reason"):
             ft.add_column(col)
         for f in summary["failures"][:50]:
-            ft.add_row(f["run"], f["job"], f["reason"][:100])
+            ft.add_row(*(Text(str(x)) for x in (f["run"], f["job"], f["reason"][:100])))  # data, not markup
         console.print(ft)
     return summary

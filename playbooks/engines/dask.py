@@ -31,9 +31,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .. import head as local_head
-from .. import procs, runstate
+from .. import procs, runstate, safefs
 from ..engine_config import ENGINE_DEFAULTS
-from ..config import shared_root, state_dir
+from ..config import state_dir
 from ..providers.local import port_free
 from ..remote import fan_out, q, run_checked, show_failures
 
@@ -272,6 +272,7 @@ def time_one_item(wl, item: str, src: str, opts) -> float | None:
     with tempfile.TemporaryDirectory(prefix="fleetbook-probe-") as tmp:
         try:
             wl.setup_worker(opts)
+            runstate.fleetwork().check_sources(wl, item, src, opts)   # no link out of --src, here as anywhere
             for k in range(2):  # best of two: the first call also pays the workload's imports
                 t0 = time.perf_counter()
                 wl.process(item, src, os.path.join(tmp, str(k)), opts)
@@ -320,12 +321,13 @@ def run(c, name: str, nodes, workload: str, src: str, dst: str, args: str, provi
     if not scheduler_alive(state):
         raise Exit(f"no Dask cluster for fleet {name}: start one with `invoke dask.up --name {name}`")
     fw = runstate.fleetwork()
-    root = shared_root(c)
-    src_abs, dst_abs = str(root / src), str(root / dst)
+    disk = runstate.local_disk(c)
+    src, dst = safefs.rel_path(src, "--src"), safefs.rel_path(dst, "--dst")
+    src_abs, dst_abs = str(disk.path / src), str(disk.path / dst)
     wl, opts, extra = workload_opts(workload, src_abs, dst_abs, args)
-    if getattr(wl, "needs_src", True) and not (root / src).is_dir():
-        raise Exit(f"source folder {root / src} does not exist: put the inputs there or pass --src")
-    (root / dst).mkdir(parents=True, exist_ok=True)
+    if getattr(wl, "needs_src", True) and not disk.is_dir(src):
+        raise Exit(f"source folder {src_abs} does not exist: put the inputs there or pass --src")
+    disk.mkdirs(dst)
     local_head.give_to_nodes(c, dst, tree=True)  # the workers write there as the head's SFTP user
 
     # what is left, counted on the head's own disk: one listing of the inputs, one scan of the outputs
@@ -343,10 +345,7 @@ def run(c, name: str, nodes, workload: str, src: str, dst: str, args: str, provi
               "workload": workload, "src": src, "dst": dst, "args": args, "started_at": time.time(),
               "nodes": [{"name": "dask", "shard": 0}], "scheduler": state["address"],
               "mountpoint": nodes[0].mountpoint}
-    rdir = runstate.run_dir(c, run_id)
-    runstate.write_json(rdir / "run.json", record)
-    (runstate.runs_dir(c) / "LATEST").write_text(run_id + "\n")
-    beat_dir = rdir / "nodes" / "dask"
+    runstate.save_run(disk, record, latest=True)
 
     totals = {"done": 0, "skipped": len(items) - len(todo) - sum(1 for i in items if i in failures),
               "failed": sum(1 for i in items if i in failures), "tasks": 0, "errors": []}
@@ -357,12 +356,12 @@ def run(c, name: str, nodes, workload: str, src: str, dst: str, args: str, provi
     def beat(final: dict | None = None):
         elapsed = max(1e-9, time.time() - t0)
         with lock:
-            runstate.write_json(beat_dir / "heartbeat.json", {
+            runstate.write_node_file(c, run_id, "dask", "heartbeat.json", {
                 "node": "dask", "done": totals["done"], "skipped": totals["skipped"], "failed": totals["failed"],
                 "total": len(items), "rate_per_s": round(totals["done"] / elapsed, 3), "started_at": t0,
                 "updated_at": time.time()})
             if final is not None:
-                runstate.write_json(beat_dir / "exit.json", final)
+                runstate.write_node_file(c, run_id, "dask", "exit.json", final)
 
     stop_beats = threading.Event()
 
@@ -375,22 +374,22 @@ def run(c, name: str, nodes, workload: str, src: str, dst: str, args: str, provi
     beats.start()
     try:
         return _run(c, name, state, wl, opts, extra, workload, src, dst, items, todo, collisions, retried, record,
-                    rdir, totals, beat, t0, on_result)
+                    disk, totals, beat, t0, on_result)
     finally:
         stop_beats.set()
         beats.join(5)
-        if not (beat_dir / "exit.json").exists():  # stopped (Ctrl-C, lost scheduler): not a silent "lost"
+        if runstate.node_file(c, run_id, "dask", "exit.json") is None:  # stopped (Ctrl-C, lost scheduler)
             beat({"code": 1, "error": "the Dask run stopped before its end", "finished_at": time.time()})
 
 
-def _run(c, name, state, wl, opts, extra, workload, src, dst, items, todo, collisions, retried, record, rdir, totals,
+def _run(c, name, state, wl, opts, extra, workload, src, dst, items, todo, collisions, retried, record, disk, totals,
          beat, t0, on_result) -> dict:
     import cloudpickle
     from distributed import as_completed
 
     from . import dask_chunk
 
-    src_abs = str(shared_root(c) / src)
+    src_abs = str(disk.path / src)
     mountpoint = record["mountpoint"]
     retries = int(setting(c, "retries"))
     run_id = record["run_id"]
@@ -413,7 +412,7 @@ def _run(c, name, state, wl, opts, extra, workload, src, dst, items, todo, colli
                       f"use bigger chunks (--args '--chunksize N' or dask.chunksize)[/]")
         record.update(tasks_planned=len(chunks), chunksize=chunk, per_task_overhead_us=round(overhead_us, 1),
                       item_seconds=item_s)
-        runstate.write_json(rdir / "run.json", record)
+        runstate.save_run(disk, record)
 
         in_flight = int(setting(c, "max_in_flight") or 4 * threads)
         token = secrets.token_hex(3)

@@ -584,7 +584,29 @@ class RemoteHead:
     def _path(self, rel: str) -> str:
         return f"/{HEAD_DATA}/{rel.strip('/')}"
 
+    def _lstat(self, rel: str):
+        """The SFTP attributes of ``rel`` (None when it or a folder above it is missing), after checking with
+        lstat, one component at a time, that no folder on the way and not ``rel`` itself is a symlink: a node
+        may have made one, and the SFTP user's writes must land where they are meant to.  (SFTP has no
+        descriptor-relative calls, so this is a check before the use, inside the chroot.)"""
+        import stat
+
+        from ..safefs import Refused, rel_path
+        path, st = f"/{HEAD_DATA}", None
+        for part in rel_path(rel).split("/"):
+            path += "/" + part
+            try:
+                st = self._sftp().lstat(path)
+            except FileNotFoundError:
+                return None
+            if stat.S_ISLNK(st.st_mode):
+                raise Refused(f"{path} on the head instance is a symlink: fleetbook never follows a link below the "
+                              "shared root (a node may have made it); remove it and try again")
+        return st
+
     def read_text(self, rel: str) -> str | None:
+        if self._lstat(rel) is None:
+            return None
         try:
             with self._sftp().open(self._path(rel)) as f:
                 return f.read().decode()
@@ -593,27 +615,27 @@ class RemoteHead:
 
     def is_dir(self, rel: str) -> bool:
         import stat
-        try:
-            return stat.S_ISDIR(self._sftp().stat(self._path(rel)).st_mode)
-        except OSError:
-            return False
+        st = self._lstat(rel)
+        return st is not None and stat.S_ISDIR(st.st_mode)
 
     def mkdirs(self, rel: str) -> None:
-        path = f"/{HEAD_DATA}"
-        for part in [p for p in rel.strip("/").split("/") if p]:
-            path += "/" + part
-            try:
-                self._sftp().mkdir(path)
-            except OSError:
-                if not self.is_dir(path[len(HEAD_DATA) + 2:]):
-                    raise
+        parts = [p for p in rel.strip("/").split("/") if p]
+        for k in range(1, len(parts) + 1):
+            sub = "/".join(parts[:k])
+            if self._lstat(sub) is None:
+                try:
+                    self._sftp().mkdir(self._path(sub))
+                except OSError:
+                    if not self.is_dir(sub):
+                        raise
 
     def write_text(self, rel: str, text: str) -> None:
-        """Atomic: a temp file, then posix-rename over the old one."""
+        """Atomic: a temp file, then posix-rename over the old one (which replaces a link there, never follows
+        it); the folders above are checked for links first."""
         parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
         self.mkdirs(parent)
         tmp = self._path(f"{parent}/.tmp-{uuid_hex()}")
-        with self._sftp().open(tmp, "w") as f:
+        with self._sftp().open(tmp, "wx") as f:
             f.write(text.encode())
         self._sftp().posix_rename(tmp, self._path(rel))
 
@@ -635,7 +657,11 @@ class RemoteHead:
         command = (f"cd {q(wdir)} && {q(HEAD_PYTHON)} -c {q(COUNT_SCRIPT)} {q(HEAD_CHROOT + '/' + HEAD_DATA)} "
                    f"{q(json.dumps(record))}")
         result = run_checked(self._shell, command, max(60.0, float(self.c.config.fleet.ssh_timeout)))
-        return json.loads(result.strip().splitlines()[-1])
+        data = json.loads(result.strip().splitlines()[-1])
+        if "refused" in data:
+            from ..safefs import Refused
+            raise Refused(data["refused"])
+        return data
 
     def close(self) -> None:
         for x in (self._files, self._shell):
@@ -650,24 +676,38 @@ def uuid_hex() -> str:
 
 # run on the head instance: argv = shared root, run record; prints one line of JSON
 COUNT_SCRIPT = """
-import json, os, shlex, sys
+import json, os, shlex, stat, sys
 sys.path.insert(0, os.getcwd())
 import fleetwork as fw
 root, record = sys.argv[1], json.loads(sys.argv[2])
 wl = fw.load(record["workload"])
 src, dst = os.path.join(root, record["src"]), os.path.join(root, record["dst"])
+for rel in (record["src"], record["dst"], ".fleetbook/runs/" + record["run_id"] + "/nodes"):
+    p = root
+    for part in rel.split("/"):
+        p = os.path.join(p, part)
+        if os.path.islink(p):  # a node may have made it: count nothing through it
+            print(json.dumps({"refused": p + " on the head instance is a symlink: fleetbook never follows a link "
+                              "below the shared root (a node may have made it); remove it and try again"}))
+            sys.exit(0)
 opts = wl.parse_args(["--src", src, "--dst", dst, *shlex.split(record.get("args", ""))])
-def read(p):
+def read(p):  # what a node wrote: never through a link, never a FIFO or a huge file
     try:
-        with open(p) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        if os.path.islink(os.path.dirname(p)):
+            return None
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return json.loads(f.read(1 << 20)) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        except (OSError, ValueError):
+            return None
 state = os.path.join(root, ".fleetbook", "runs", record["run_id"], "nodes")
 nodes = {n["name"]: [read(os.path.join(state, n["name"], f)) for f in ("heartbeat.json", "exit.json")]
          for n in record["nodes"]}
 print(json.dumps({"counts": fw.count_progress(wl, src, dst, opts), "nodes": nodes,
-                  "failures": fw.read_failures(dst)}))
+                  "failures": fw.read_failures(dst), "free_bytes": fw.free_bytes(root)}))
 """
 
 _REMOTE_HEADS: dict[tuple[str, str, str], RemoteHead | None] = {}
