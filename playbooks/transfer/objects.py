@@ -3,7 +3,8 @@
 Listing is one paged walk of the prefix (S3 ListObjectsV2 and GCS objects.list hand out 1,000 keys a page):
 what exists and what it holds (size, ETag / MD5 / CRC32C, last modification) comes from the listing, never
 from a request per object.  An object becomes visible only when its upload completes: a single PUT up to
-``part_size``, above it a multipart upload (S3, parts of exactly ``part_size``, aborted on error) or a
+``part_size``, above it a multipart upload (S3, parts of exactly ``part_size``, at least 5 MiB, aborted on
+error) or a
 resumable upload (GCS), both finalised at the end.  A transfer killed mid-way leaves no object behind, at
 most an unfinished S3 multipart upload, which the next transfer to that key aborts (``remove_stale``).
 """
@@ -17,6 +18,7 @@ import threading
 from .stores import Entry
 
 MIB = 1 << 20
+S3_MIN_PART = 5 * MIB     # S3 refuses smaller parts (but the last)
 PART_SIZES = (8 * MIB, 16 * MIB, 64 * MIB)   # aws cli and common SDK defaults, to recognise others' ETags
 
 
@@ -60,7 +62,7 @@ class S3Store:
         client = {"endpoint_url": endpoint} if endpoint else {}
         self.fs = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False, client_kwargs=client,
                                     config_kwargs={"max_pool_connections": max(10, threads)})
-        self.bucket, self.prefix, self.part_size = bucket, prefix, part_size
+        self.bucket, self.prefix, self.part_size = bucket, prefix, max(part_size, S3_MIN_PART)
         self.label = f"s3://{bucket}/{prefix}"
         self.pending: list[str] = []
 
@@ -71,7 +73,10 @@ class S3Store:
         return f"{self.bucket}/{self._key(rel)}"
 
     def exists(self) -> bool:
-        return bool(self.list())
+        """Anything below the prefix (one request for one key)."""
+        page = self.fs.call_s3("list_objects_v2", Bucket=self.bucket, MaxKeys=1,
+                               **({"Prefix": self.prefix + "/"} if self.prefix else {}))
+        return bool(page.get("KeyCount") or page.get("Contents"))
 
     def list(self) -> dict[str, Entry]:
         base = f"{self.bucket}/{self.prefix}".rstrip("/")
@@ -156,12 +161,14 @@ class GcsStore:
         return self._client().bucket(self.bucket).blob(f"{self.prefix}/{rel}" if self.prefix else rel)
 
     def exists(self) -> bool:
-        return bool(self.list())
+        """Anything below the prefix (one request for one object)."""
+        base = f"{self.prefix}/" if self.prefix else None
+        return any(True for _ in self._client().bucket(self.bucket).list_blobs(prefix=base, max_results=1, fields="items(name)"))
 
     def list(self) -> dict[str, Entry]:
         base = f"{self.prefix}/" if self.prefix else ""
         out = {}
-        for blob in self._client().list_blobs(self.bucket, prefix=base or None,
+        for blob in self._client().bucket(self.bucket).list_blobs(prefix=base or None,
                                               fields="items(name,size,md5Hash,crc32c,updated),nextPageToken"):
             if blob.name.endswith("/"):
                 continue
@@ -177,8 +184,7 @@ class GcsStore:
         blob = self._blob(rel)
         if entry.size <= self.part_size:
             return io.BytesIO(blob.download_as_bytes(checksum="crc32c"))
-        blob.size = entry.size
-        return blob.open("rb", chunk_size=self.part_size)
+        return blob.open("rb", chunk_size=self.part_size)     # reads its metadata once, then ranges
 
     def write(self, rel: str, entry: Entry, src) -> None:
         blob = self._blob(rel)
