@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 from invoke import task
 from invoke.exceptions import Exit
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, TextColumn, TransferSpeedColumn
 from rich.text import Text
 
-from . import runstate
+from . import keep, runstate
 from .config import profile_path
 from .fleet import fleet_name
 from .transfer import locations, transfer
@@ -154,4 +155,7 @@ def pull(c, from_="", to="", threads=0, json_=False, dry_run=False, name="", pro
     src = _side(c, "--from", from_ or str(c.config.job.dst), name, provider)
     if not src.exists():
         raise Exit(f"--from {from_ or c.config.job.dst}: no such folder in the shared root ({src.label})")
-    _run(c, src, dst, threads, json_, bool(dry_run or c.config.run.dry))
+    started = time.time()
+    out = _run(c, src, dst, threads, json_, bool(dry_run or c.config.run.dry))
+    if not out["dry_run"] and getattr(src, "head", None) is not None:   # outputs on a head instance: now safe
+        keep.record_pull(src.head, src.rel, started, out["to"], out["files"])

@@ -1,0 +1,160 @@
+"""data.push / data.pull with the shared root on a head instance (GCE fake, moto) and real loopback sshds, and
+the rule that a head instance never takes the results with it (playbooks/keep.py).
+
+The head instance is the sshd of ``test_gcp_head_instance`` (127.0.0.2, SFTP-only user chrooted into a
+root-owned folder whose ``data/`` is the shared root); the node is ``fleet_sshd``.  Needs root, sshfs, FUSE.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from invoke.exceptions import Exit
+
+from cloud_fixtures import FLEET
+from playbooks import data, fleet, keep
+from playbooks.config import REPO
+from playbooks.providers import FleetSpec, aws, gcp
+from playbooks.providers import cloud_common as cc
+from test_gcp_head_instance import HEAD_ADDR, head_instance_sshd, pytestmark, sftp_user  # noqa: F401
+from transfer_fixtures import make_tree, same_tree
+
+
+def last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def on_head(c, gce, fleet_sshd, head_sshd, tmp_path, monkeypatch):
+    """A GCP fleet of one node with a head instance on the fake; returns the head's shared root on disk."""
+    port, node_key, _ = fleet_sshd
+    chroot, head_key = head_sshd
+    gce.host_keys = [node_key]
+    gce.addresses["demo-head"] = (HEAD_ADDR, HEAD_ADDR)
+    gce.instance_host_keys["demo-head"] = [head_key]
+    c.config.gcp.ssh_port = port
+    c.config.fleet.provider = "gcp"
+    c.config.fleet.name = FLEET
+    c.config.shared.mountpoint = str(tmp_path / "mnt")
+    c.config.shared.root = str(tmp_path / "not-the-head")
+    c.config.job.poll = 0.3
+    real_node = gcp._node
+    monkeypatch.setattr(gcp, "_node", lambda c, inst: dataclasses.replace(
+        real_node(c, inst), python=sys.executable, workdir=str(tmp_path / "node-work")))
+    monkeypatch.setattr(cc, "HEAD_CHROOT", str(chroot))
+    monkeypatch.setattr(cc, "HEAD_PYTHON", sys.executable)
+    monkeypatch.setattr(cc, "HEAD_WORKDIR", str(tmp_path / "head-work"))
+    gcp.create(c, FleetSpec(name=FLEET, count=1, head="instance"))
+    gcp.wait_ready(c, FLEET, 20)
+    return chroot / cc.HEAD_DATA
+
+
+def _env(c) -> dict:
+    g = c.config.gcp
+    return {**os.environ, "INVOKE_FLEET_PROVIDER": "gcp", "INVOKE_FLEET_NAME": FLEET,
+            "INVOKE_FLEET_STATE_DIR": str(c.config.fleet.state_dir), "INVOKE_FLEET_SSH_TIMEOUT": "5",
+            "INVOKE_GCP_ENDPOINT": g.endpoint, "INVOKE_GCP_PROJECT": g.project, "INVOKE_GCP_ZONE": g.zone,
+            "INVOKE_GCP_USER": g.user, "INVOKE_GCP_SSH_PORT": str(g.ssh_port),
+            "INVOKE_SHARED_ROOT": str(c.config.shared.root)}
+
+
+def _landed(folder: Path) -> dict[str, int]:
+    """rel -> inode of the complete files below ``folder`` (temp files are not complete)."""
+    return {p.relative_to(folder).as_posix(): p.stat().st_ino for p in folder.rglob("*")
+            if p.is_file() and not p.name.startswith(".fbpart-")}
+
+
+def test_push_to_a_head_instance_killed_and_resumed_then_pulled(gcp_ctx, gce, fleet_sshd, head_instance_sshd,
+                                                                counting_s3, tmp_path, monkeypatch, capsys):
+    c = gcp_ctx
+    shared = on_head(c, gce, fleet_sshd, head_instance_sshd, tmp_path, monkeypatch)
+    made = make_tree(tmp_path / "in", 1000, 3)
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "data.push", "--from", str(tmp_path / "in"), "--to",
+                             "inputs", "--threads", "2", "--json"], cwd=REPO, env=_env(c), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(_landed(shared / "inputs")) < 150 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)                   # SIGKILL mid-way
+    proc.wait(10)
+    proc.stdout.close()
+    proc.stderr.close()
+    before = _landed(shared / "inputs")
+    assert 0 < len(before) < 1003
+    assert all((shared / "inputs" / rel).read_bytes() == made[rel] for rel in before)   # nothing half-written
+    data.push(c, from_=str(tmp_path / "in"), to="inputs", json_=True)
+    out = last_json(capsys)
+    assert (out["copied"], out["skipped"]) == (1003 - len(before), len(before))
+    after = _landed(shared / "inputs")
+    assert all(after[rel] == ino for rel, ino in before.items())   # not one complete file was written again
+    assert same_tree(shared / "inputs", made)                       # and no temp file is left
+    # out of the head: to a local folder byte-identical, and to S3 twice (the 2nd skips by ETag, computed on the head)
+    data.pull(c, from_="inputs", to=str(tmp_path / "back"), json_=True)
+    assert last_json(capsys)["copied"] == 1003 and same_tree(tmp_path / "back", made)
+    c.config.data.s3_endpoint = counting_s3.url
+    data.pull(c, from_="inputs", to="s3://results/in", json_=True, threads=8)
+    assert last_json(capsys)["copied"] == 1003 and len(counting_s3.requests("PUT")) == 1003
+    counting_s3.clear()
+    data.pull(c, from_="inputs", to="s3://results/in", json_=True)
+    assert last_json(capsys)["skipped"] == 1003 and not counting_s3.requests("PUT")
+    cc._REMOTE_HEADS.clear()
+
+
+def test_create_push_run_down_keeps_the_outputs_until_pulled(gcp_ctx, gce, fleet_sshd, head_instance_sshd, tmp_path,
+                                                             monkeypatch, capsys):
+    from playbooks import deploy, mount, run, teardown
+    from playbooks.samples import make_samples
+    c = gcp_ctx
+    shared = on_head(c, gce, fleet_sshd, head_instance_sshd, tmp_path, monkeypatch)
+    make_samples(tmp_path / "images", 6, size=(96, 64))
+    data.push(c, from_=str(tmp_path / "images"), to="src")           # create -> push
+    try:
+        mount.mount(c, name=FLEET, provider="gcp")
+        deploy.deploy(c, name=FLEET, provider="gcp")
+        run.run_(c, workload="resize", src="src", dst="out", args="--size 32", name=FLEET, provider="gcp",
+                 wait=True)                                            # -> run
+    finally:
+        mount.unmount(c, name=FLEET, provider="gcp")
+    outputs = _landed(shared / "out")
+    assert len([r for r in outputs if r.endswith(".jpg")]) == 6
+    capsys.readouterr()
+    fleet.down(c, name=FLEET, provider="gcp", dry_run=True)            # the dry run says what data would go
+    said = capsys.readouterr().out
+    assert "would KEEP demo-head" in said and "out/" in said and len(gce.instances) == 2
+    with pytest.raises(Exit, match="kept the head instance demo-head.*never pulled.*data.pull"):
+        fleet.down(c, name=FLEET, provider="gcp")                      # -> down: the nodes go, the head stays
+    assert [name for _, name in gce.instances] == ["demo-head"]
+    assert _landed(shared / "out") == outputs                          # every output still there, untouched
+    with pytest.raises(Exit, match="kept the head instance"):
+        teardown.teardown(c, name=FLEET, provider="gcp")               # the same rule for teardown
+    cc._REMOTE_HEADS.clear()
+    data.pull(c, from_="out", to=str(tmp_path / "results"))
+    assert {r for r in _landed(tmp_path / "results")} == set(outputs)
+    assert json.loads((shared / ".fleetbook" / "pulled.json").read_text())["out"]["files"] == len(outputs)
+    capsys.readouterr()
+    fleet.down(c, name=FLEET, provider="gcp", dry_run=True)
+    assert "would DELETE demo-head" in capsys.readouterr().out
+    fleet.down(c, name=FLEET, provider="gcp")                          # pulled since the run ended: it goes
+    assert gce.instances == {}
+
+
+def test_the_head_ttl_stops_it(gcp_ctx, aws_ctx):
+    inst = gcp.head_instance(gcp_ctx, FLEET, 2.0, "projects/p/global/images/i")
+    assert inst.scheduling.instance_termination_action == "STOP"
+    key, group = "k", "sg-1"
+    params = aws.head_params(aws_ctx, FLEET, 2.0, "ami-1", key, group, [])
+    assert params["InstanceInitiatedShutdownBehavior"] == "stop"
+    nodes = aws.run_params(aws_ctx, FLEET, 2, 2, True, 2.0, "ami-1", key, group)
+    assert nodes["InstanceInitiatedShutdownBehavior"] == "terminate"   # nodes still delete themselves
+
+
+def test_keep_rules():
+    assert keep.covers("out", "out") and keep.covers("", "out/a") and keep.covers("out", "out/sub")
+    assert not keep.covers("outs", "out") and not keep.covers("out/sub", "out")
