@@ -158,3 +158,78 @@ def test_the_head_ttl_stops_it(gcp_ctx, aws_ctx):
 def test_keep_rules():
     assert keep.covers("out", "out") and keep.covers("", "out/a") and keep.covers("out", "out/sub")
     assert not keep.covers("outs", "out") and not keep.covers("out/sub", "out")
+
+
+def on_aws_head(c, fleet_sshd, head_sshd, tmp_path, monkeypatch):
+    """The same on moto: its addresses are fictitious, so the node is pointed at ``fleet_sshd`` and the head
+    (public and private address) at the head sshd, and the console output at their host keys."""
+    import getpass
+    port, node_key, _ = fleet_sshd
+    chroot, head_key = head_sshd
+    a = c.config.aws
+    a.user, a.ssh_port = getpass.getuser(), port
+    c.config.fleet.provider = "aws"
+    c.config.fleet.name = FLEET
+    c.config.shared.mountpoint = str(tmp_path / "mnt")
+    c.config.shared.root = str(tmp_path / "not-the-head")
+    c.config.job.poll = 0.3
+    real_node, real_find = aws._node, aws.find_head
+    monkeypatch.setattr(aws, "_node", lambda c, inst: dataclasses.replace(
+        real_node(c, inst), host=HEAD_ADDR if cc.is_head(aws._tags(inst)) else "127.0.0.1", port=port,
+        python=sys.executable, workdir=str(tmp_path / "node-work")))
+
+    def find_head(c, name):
+        found = real_find(c, name)
+        return (found[0], HEAD_ADDR, found[2]) if found else None
+
+    monkeypatch.setattr(aws, "find_head", find_head)
+
+    def host_keys(client, iid):
+        (inst,) = [i for r in client.describe_instances(InstanceIds=[iid])["Reservations"] for i in r["Instances"]]
+        return [head_key] if cc.is_head(aws._tags(inst)) else [node_key]
+
+    monkeypatch.setattr(aws, "host_keys", host_keys)
+    monkeypatch.setattr(cc, "HEAD_CHROOT", str(chroot))
+    monkeypatch.setattr(cc, "HEAD_PYTHON", sys.executable)
+    monkeypatch.setattr(cc, "HEAD_WORKDIR", str(tmp_path / "head-work"))
+    aws.create(c, FleetSpec(name=FLEET, count=1, head="instance"))
+    aws.wait_ready(c, FLEET, 20)
+    return chroot / cc.HEAD_DATA
+
+
+def test_aws_down_loses_the_outputs_only_with_discard_results(aws_ctx, gcp_ctx, fleet_sshd, head_instance_sshd,
+                                                              tmp_path, monkeypatch, capsys):
+    from playbooks import deploy, mount, run
+    from playbooks.samples import make_samples
+    c = aws_ctx
+    shared = on_aws_head(c, fleet_sshd, head_instance_sshd, tmp_path, monkeypatch)
+    make_samples(tmp_path / "images", 4, size=(96, 64))
+    data.push(c, from_=str(tmp_path / "images"), to="src")            # create -> push
+    try:
+        mount.mount(c, name=FLEET, provider="aws")
+        deploy.deploy(c, name=FLEET, provider="aws")
+        run.run_(c, workload="resize", src="src", dst="out", args="--size 32", name=FLEET, provider="aws",
+                 wait=True)                                             # -> run
+    finally:
+        mount.unmount(c, name=FLEET, provider="aws")
+    outputs = _landed(shared / "out")
+    assert len([r for r in outputs if r.endswith(".jpg")]) == 4
+    import boto3
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+
+    def alive():
+        return sorted(aws._tags(i).get("Name", "") for r in ec2.describe_instances(Filters=[
+            {"Name": "instance-state-name", "Values": aws.LIVE}])["Reservations"] for i in r["Instances"])
+
+    with pytest.raises(Exit, match="kept the head instance demo-head"):
+        fleet.down(c, name=FLEET, provider="aws")                       # -> down: the node goes, the head stays
+    assert alive() == ["demo-head"] and _landed(shared / "out") == outputs
+    with pytest.raises(Exit, match="kept the head instance"):
+        fleet.down(c, name=FLEET, provider="aws")                       # and again: still kept
+    capsys.readouterr()
+    fleet.down(c, name=FLEET, provider="aws", dry_run=True, discard_results=True)
+    assert "would DELETE demo-head and the shared root on its disk" in capsys.readouterr().out
+    assert alive() == ["demo-head"]
+    fleet.down(c, name=FLEET, provider="aws", discard_results=True)     # the one way to lose them
+    assert alive() == []
+    cc._REMOTE_HEADS.clear()
