@@ -26,7 +26,7 @@ def test_create_sends_one_bulk_insert_with_spot_labels_ttl(gcp_ctx, gce):
     props = body["instanceProperties"]
     sched = props["scheduling"]
     assert sched["provisioningModel"] == "SPOT"
-    assert sched["instanceTerminationAction"] == "DELETE"
+    assert sched["instanceTerminationAction"] == "STOP"      # its TTL stops it: the shared root stays (keep.py)
     assert sched["maxRunDuration"]["seconds"] == str(2 * 3600)
     labels = props["labels"]
     assert labels["fleet"] == FLEET and labels["fleetbook-spot"] == "true"
@@ -250,7 +250,7 @@ def test_head_instance_is_created_once_on_demand_and_excluded_from_nodes(gcp_ctx
     assert head["labels"]["fleetbook-spot"] == "false"
     sched = head["scheduling"]
     assert sched["provisioningModel"] == "STANDARD" and sched["maxRunDuration"]["seconds"] == str(7200)
-    assert sched["instanceTerminationAction"] == "DELETE"
+    assert sched["instanceTerminationAction"] == "STOP"      # its TTL stops it: the shared root stays (keep.py)
     assert head["disks"][0]["initializeParams"]["diskSizeGb"] == "100"
     assert sorted(head["tags"]["items"]) == ["fleetbook", "fleetbook-head"]
     meta = {i["key"]: i["value"] for i in head["metadata"]["items"]}
