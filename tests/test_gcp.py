@@ -26,7 +26,7 @@ def test_create_sends_one_bulk_insert_with_spot_labels_ttl(gcp_ctx, gce):
     props = body["instanceProperties"]
     sched = props["scheduling"]
     assert sched["provisioningModel"] == "SPOT"
-    assert sched["instanceTerminationAction"] == "STOP"      # its TTL stops it: the shared root stays (keep.py)
+    assert sched["instanceTerminationAction"] == "DELETE"
     assert sched["maxRunDuration"]["seconds"] == str(2 * 3600)
     labels = props["labels"]
     assert labels["fleet"] == FLEET and labels["fleetbook-spot"] == "true"
