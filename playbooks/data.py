@@ -39,7 +39,7 @@ def default_threads(c) -> int:
         return int(profile["transfer"]["threads"])
     speedups = ((profile.get("thread_process_crossover") or {}).get("speedup_vs_processes") or {})
     best = max(((v, int(k)) for k, v in speedups.items() if v), default=None)
-    return min(best[1], 64) if best else DEFAULT_THREADS
+    return min(best[1], 32) if best else DEFAULT_THREADS
 
 
 class FilesColumn(ProgressColumn):
