@@ -166,22 +166,17 @@ def down(c, name="", provider="", dry_run=False, discard_results=False):
     pname = prov.__name__.rsplit(".", 1)[-1]
     verdict = keep.check(c, prov, name)      # None: no head instance, the shared root is on this machine
     hold = verdict is not None and not verdict.safe and not discard_results
+    kw = {"keep_head": hold} if verdict is not None else {}   # the local provider knows no head instance
     if dry(c, dry_run):
         nodes = prov.list_nodes(c, name)
-        if verdict is None:
-            prov.terminate(c, name, dry_run=True)  # prints the requests it would send
-        else:
-            prov.terminate(c, name, dry_run=True, keep_head=hold)
+        prov.terminate(c, name, dry_run=True, **kw)  # prints the requests it would send
         console.print(f"[dry run] fleet {name}: would delete {len(nodes)} node(s): "
                       + (", ".join(x.name for x in nodes) or "none"), markup=False)
         if verdict is not None:
-            console.print("[dry run] " + (f"would KEEP {verdict.head}: {keep.describe(verdict)}" if hold else
-                          f"would DELETE {verdict.head} and the shared root on its disk"
-                          + (f" ({keep.describe(verdict)})" if not verdict.safe else
-                             ": every run's outputs were pulled since it ended")), markup=False)
+            console.print(f"[dry run] {keep.plan_line(verdict, hold, keep.monthly_cost(c, pname))}", markup=False)
         return
-    removed = prov.terminate(c, name, keep_head=hold) if verdict is not None else prov.terminate(c, name)
+    removed = prov.terminate(c, name, **kw)
     console.print(f"fleet {name}: {removed} node(s) removed" if removed else f"fleet {name}: nothing to remove")
     if hold:
-        raise Exit(f"fleet {name}: kept the head instance {verdict.head} (it still costs its hourly price): "
+        raise Exit(f"fleet {name}: kept the head instance {verdict.head} ({keep.monthly_cost(c, pname)}): "
                    f"{keep.describe(verdict)}; {keep.advice(verdict, name, pname)}")

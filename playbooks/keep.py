@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from .runstate import STATE
 
 PULLED = f"{STATE}/pulled.json"
+# rough list prices of a head's disk, USD per GB-month: GCP balanced persistent disk, AWS gp3 (late 2025)
+DISK_USD_PER_GB_MONTH = {"gcp": 0.10, "aws": 0.08}
+HOURS_PER_MONTH = 730
 
 
 @dataclass
@@ -110,8 +113,28 @@ def describe(v: Verdict) -> str:
     return f"the head instance {v.head} holds outputs never pulled since their run ended: {runs}"
 
 
+def plan_line(v: Verdict, hold: bool, cost: str) -> str:
+    """What ``fleet.down --dry-run`` says about the head instance and the data on it."""
+    if hold:
+        return f"would KEEP {v.head} ({cost}): {describe(v)}"
+    why = "every run's outputs were pulled since it ended" if v.safe else f"--discard-results: {describe(v)}"
+    return f"would DELETE {v.head} and the shared root on its disk ({why})"
+
+
+def monthly_cost(c, provider: str) -> str:
+    """What a kept head instance costs a month, stopped (its disk) and running (plus its machine)."""
+    from .providers import cloud_common as cc
+    s = c.config[provider]
+    gb = int(s.head_disk_gb)
+    mtype = str(s.head_machine_type if provider == "gcp" else s.head_instance_type)
+    disk = gb * DISK_USD_PER_GB_MONTH.get(provider, 0.10)
+    hourly = cc.price_per_hour(c, provider, False, mtype)
+    running = f", ${disk + hourly * HOURS_PER_MONTH:,.0f}/month running as {mtype}" if hourly else ""
+    return f"{gb} GB disk: about ${disk:,.0f}/month stopped{running}"
+
+
 def advice(v: Verdict, name: str, provider: str) -> str:
     dst = v.unpulled[0]["dst"] if v.unpulled and v.unpulled[0]["dst"] != "?" else "out"
-    start = "" if v.running else f"start it (the cloud console, or your CLI), then "
+    start = "" if v.running else "start it (the cloud console, or your CLI), then "
     return (f"{start}`invoke data.pull --provider {provider} --name {name} --from {dst} --to ./results` "
             f"(or s3:// / gs://), then fleet.down again; `--discard-results` deletes it with them")

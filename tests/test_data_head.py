@@ -127,7 +127,8 @@ def test_create_push_run_down_keeps_the_outputs_until_pulled(gcp_ctx, gce, fleet
     capsys.readouterr()
     fleet.down(c, name=FLEET, provider="gcp", dry_run=True)            # the dry run says what data would go
     said = capsys.readouterr().out
-    assert "would KEEP demo-head" in said and "out/" in said and len(gce.instances) == 2
+    assert "would KEEP demo-head (100 GB disk: about $10/month stopped" in said and "out/" in said
+    assert len(gce.instances) == 2
     with pytest.raises(Exit, match="kept the head instance demo-head.*never pulled.*data.pull"):
         fleet.down(c, name=FLEET, provider="gcp")                      # -> down: the nodes go, the head stays
     assert [name for _, name in gce.instances] == ["demo-head"]
