@@ -23,7 +23,8 @@ from playbooks import data, fleet, keep
 from playbooks.config import REPO
 from playbooks.providers import FleetSpec, aws, gcp
 from playbooks.providers import cloud_common as cc
-from test_gcp_head_instance import HEAD_ADDR, head_instance_sshd, pytestmark, sftp_user  # noqa: F401
+from test_gcp_head_instance import (HEAD_ADDR, head_instance_sshd, point_at_head, pytestmark,  # noqa: F401
+                                    sftp_user)
 from transfer_fixtures import make_tree, same_tree
 
 
@@ -33,26 +34,25 @@ def last_json(capsys) -> dict:
 
 def on_head(c, gce, fleet_sshd, head_sshd, tmp_path, monkeypatch):
     """A GCP fleet of one node with a head instance on the fake; returns the head's shared root on disk."""
-    port, node_key, _ = fleet_sshd
-    chroot, head_key = head_sshd
-    gce.host_keys = [node_key]
-    gce.addresses["demo-head"] = (HEAD_ADDR, HEAD_ADDR)
-    gce.instance_host_keys["demo-head"] = [head_key]
-    c.config.gcp.ssh_port = port
-    c.config.fleet.provider = "gcp"
-    c.config.fleet.name = FLEET
-    c.config.shared.mountpoint = str(tmp_path / "mnt")
-    c.config.shared.root = str(tmp_path / "not-the-head")
-    c.config.job.poll = 0.3
-    real_node = gcp._node
-    monkeypatch.setattr(gcp, "_node", lambda c, inst: dataclasses.replace(
-        real_node(c, inst), python=sys.executable, workdir=str(tmp_path / "node-work")))
-    monkeypatch.setattr(cc, "HEAD_CHROOT", str(chroot))
-    monkeypatch.setattr(cc, "HEAD_PYTHON", sys.executable)
-    monkeypatch.setattr(cc, "HEAD_WORKDIR", str(tmp_path / "head-work"))
+    point_at_head(c, gce, fleet_sshd, head_sshd, tmp_path, monkeypatch)
     gcp.create(c, FleetSpec(name=FLEET, count=1, head="instance"))
     gcp.wait_ready(c, FLEET, 20)
-    return chroot / cc.HEAD_DATA
+    return head_sshd[0] / cc.HEAD_DATA
+
+
+def push_and_run(c, provider: str, tmp_path, images: int) -> None:
+    """create -> push (the inputs from a local folder) -> run (resize on the node, writing to the head)."""
+    from playbooks import deploy, mount, run
+    from playbooks.samples import make_samples
+    make_samples(tmp_path / "images", images, size=(96, 64))
+    data.push(c, from_=str(tmp_path / "images"), to="src")
+    try:
+        mount.mount(c, name=FLEET, provider=provider)
+        deploy.deploy(c, name=FLEET, provider=provider)
+        run.run_(c, workload="resize", src="src", dst="out", args="--size 32", name=FLEET, provider=provider,
+                 wait=True)
+    finally:
+        mount.unmount(c, name=FLEET, provider=provider)
 
 
 def _env(c) -> dict:
@@ -109,19 +109,10 @@ def test_push_to_a_head_instance_killed_and_resumed_then_pulled(gcp_ctx, gce, fl
 
 def test_create_push_run_down_keeps_the_outputs_until_pulled(gcp_ctx, gce, fleet_sshd, head_instance_sshd, tmp_path,
                                                              monkeypatch, capsys):
-    from playbooks import deploy, mount, run, teardown
-    from playbooks.samples import make_samples
+    from playbooks import teardown
     c = gcp_ctx
     shared = on_head(c, gce, fleet_sshd, head_instance_sshd, tmp_path, monkeypatch)
-    make_samples(tmp_path / "images", 6, size=(96, 64))
-    data.push(c, from_=str(tmp_path / "images"), to="src")           # create -> push
-    try:
-        mount.mount(c, name=FLEET, provider="gcp")
-        deploy.deploy(c, name=FLEET, provider="gcp")
-        run.run_(c, workload="resize", src="src", dst="out", args="--size 32", name=FLEET, provider="gcp",
-                 wait=True)                                            # -> run
-    finally:
-        mount.unmount(c, name=FLEET, provider="gcp")
+    push_and_run(c, "gcp", tmp_path, 6)
     outputs = _landed(shared / "out")
     assert len([r for r in outputs if r.endswith(".jpg")]) == 6
     capsys.readouterr()
@@ -200,19 +191,9 @@ def on_aws_head(c, fleet_sshd, head_sshd, tmp_path, monkeypatch):
 
 def test_aws_down_loses_the_outputs_only_with_discard_results(aws_ctx, gcp_ctx, fleet_sshd, head_instance_sshd,
                                                               tmp_path, monkeypatch, capsys):
-    from playbooks import deploy, mount, run
-    from playbooks.samples import make_samples
     c = aws_ctx
     shared = on_aws_head(c, fleet_sshd, head_instance_sshd, tmp_path, monkeypatch)
-    make_samples(tmp_path / "images", 4, size=(96, 64))
-    data.push(c, from_=str(tmp_path / "images"), to="src")            # create -> push
-    try:
-        mount.mount(c, name=FLEET, provider="aws")
-        deploy.deploy(c, name=FLEET, provider="aws")
-        run.run_(c, workload="resize", src="src", dst="out", args="--size 32", name=FLEET, provider="aws",
-                 wait=True)                                             # -> run
-    finally:
-        mount.unmount(c, name=FLEET, provider="aws")
+    push_and_run(c, "aws", tmp_path, 4)
     outputs = _landed(shared / "out")
     assert len([r for r in outputs if r.endswith(".jpg")]) == 4
     import boto3
