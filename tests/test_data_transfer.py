@@ -125,8 +125,12 @@ def test_s3_pull_killed_mid_way_resumes_without_resending(tmp_path, counting_s3,
     data.pull(c, from_="out", to=dest, json_=True)
     assert last_json(capsys)["skipped"] == N_SMALL + N_BIG and not proxy.requests("PUT")
     lists = [q for m, p, q in proxy.log if m == "GET" and p.rstrip("/") == "/results" and "list-type=2" in q]
-    assert len(lists) == 2 and len(proxy.log) == 2     # 1,003 keys: two pages of one listing, nothing else
+    assert len(lists) == 2 and len(proxy.log) == 3     # the bucket (HEAD), 1,003 keys: two pages of one listing
     assert not s3.list_multipart_uploads(Bucket="results").get("Uploads")   # a killed multipart was aborted
+    proxy.clear()
+    with pytest.raises(Exit, match="bucket s3://no-such-bucket cannot be used"):
+        data.pull(c, from_="out", to="s3://no-such-bucket/x")
+    assert len(proxy.log) == 1                            # one request, not one failure per file
 
 
 def test_gcs_round_trip_skips_by_checksum(tmp_path, gcs_emulator, capsys):
@@ -152,3 +156,5 @@ def test_gcs_round_trip_skips_by_checksum(tmp_path, gcs_emulator, capsys):
     per_object = [p for m, p, q in proxy.log if "/o/" in p or "alt=media" in q]
     lists = proxy.requests("GET", "/storage/v1/b/results/o")
     assert per_object == [] and len(lists) == 2     # "is anything there" (one object) and one listing
+    with pytest.raises(Exit, match="bucket gs://no-such-bucket does not exist"):
+        data.pull(c, from_="out", to="gs://no-such-bucket/x")

@@ -110,7 +110,7 @@ def point_at_head(c, gce, fleet_sshd, head_instance_sshd, tmp_path, monkeypatch)
 def test_head_instance_end_to_end(gcp_ctx, gce, fleet_sshd, head_instance_sshd, tmp_path, monkeypatch, capsys):
     from playbooks import deploy, mount, progress, run, runstate
     from playbooks.samples import make_samples
-    port, node_key, _ = fleet_sshd
+    port = fleet_sshd[0]
     chroot, head_key = head_instance_sshd
     c = gcp_ctx
     point_at_head(c, gce, fleet_sshd, head_instance_sshd, tmp_path, monkeypatch)

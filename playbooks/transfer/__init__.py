@@ -45,6 +45,8 @@ def transfer(src, dst, threads: int, dry_run: bool = False, started=None, on_byt
              on_file=lambda e: None) -> dict:
     """Copy what ``dst`` lacks from ``src``; ``started(plan)`` is called once the plan is known (the bar)."""
     t0 = time.monotonic()
+    for store in (src, dst):
+        getattr(store, "check", lambda: None)()      # a bucket that is missing: one error, not one per file
     src_entries, dst_entries = listings(src, dst)
     plan = make_plan(src, dst, src_entries, dst_entries)
     if dry_run:

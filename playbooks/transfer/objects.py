@@ -72,6 +72,14 @@ class S3Store:
     def _path(self, rel: str) -> str:
         return f"{self.bucket}/{self._key(rel)}"
 
+    def check(self) -> None:
+        """The bucket is there and answers (one request), else ValueError: never a failure per file."""
+        try:
+            self.fs.call_s3("head_bucket", Bucket=self.bucket)
+        except (FileNotFoundError, PermissionError, OSError) as exc:
+            raise ValueError(f"bucket s3://{self.bucket} cannot be used ({type(exc).__name__}: {exc}): check its "
+                             "name, your credentials (aws configure / AWS_PROFILE) and data.s3_endpoint") from None
+
     def exists(self) -> bool:
         """Anything below the prefix (one request for one key)."""
         page = self.fs.call_s3("list_objects_v2", Bucket=self.bucket, MaxKeys=1,
@@ -159,6 +167,17 @@ class GcsStore:
 
     def _blob(self, rel: str):
         return self._client().bucket(self.bucket).blob(f"{self.prefix}/{rel}" if self.prefix else rel)
+
+    def check(self) -> None:
+        """The bucket is there and answers (one request), else ValueError: never a failure per file."""
+        from google.api_core import exceptions as gexc
+        try:
+            found = self._client().bucket(self.bucket).exists()
+        except gexc.GoogleAPICallError as exc:
+            raise ValueError(f"bucket gs://{self.bucket} cannot be used ({exc}): check your credentials "
+                             "(gcloud auth application-default login) and data.gcs_endpoint") from None
+        if not found:
+            raise ValueError(f"bucket gs://{self.bucket} does not exist: create it (gcloud storage buckets create)")
 
     def exists(self) -> bool:
         """Anything below the prefix (one request for one object)."""
