@@ -49,6 +49,10 @@ class CountingProxy:
 
             def _forward(self):
                 body = self._body()
+                declared = self.headers.get("Content-Length")
+                if declared is not None and len(body) < int(declared):
+                    self.close_connection = True    # the client died mid-body: a server drops it, never stores it
+                    return
                 url = urllib.parse.urlparse(self.path)
                 with proxy.lock:
                     proxy.log.append((self.command, url.path, url.query))
