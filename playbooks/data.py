@@ -103,7 +103,7 @@ def _run(c, src, dst, threads: int, json_: bool, dry_run: bool) -> dict:
         out = transfer(src, dst, threads, dry_run, started, on_bytes, on_file)
     except ValueError as exc:
         raise Exit(str(exc)) from None
-    except (OSError, PermissionError) as exc:
+    except OSError as exc:
         raise Exit(f"transfer {src.label} -> {dst.label} failed: {type(exc).__name__}: {exc}") from None
     except Exception as exc:  # the SDKs' own errors (no credentials, no such bucket): one line, no traceback
         if type(exc).__module__.split(".")[0] in ("botocore", "google", "s3fs", "aiobotocore", "paramiko"):
