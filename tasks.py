@@ -4,8 +4,8 @@ Only assembly happens here; every step lives in playbooks/.  `invoke --list` sho
 """
 from invoke import Collection
 
-from playbooks import (batch_tasks, bench, dask_tasks, deploy, demo, fleet, image, mount, overhead, progress, run,
-                       shell, teardown)
+from playbooks import (batch_tasks, bench, dask_tasks, data, deploy, demo, fleet, image, mount, overhead, progress,
+                       run, shell, teardown)
 from playbooks.cli import allow_double_dash_short_options
 from playbooks.config import DEFAULTS
 
@@ -17,6 +17,7 @@ ns = Collection(
     Collection.from_module(bench, name="bench"),
     Collection.from_module(dask_tasks, name="dask"),
     Collection.from_module(batch_tasks, name="batch"),
+    Collection.from_module(data, name="data"),
     mount.mount, mount.unmount, deploy.deploy, run.run_, run.stop, progress.progress, overhead.overhead,
     shell.exec_, shell.ssh, teardown.teardown,
     demo.demo,

@@ -51,6 +51,12 @@ DEFAULTS = {
         "lost_after": 30.0,        # seconds without a heartbeat before a node counts as lost
         "poll": 1.0,               # seconds between progress refreshes
     },
+    "data": {                      # invoke data.push / data.pull
+        "threads": 0,              # files at once; 0 = the machine profile's measurement, else 8
+        "part_mb": 8,              # objects above this go up in parts of exactly this size (S3 multipart)
+        "s3_endpoint": "",         # another S3 endpoint (a proxy, MinIO); "" = boto's own (AWS_ENDPOINT_URL)
+        "gcs_endpoint": "",        # another GCS endpoint; plain http:// = an emulator, sent no credentials
+    },
     "bench": {
         "scale": "default",        # small | default | large
         "profile": "",             # "" = <repo>/.fleetbook/profile.json

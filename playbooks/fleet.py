@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import head as local_head
-from . import providers
+from . import keep, providers
 from .providers import FleetSpec, NodesNotReady
 from .providers.cloud_common import head_mode
 
@@ -162,17 +162,27 @@ def list_(c, name="", provider="", all=False, json_=False):
 @task(help={
     "name": "fleet name (default: fleet.name)",
     "provider": "local, gcp or aws (default: fleet.provider)",
-    "dry_run": "print what would be deleted and delete nothing",
+    "dry_run": "print what would be deleted (nodes, and the data on a head instance) and delete nothing",
+    "discard_results": "delete a head instance even though its outputs were not pulled since their run ended",
 })
-def down(c, name="", provider="", dry_run=False):
-    """Stop and delete every node of the fleet; a second call does nothing."""
+def down(c, name="", provider="", dry_run=False, discard_results=False):
+    """Stop and delete every node of the fleet (a head instance only once its outputs are pulled)."""
     name = fleet_name(c, name)
     prov = provider_of(c, provider)
+    pname = prov.__name__.rsplit(".", 1)[-1]
+    verdict = keep.check(c, prov, name)      # None: no head instance, the shared root is on this machine
+    hold = verdict is not None and not verdict.safe and not discard_results
+    kw = {"keep_head": hold} if verdict is not None else {}   # the local provider knows no head instance
     if dry(c, dry_run):
         nodes = prov.list_nodes(c, name)
-        prov.terminate(c, name, dry_run=True)  # prints the requests it would send
+        prov.terminate(c, name, dry_run=True, **kw)  # prints the requests it would send
         console.print(f"[dry run] fleet {name}: would delete {len(nodes)} node(s): "
-                      + (", ".join(x.name for x in nodes) or "none"))
+                      + (", ".join(x.name for x in nodes) or "none"), markup=False)
+        if verdict is not None:
+            console.print(f"[dry run] {keep.plan_line(verdict, hold, keep.monthly_cost(c, pname))}", markup=False)
         return
-    removed = prov.terminate(c, name)
+    removed = prov.terminate(c, name, **kw)
     console.print(f"fleet {name}: {removed} node(s) removed" if removed else f"fleet {name}: nothing to remove")
+    if hold:
+        raise Exit(f"fleet {name}: kept the head instance {verdict.head} ({keep.monthly_cost(c, pname)}): "
+                   f"{keep.describe(verdict)}; {keep.advice(verdict, name, pname)}")

@@ -15,9 +15,10 @@ console = Console()
 
 
 @task(help={"name": "fleet name (default: fleet.name)", "provider": "local, gcp or aws (default: fleet.provider)",
-            "dry_run": "print what would be stopped and deleted, do nothing"})
-def teardown(c, name="", provider="", dry_run=False):
-    """Stop workloads, unmount, and delete every node of the fleet."""
+            "dry_run": "print what would be stopped and deleted (the data on a head instance too), do nothing",
+            "discard_results": "delete a head instance even though its outputs were not pulled since their run ended"})
+def teardown(c, name="", provider="", dry_run=False, discard_results=False):
+    """Stop workloads, unmount, and delete every node of the fleet (a head instance once its outputs are pulled)."""
     name = fleet_tasks.fleet_name(c, name)
     if not fleet_tasks.dry(c, dry_run):
         if dask_engine.read_state(c, name):  # a Dask cluster on the fleet goes first, its scheduler included
@@ -32,4 +33,4 @@ def teardown(c, name="", provider="", dry_run=False):
             mount_tasks.unmount(c, name=name, provider=provider)
         except Exit as exc:  # no running node, or a node that cannot unmount: the nodes go anyway
             console.print(f"unmount: {exc.message}")
-    fleet_tasks.down(c, name=name, provider=provider, dry_run=dry_run)
+    fleet_tasks.down(c, name=name, provider=provider, dry_run=dry_run, discard_results=discard_results)

@@ -251,7 +251,7 @@ def test_head_instance_is_created_once_on_demand_and_excluded_from_nodes(gcp_ctx
     assert head["labels"]["fleetbook-spot"] == "false"
     sched = head["scheduling"]
     assert sched["provisioningModel"] == "STANDARD" and sched["maxRunDuration"]["seconds"] == str(7200)
-    assert sched["instanceTerminationAction"] == "DELETE"
+    assert sched["instanceTerminationAction"] == "STOP"      # its TTL stops it: the shared root stays (keep.py)
     assert head["disks"][0]["initializeParams"]["diskSizeGb"] == "100"
     assert sorted(head["tags"]["items"]) == ["fleetbook", "fleetbook-head"]
     meta = {i["key"]: i["value"] for i in head["metadata"]["items"]}

@@ -85,15 +85,13 @@ def head_instance_sshd(gcp_ctx, fleet_sshd, head_root, sftp_user, tmp_path):
     keys.unlink()
 
 
-def test_head_instance_end_to_end(gcp_ctx, gce, fleet_sshd, head_instance_sshd, tmp_path, monkeypatch, capsys):
-    from playbooks import deploy, mount, progress, run, runstate
-    from playbooks.samples import make_samples
+def point_at_head(c, gce, fleet_sshd, head_instance_sshd, tmp_path, monkeypatch) -> None:
+    """Settings and fakes for a GCP fleet whose node is ``fleet_sshd`` and whose head instance is the head sshd."""
     port, node_key, _ = fleet_sshd
     chroot, head_key = head_instance_sshd
     gce.host_keys = [node_key]
     gce.addresses["demo-head"] = (HEAD_ADDR, HEAD_ADDR)          # public and internal address of the head
     gce.instance_host_keys["demo-head"] = [head_key]
-    c = gcp_ctx
     c.config.gcp.ssh_port = port
     c.config.fleet.provider = "gcp"
     c.config.fleet.name = FLEET
@@ -107,6 +105,15 @@ def test_head_instance_end_to_end(gcp_ctx, gce, fleet_sshd, head_instance_sshd, 
     monkeypatch.setattr(cc, "HEAD_CHROOT", str(chroot))
     monkeypatch.setattr(cc, "HEAD_PYTHON", sys.executable)
     monkeypatch.setattr(cc, "HEAD_WORKDIR", str(tmp_path / "head-work"))
+
+
+def test_head_instance_end_to_end(gcp_ctx, gce, fleet_sshd, head_instance_sshd, tmp_path, monkeypatch, capsys):
+    from playbooks import deploy, mount, progress, run, runstate
+    from playbooks.samples import make_samples
+    port = fleet_sshd[0]
+    chroot, head_key = head_instance_sshd
+    c = gcp_ctx
+    point_at_head(c, gce, fleet_sshd, head_instance_sshd, tmp_path, monkeypatch)
     make_samples(chroot / cc.HEAD_DATA / "src", 6, size=(96, 64))   # the inputs, uploaded to the head's disk
     gcp.create(c, FleetSpec(name=FLEET, count=1, head="instance"))
     assert [n.name for n in gcp.wait_ready(c, FLEET, 20)] == ["demo-0001"]

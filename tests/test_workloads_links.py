@@ -100,7 +100,10 @@ def test_longest_valid_names_are_written_and_their_temps_swept(tmp_path, stem):
     assert fleetwork._parse_temp(tmp) == (fleetwork.HOST, os.getpid())        # the sweep still knows its owner
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    left = tmp.replace(f"-{os.getpid()}-", f"-{dead.pid}-")                    # a temp a killed run left behind
+    with pytest.MonkeyPatch.context() as mp:                                    # a temp a killed run left behind
+        mp.setattr(os, "getpid", lambda: dead.pid)                              # (its pid may be longer than ours)
+        left = os.path.basename(fleetwork.temp_name(str(dst / (stem + ".jpg"))))
+    assert len(os.fsencode(left)) <= fleetwork.NAME_MAX and fleetwork._parse_temp(left) == (fleetwork.HOST, dead.pid)
     (dst / left).write_bytes(b"partial")
     _outputs, temps = fleetwork._scan(str(dst))
     assert fleetwork.sweep_temps(temps) == 1 and not (dst / left).exists()

@@ -259,12 +259,13 @@ def estimate(c, spec: FleetSpec) -> str:
 
 def head_params(c, name: str, ttl_hours: float, image: str, key: str, group: str, devices: list[dict]) -> dict:
     """One on-demand instance (no InstanceMarketOptions), tags fleet + role=head, Name <fleet>-head, its own
-    type and disk, the same TTL and key, user data that makes the SFTP-only shared root."""
+    type and disk, the same TTL and key (its power-off at the deadline STOPS it: the shared root on its volume
+    stays, see keep.py), user data that makes the SFTP-only shared root."""
     a = c.config.aws
     params = run_params(c, name, 1, 1, False, ttl_hours, image, key, group)
     labels = cc.head_labels(name, ttl_hours)
     tags = [{"Key": k, "Value": v} for k, v in {**labels, "Name": cc.head_name(name)}.items()]
-    params.update(InstanceType=str(a.head_instance_type), TagSpecifications=[
+    params.update(InstanceType=str(a.head_instance_type), InstanceInitiatedShutdownBehavior="stop", TagSpecifications=[
         {"ResourceType": "instance", "Tags": tags}, {"ResourceType": "volume", "Tags": tags}],
         UserData=cc.aws_head_user_data(c, name, int(labels[cc.DEADLINE_LABEL])),
         BlockDeviceMappings=[{**d, "Ebs": {**d["Ebs"], "VolumeSize": int(a.head_disk_gb)}} for d in devices])
@@ -439,8 +440,18 @@ def wait_ready(c, name: str, timeout: float) -> list[Node]:
 
 # --- terminate --------------------------------------------------------------------------------------------
 
-def terminate(c, name: str, dry_run: bool = False) -> int:
-    raw = _raw(c, name, LIVE + ["shutting-down"])
+def head_node(c, name: str):
+    """The fleet's head instance as a Node in any live state (stopped too), or None: what ``keep.check`` asks."""
+    return next((_node(c, i) for _, i in _raw(c, name) if cc.is_head(_tags(i))), None)
+
+
+def terminate(c, name: str, dry_run: bool = False, keep_head: bool = False) -> int:
+    """Terminate every instance of the fleet; with ``keep_head`` the head instance (and the shared root) stays."""
+    def listed():
+        return [(r, i) for r, i in _raw(c, name, LIVE + ["shutting-down"])
+                if not (keep_head and cc.is_head(_tags(i)))]
+
+    raw = listed()
     if dry_run:
         for region, inst in raw:
             print(f"[dry run] would send TerminateInstances {inst['InstanceId']} ({region})")
@@ -463,10 +474,10 @@ def terminate(c, name: str, dry_run: bool = False) -> int:
                     raise _fail(exc, "terminating instances") from None
             _waiter(client, "instance_terminated", max(1.0, deadline - time.monotonic()), InstanceIds=ids)
             removed |= set(ids)
-        raw = _raw(c, name, LIVE + ["shutting-down"])
+        raw = listed()
         if raw and time.monotonic() > deadline:
             raise Exit(f"fleet {name}: {len(raw)} instance(s) still alive after {timeout:g} s; run fleet.down again")
-    for region in regions(c):
+    for region in regions(c) if not keep_head else []:   # the kept head still needs the key pair
         try:
             ec2(c, region).delete_key_pair(KeyName=key_name(name))
         except ClientError:

@@ -581,6 +581,10 @@ class RemoteHead:
             self._files = connect(self.c, self.fleet, replace(self.node, user=HEAD_SFTP_USER)).sftp()
         return self._files
 
+    def sftp(self):
+        """The SFTP session (chrooted: ``/data`` is the shared root), for ``playbooks/transfer/sftp.py``."""
+        return self._sftp()
+
     def _path(self, rel: str) -> str:
         return f"/{HEAD_DATA}/{rel.strip('/')}"
 

@@ -352,14 +352,16 @@ def estimate(c, spec: FleetSpec) -> str:
 
 
 def head_instance(c, name: str, ttl_hours: float, image: str) -> compute_v1.Instance:
-    """The head instance: on-demand (STANDARD), role=head, its own machine type and disk, the same TTL, the
-    fleet's key, and a startup script that makes the SFTP-only shared root (cloud_common.head_script)."""
+    """The head instance: on-demand (STANDARD), role=head, its own machine type and disk, the same TTL (which
+    STOPS it, keeping its disk and the shared root on it), the fleet's key, and a startup script that makes the
+    SFTP-only shared root (cloud_common.head_script)."""
     g = c.config.gcp
     props = instance_properties(c, name, False, ttl_hours, image, labels=cc.head_labels(name, ttl_hours))
     for item in props.metadata.items:
         if item.key == "startup-script":
             item.value = cc.head_script(c, name)
     props.disks[0].initialize_params.disk_size_gb = int(g.head_disk_gb)
+    props.scheduling.instance_termination_action = "STOP"   # its TTL stops it: the shared root stays (keep.py)
     return compute_v1.Instance(
         name=cc.head_name(name), machine_type=f"zones/{regional.home_zone(c)}/machineTypes/{g.head_machine_type}",
         labels=props.labels, metadata=props.metadata, scheduling=props.scheduling, disks=props.disks,
@@ -534,9 +536,19 @@ def _delete(c, api: Api, targets: dict[str, str]) -> None:
             raise _fail(exc, f"deleting {inst}") from None
 
 
-def terminate(c, name: str, dry_run: bool = False) -> int:
+def head_node(c, name: str):
+    """The fleet's head instance as a Node in any state (stopped too), or None: what ``keep.check`` asks."""
+    return next((_node(c, inst) for _, inst in _raw(c, Api(c), name) if cc.is_head(inst.labels)), None)
+
+
+def terminate(c, name: str, dry_run: bool = False, keep_head: bool = False) -> int:
+    """Delete every VM of the fleet; with ``keep_head`` the head instance (and the shared root on it) stays."""
     api = Api(c)
-    raw = _raw(c, api, name)
+
+    def listed():
+        return [(z, i) for z, i in _raw(c, api, name) if not (keep_head and cc.is_head(i.labels))]
+
+    raw = listed()
     if dry_run:
         for zone, inst in raw:
             _show("DELETE", f"projects/{api.project}/zones/{zone}/instances/{inst.name}")
@@ -549,7 +561,7 @@ def terminate(c, name: str, dry_run: bool = False) -> int:
         todo = {inst.name: zone for zone, inst in raw if inst.name not in removed or inst.status != "STOPPING"}
         _delete(c, api, todo)
         removed |= set(todo)
-        raw = _raw(c, api, name)
+        raw = listed()
         if raw and time.monotonic() > deadline:
             raise Exit(f"fleet {name}: {len(raw)} VM(s) still listed after {api.timeout:g} s: "
                        f"{', '.join(i.name for _, i in raw)}; run fleet.down again")
