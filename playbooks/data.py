@@ -56,7 +56,7 @@ def _side(c, where: str, rel: str, name: str, provider: str):
     fleet = fleet_name(c, name)
     head = runstate.remote(c, provider, fleet)
     try:
-        return locations.shared(c, rel, head)
+        return locations.shared(c, rel, head, where)
     except ValueError as exc:
         raise Exit(f"{where}: {exc}") from None
 

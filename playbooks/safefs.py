@@ -18,6 +18,7 @@ the root that comes from a flag or from a file on the shared disk; ``name`` the 
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import re
@@ -145,23 +146,11 @@ class Root:
         """The content of a regular file, or None when it is missing, not a regular file or bigger than
         ``limit``; ``Refused`` when it or a folder on the way is a symlink."""
         try:
-            dfd, last, parts = self._parent(rel)
+            f = self.open_read(rel)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        try:
-            try:
-                fd = os.open(last, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
-            except FileNotFoundError:
-                return None
-            except OSError as e:
-                if e.errno == errno.ELOOP:
-                    raise self._refused(parts) from None
-                raise
-        finally:
-            os.close(dfd)
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+        with f:
+            if os.fstat(f.fileno()).st_size > limit:
                 return None
             return f.read(limit + 1)[:limit]
 
@@ -207,14 +196,25 @@ class Root:
 
     def write_bytes(self, rel: str, data: bytes, mode: int = 0o644) -> None:
         """Atomic: a temp file in the same folder, then renamed over ``rel`` (folders made as needed)."""
+        self.write_stream(rel, io.BytesIO(data), mode=mode)
+
+    def write_stream(self, rel: str, src, *, mtime: float | None = None, tmp: str = "", mode: int = 0o644,
+                     chunk: int = 1 << 20) -> None:
+        """Copy the readable ``src`` to ``rel`` atomically: the temp file ``tmp`` (default ``.fb-tmp-<hex>``) in
+        the same folder, its mtime set when given, then renamed over ``rel``; all relative to the folder's own
+        descriptor, so no link on the way or at the name is followed (folders made as needed)."""
         dfd, last, _parts_ = self._parent(rel, create=True)
         try:
-            tmp = f".fb-tmp-{secrets.token_hex(8)}"
+            tmp = tmp or f".fb-tmp-{secrets.token_hex(8)}"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
                          dir_fd=dfd)
             try:
                 with os.fdopen(fd, "wb") as f:
-                    f.write(data)
+                    while block := src.read(chunk):
+                        f.write(block)
+                    f.flush()  # before the mtime: a later write would change it again
+                    if mtime is not None:
+                        os.utime(f.fileno(), (mtime, mtime))
                 os.replace(tmp, last, src_dir_fd=dfd, dst_dir_fd=dfd)
             except BaseException:
                 try:
@@ -224,6 +224,26 @@ class Root:
                 raise
         finally:
             os.close(dfd)
+
+    def open_read(self, rel: str):
+        """A binary file object of the regular file ``rel`` (FileNotFoundError when it is missing or not a
+        regular file); ``Refused`` when it or a folder on the way is a symlink."""
+        dfd, last, parts = self._parent(rel)
+        try:
+            try:
+                fd = os.open(last, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise self._refused(parts) from None
+                raise
+        finally:
+            os.close(dfd)
+        f = os.fdopen(fd, "rb")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            f.close()
+            raise FileNotFoundError(errno.ENOENT, "not a regular file", rel)
+        os.set_blocking(fd, True)
+        return f
 
     def write_text(self, rel: str, text: str) -> None:
         self.write_bytes(rel, text.encode())

@@ -65,8 +65,8 @@ def test_mistakes_are_one_line(tmp_path):
     for call, match in [
         (lambda: data.push(c, from_=str(tmp_path / "nope"), to="src"), "nothing there"),
         (lambda: data.push(c, from_="", to="src"), "say where"),
-        (lambda: data.push(c, from_=str(tmp_path / "in"), to="../escape"), "relative to the shared root"),
-        (lambda: data.pull(c, from_="/etc", to=str(tmp_path / "x")), "relative to the shared root"),
+        (lambda: data.push(c, from_=str(tmp_path / "in"), to="../escape"), "--to '../escape' leaves shared.root"),
+        (lambda: data.pull(c, from_="/etc", to=str(tmp_path / "x")), "--from '/etc' must be relative to shared.root"),
         (lambda: data.pull(c, from_="missing", to=str(tmp_path / "x")), "no such folder in the shared root"),
         (lambda: data.pull(c, from_="src", to="ftp://host/x"), "only s3:// and gs://"),
         (lambda: data.pull(c, from_="src", to="s3://"), "names no bucket"),

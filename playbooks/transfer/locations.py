@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .objects import GcsStore, S3Store, parse_url
-from .stores import LocalStore, check_rel
+from .. import safefs
+from .stores import LocalStore
 
 SCHEMES = ("s3", "gs")
 
@@ -32,10 +33,10 @@ def outside(c, spec: str, threads: int):
     return LocalStore(Path(spec).expanduser().resolve())
 
 
-def shared(c, rel: str, head):
+def shared(c, rel: str, head, what: str = "the shared-root side"):
     """The store of ``rel`` in the shared root: on the head instance ``head`` (a RemoteHead), else here."""
     from ..config import shared_root
-    rel = check_rel(rel)
+    rel = "" if rel.strip() in ("", ".") else safefs.rel_path(rel.strip(), what)
     if head is not None:
         from .sftp import SftpStore
         return SftpStore(head, rel, f"head instance:{rel or '.'}")

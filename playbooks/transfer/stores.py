@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..safefs import Root
 
 TEMP_RE = re.compile(r"^\.fbpart-[0-9a-f]{12}$")
 COPY_CHUNK = 1 << 20
@@ -59,29 +60,20 @@ class Counting:
         self.close()
 
 
-def check_rel(rel: str) -> str:
-    """A relative path below a root: no absolute path, no ``..``, no empty name; '' or '.' is the root."""
-    rel = rel.strip()
-    parts = [p for p in rel.replace("\\", "/").split("/") if p not in ("", ".")]
-    if rel.startswith("/") or ".." in parts:
-        raise ValueError(f"{rel!r} must be a path relative to the shared root, without '..'")
-    return "/".join(parts)
-
-
 class LocalStore:
     """A folder on this machine (a local folder, or the shared root when it lives here).
 
     Symbolic links are neither followed nor copied: a node can plant one in the shared root over SFTP, and the
-    operator's process must not write through it (temp files are opened with O_NOFOLLOW | O_EXCL, and no
-    folder on the way to a file may be a link)."""
+    operator's process must not read or write through it (``safefs.Root``: no link on the way or at the name
+    is followed)."""
 
     kind = "files"
 
     def __init__(self, root: Path, label: str = ""):
         self.root = Path(root)
+        self.files = Root(self.root)
         self.label = label or str(root)
         self.stale: list[str] = []
-        self._made: set[str] = set()
 
     def exists(self) -> bool:
         return self.root.is_dir()
@@ -125,43 +117,12 @@ class LocalStore:
         return n
 
     def open_read(self, rel: str, entry: Entry | None = None):
-        fd = os.open(self.root / rel, os.O_RDONLY | os.O_NOFOLLOW)
-        return os.fdopen(fd, "rb")
-
-    def _parent(self, rel: str) -> Path:
-        """The folder of ``rel``, made if missing; a symbolic link on the way is refused."""
-        parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
-        if parent not in self._made:
-            path = self.root
-            path.mkdir(parents=True, exist_ok=True)
-            for part in [p for p in parent.split("/") if p]:
-                path = path / part
-                try:
-                    os.mkdir(path)
-                except FileExistsError:
-                    if not stat.S_ISDIR(os.lstat(path).st_mode):
-                        raise OSError(f"{path} is not a folder (a link or a file): not writing through it")
-            self._made.add(parent)
-        return self.root / parent if parent else self.root
+        return self.files.open_read(rel)
 
     def write(self, rel: str, entry: Entry, src) -> None:
-        """Copy the readable ``src`` to ``rel``: temp file, mtime = the source's, rename (atomic)."""
-        folder = self._parent(rel)
-        tmp = folder / temp_name()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while block := src.read(COPY_CHUNK):
-                    out.write(block)
-            if entry.mtime is not None:
-                os.utime(tmp, (entry.mtime, entry.mtime), follow_symlinks=False)
-            os.replace(tmp, self.root / rel)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        """Copy the readable ``src`` to ``rel``: temp file, mtime = the source's, rename (atomic); through
+        ``safefs``, so no link on the way or at the name is followed."""
+        self.files.write_stream(rel, src, mtime=entry.mtime, tmp=temp_name(), chunk=COPY_CHUNK)
 
     def fingerprints(self, wanted: dict[str, list[str]]) -> dict[str, dict]:
         """{rel: {kind: value}} for the files and kinds asked (see ``digest``)."""
