@@ -11,8 +11,16 @@ itself with ``bench_scale``.  Timings on a shared 2-core machine are noisy: comp
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+WORKLOADS = Path(__file__).resolve().parent.parent / "workloads"
+if str(WORKLOADS) not in sys.path:
+    sys.path.insert(0, str(WORKLOADS))
+
+import fleetwork  # noqa: E402
 
 SCALES = ("small", "default", "large")
 ENV = "FLEETBOOK_BENCH_SCALE"
@@ -33,11 +41,10 @@ def _scale(config) -> str:
 
 
 def cores() -> int:
-    """The cores this process may run on (affinity), which is what a pool can use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    """The cores this machine counts as its own, by the workloads' own rule (``fleetwork.machine_cores``):
+    ``$FLEETBOOK_CORES`` (a local fleet node counts ``local.cores_per_node``), else the CPUs this process may
+    run on (affinity), which is what a pool can use."""
+    return fleetwork.machine_cores()
 
 
 def pytest_report_header(config):

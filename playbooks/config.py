@@ -48,7 +48,8 @@ DEFAULTS = {
     },
     "bench": {
         "scale": "default",        # small | default | large
-        "profile": "",             # "" = <repo>/.fleetbook/profile.json
+        "profile": "",             # "" = <repo>/.fleetbook/profile.json (this machine's, from `invoke bench`)
+        "profiles": "",            # "" = <repo>/.fleetbook/profiles: one per machine type, `invoke bench --node`
     },
     **CLOUD_DEFAULTS,              # gcp, aws, image: see cloud_config.py
     **ENGINE_DEFAULTS,             # dask, batch: see engine_config.py
