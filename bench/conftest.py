@@ -31,6 +31,15 @@ def pytest_addoption(parser):
         "--bench-scale", choices=SCALES, default=None,
         help=f"size of the benchmark inputs: small (CI), default (minutes), large (the write-ups); env {ENV}",
     )
+    parser.addoption(
+        "--bench-src", default=None, metavar="DIR",
+        help="bench/test_items.py: time the workloads on a sample of the images in DIR (the job's real inputs; "
+             "`invoke bench --node` passes the node's view of the shared disk) instead of generated photos",
+    )
+    parser.addoption(
+        "--bench-sample", type=int, default=0, metavar="N",
+        help="bench/test_items.py: how many inputs to sample (default: 8 small, 24 default, 100 large)",
+    )
 
 
 def _scale(config) -> str:
@@ -55,7 +64,15 @@ def pytest_report_header(config):
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Record what the machine profile needs next to pytest-benchmark's own machine info."""
     machine_info["fleetbook"] = {"scale": _scale(config), "cores": cores(), "cpu_model": _cpu_model(),
+                                 "memory_bytes": _memory_bytes(),
                                  "load_average_1m": round(os.getloadavg()[0], 2)}  # at the end of the run
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
 
 
 def _cpu_model() -> str:
@@ -85,6 +102,27 @@ def sized(bench_scale):
         return {"small": small, "default": default, "large": default if large is None else large}[bench_scale]
 
     return pick
+
+
+@pytest.fixture(scope="session")
+def bench_src(pytestconfig) -> Path | None:
+    """``--bench-src DIR`` as a Path (checked), or None: generated inputs."""
+    value = pytestconfig.getoption("--bench-src")
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_dir():
+        raise pytest.UsageError(f"--bench-src {value}: no such folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_size(pytestconfig, sized) -> int:
+    """``--bench-sample N``, else 8 / 24 / 100 by scale."""
+    n = pytestconfig.getoption("--bench-sample") or sized(small=8, default=24, large=100)
+    if n < 1:
+        raise pytest.UsageError("--bench-sample must be >= 1")
+    return n
 
 
 @pytest.fixture(scope="session")

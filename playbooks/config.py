@@ -50,6 +50,7 @@ DEFAULTS = {
         "scale": "default",        # small | default | large
         "profile": "",             # "" = <repo>/.fleetbook/profile.json (this machine's, from `invoke bench`)
         "profiles": "",            # "" = <repo>/.fleetbook/profiles: one per machine type, `invoke bench --node`
+        "node_timeout": 1800.0,    # seconds `invoke bench --node` may take on the node
     },
     **CLOUD_DEFAULTS,              # gcp, aws, image: see cloud_config.py
     **ENGINE_DEFAULTS,             # dask, batch: see engine_config.py

@@ -10,7 +10,7 @@ from invoke import Config, MockContext, Result
 from invoke.exceptions import Exit
 from PIL import Image
 
-from playbooks import bench
+from playbooks import bench, bench_report
 from playbooks.config import DEFAULTS
 
 RECORDED = Path(__file__).parent / "data" / "bench-small.json"  # a real `--bench-scale small` run, trimmed
@@ -116,11 +116,11 @@ def test_empty_run_gives_a_profile_of_unknowns():
     p = bench.build_profile({"benchmarks": []})
     assert p["start_method"] is None and p["per_task_overhead_us"] is None
     assert p["thread_process_crossover"] is None and p["serialization_ranking"] == []
-    assert "n/a" in bench.render_report(p)
+    assert "n/a" in bench_report.render_report(p)
 
 
 def test_outputs_profile_report_and_chart(recorded, tmp_path):
-    files = bench.write_outputs(bench.build_profile(recorded), tmp_path / "sub" / "profile.json")
+    files = bench_report.write_outputs(bench.build_profile(recorded), tmp_path / "sub" / "profile.json")
     assert json.loads(files["profile"].read_text())["cores"] >= 1
     report = files["report"].read_text()
     assert "~800x on 16 cores" in report and "bench-chunks.png" in report
