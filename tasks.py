@@ -4,7 +4,8 @@ Only assembly happens here; every step lives in playbooks/.  `invoke --list` sho
 """
 from invoke import Collection
 
-from playbooks import batch_tasks, bench, dask_tasks, deploy, demo, fleet, image, mount, overhead, progress, run, teardown
+from playbooks import (batch_tasks, bench, dask_tasks, deploy, demo, fleet, image, mount, overhead, plan, progress, run,
+                       teardown)
 from playbooks.cli import allow_double_dash_short_options
 from playbooks.config import DEFAULTS
 
@@ -16,7 +17,7 @@ ns = Collection(
     Collection.from_module(bench, name="bench"),
     Collection.from_module(dask_tasks, name="dask"),
     Collection.from_module(batch_tasks, name="batch"),
-    mount.mount, mount.unmount, deploy.deploy, run.run_, run.stop, progress.progress, overhead.overhead,
+    mount.mount, mount.unmount, deploy.deploy, run.run_, run.stop, progress.progress, overhead.overhead, plan.plan,
     teardown.teardown,
     demo.demo,
 )

@@ -1,8 +1,9 @@
 """``invoke bench --node NODE``: the machine-level part of the bench suite on one fleet node, i.e. on the
 hardware the job will run on, and its profile stored per machine type.
 
-What runs on the node (``NODE_TESTS``): pool start-up per start method (small parent only: a 1 GB parent
-could exhaust a small node's memory), per-task overhead and chunk sizes, and ``bench/test_items.py``: the
+What runs on the node (``NODE_TESTS``, ``NODE_SELECT``): pool start-up per start method (small parent only: a
+1 GB parent could exhaust a small node's memory), per-task overhead and chunk sizes of the process pool (not the
+thread pool's), and ``bench/test_items.py``: the
 per-item time of each workload on a sample of the job's real inputs, read from the node's mount of the shared
 disk (``--src``, default ``job.src``), the cost of starting a run, and how far one process per core scales.
 The bench files and the workload scripts are copied over SFTP into the node's workdir (as ``deploy`` does);
@@ -32,7 +33,7 @@ from .remote import connect, q, run_checked
 console = Console()
 NODE_TESTS = ("test_start_methods.py", "test_chunks.py", "test_items.py")
 SUPPORT = ("conftest.py", "bench_support.py")
-NODE_SELECT = "not numpy and not bytes"
+NODE_SELECT = "not numpy and not bytes and not thread_pool"   # what the profile needs, in about a minute
 NEEDS = "import pytest, pytest_benchmark, numpy, PIL"
 JSON_NAME = "bench-node.json"
 
@@ -42,12 +43,16 @@ def bench_files() -> list[tuple[str, str]]:
 
 
 def node_command(node, scale: str, src_on_node: str, sample: int, env: dict[str, str], pytest_args: str = "") -> str:
-    """The shell command that benchmarks the node (from its workdir), writing ``bench-node.json`` there.  Path
-    options are spelled ``--opt=PATH``: pytest takes a bare path argument into its choice of root directory."""
+    """The shell command that benchmarks the node (from its workdir), writing ``bench-node.json`` there.
+
+    pytest is kept inside the workdir: no configuration file (``-c /dev/null``: a local node's workdir sits below
+    the checkout, whose pyproject.toml is not for it), root and conftest search stop there (the node may not
+    list the folders above), and path options are spelled ``--opt=PATH`` (a bare path argument would take part
+    in the choice of the root directory)."""
     envs = " ".join(f"{k}={q(v)}" for k, v in env.items())
     tests = " ".join(f"bench/{t}" for t in NODE_TESTS)
     return (f"cd {q(node.workdir)} && rm -f {JSON_NAME} && {envs + ' ' if envs else ''}{q(node.python)} -m pytest "
-            f"{tests} --rootdir=. -p no:cacheprovider -q -k {q(NODE_SELECT)} --bench-scale={q(scale)} "
+            f"{tests} -c /dev/null --rootdir=. --confcutdir=. -p no:cacheprovider -q -k {q(NODE_SELECT)} --bench-scale={q(scale)} "
             f"--bench-src={q(src_on_node)}{f' --bench-sample={int(sample)}' if sample else ''} "
             f"--benchmark-json={JSON_NAME} --benchmark-columns=median,rounds {pytest_args}").strip()
 

@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from .config import repo_path
+from .config import profile_path, repo_path
 
 
 def configured_type(c, provider: str) -> str:
@@ -61,3 +61,41 @@ def node_env(c, provider: str) -> dict[str, str]:
     """Environment a command on a node needs to see its own hardware: a local node counts
     ``local.cores_per_node`` cores (its CPUs are the head's); a cloud node counts its own CPUs."""
     return {"FLEETBOOK_CORES": str(int(c.config.local.cores_per_node))} if provider == "local" else {}
+
+
+def measured(c, provider: str, mtype: str) -> tuple[dict | None, str]:
+    """The profile that describes ``mtype`` best, and what it is: the machine type's own (``bench --node``), else
+    this machine's (``invoke bench``), marked as a guess; (None, "") when neither exists."""
+    own = load(profile_file(c, provider, mtype))
+    if own:
+        return own, f"measured on {own.get('node') or 'a node'} ({provider} {mtype}, {own.get('created_at', '?')})"
+    here = load(profile_path(c))
+    if here:
+        return here, (f"guess: measured on this machine ({here.get('cores')} cores, {here.get('cpu_model')}), "
+                      f"not on a {provider} {mtype}; run `invoke bench --node NODE` on one")
+    return None, ""
+
+
+def item_seconds(c, provider: str, mtype: str, workload: str) -> tuple[float | None, str]:
+    """Measured seconds per item of ``workload`` for that machine type, and where the figure comes from."""
+    profile, source = measured(c, provider, mtype)
+    value = ((profile or {}).get("item_seconds") or {}).get(workload)
+    if isinstance(value, (int, float)) and value > 0:
+        return float(value), source
+    return None, ""
+
+
+def type_cores(mtype: str) -> int | None:
+    """vCPUs of a cloud machine type, read from its name (GCP ``e2-standard-4`` -> 4, shared-core e2 types 2;
+    AWS ``c6i.large`` -> 2, ``.xlarge`` 4, ``.4xlarge`` 16); None when the name does not say."""
+    if mtype in ("e2-micro", "e2-small", "e2-medium"):
+        return 2
+    m = re.fullmatch(r"[a-z0-9]+-[a-z]+-(\d+)(-lssd)?", mtype)
+    if m:
+        return int(m.group(1))
+    m = re.fullmatch(r"[a-z0-9-]+\.(\d*)(nano|micro|small|medium|large|xlarge)", mtype)
+    if m:
+        if m.group(2) != "xlarge":
+            return 2 if not m.group(1) else None
+        return 4 * int(m.group(1) or 1)
+    return None
