@@ -63,8 +63,8 @@ def pytest_report_header(config):
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Record what the machine profile needs next to pytest-benchmark's own machine info."""
-    machine_info["fleetbook"] = {"scale": _scale(config), "cores": cores(), "cpu_model": _cpu_model(),
-                                 "memory_bytes": _memory_bytes(),
+    machine_info["fleetbook"] = {"scale": _scale(config), "cores": cores(), "cpus": os.cpu_count(),
+                                 "cpu_model": _cpu_model(), "memory_bytes": _memory_bytes(),
                                  "load_average_1m": round(os.getloadavg()[0], 2)}  # at the end of the run
 
 

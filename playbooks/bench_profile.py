@@ -166,7 +166,8 @@ def _items(data: dict) -> dict:
     sample = next((info.get("sample") for info, _ in _rows(data, "items: per-item time") if info.get("sample")),
                   None)
     return {"item_seconds": {w: v["seconds"] for w, v in per.items()}, "items": per, "run_start_s": start,
-            "parallel_efficiency": par.get("efficiency"), "sample": sample}
+            "parallel_efficiency": par.get("efficiency"), "machine_efficiency": par.get("machine_efficiency"),
+            "sample": sample}
 
 
 def headline_ratios(p: dict) -> dict:
@@ -214,6 +215,7 @@ def build_profile(data: dict, source: str | None = None) -> dict:
         "cores": fb.get("cores") or cpu.get("count"),
         "cpu_model": fb.get("cpu_model") or cpu.get("brand_raw") or mi.get("processor") or mi.get("machine"),
         "memory_bytes": fb.get("memory_bytes"),
+        "cpus": fb.get("cpus"),            # the machine's CPUs (a local node counts fewer cores: ``cores``)
         "python": mi.get("python_version"),
         "scale": fb.get("scale"),
         "load_average_1m": fb.get("load_average_1m"),

@@ -102,24 +102,31 @@ def build_model(c, workload: str, items: int, in_bytes: float | None, provider: 
     item_info = (p.get("items") or {}).get(workload) or {}
     in_b = in_bytes if in_bytes is not None else float(item_info.get("in_bytes") or 0.0)
     out_b = float(item_info.get("out_bytes") or 0.0)
-    sources["bytes"] = ("inputs: mean of up to 200 of them; outputs: " if in_bytes is not None else "profile's sample; ") \
-        + ("profile's sample" if out_b else "unknown (0)")
+    sources["bytes"] = (f"inputs {in_b / 1e3:.1f} kB ("
+                        + ("mean of up to 200 of them" if in_bytes is not None else "the profile's sample")
+                        + f"), outputs {out_b / 1e3:.1f} kB (" + ("the profile's sample)" if out_b else "unknown)"))
     pl = c.config.plan
     here_cores, here_eff, here_src = _this_machine(c)
-    links, machine_cores, machine_eff = [], None, 1.0
+    links, machine_cores, machine_eff, uses_here = [], None, 1.0, False
     if provider == "local":
-        head_cores, machine_cores, machine_eff = here_cores, here_cores, here_eff or 1.0
-        sources["machine"] = f"{here_cores} cores shared by the nodes and the head; efficiency {here_src}"
+        node_machine_eff = p.get("machine_efficiency") if p.get("measured_on") == "node" else None
+        head_cores, machine_cores = here_cores, here_cores
+        machine_eff = node_machine_eff or here_eff or 1.0
+        uses_here = not node_machine_eff and bool(here_eff)
+        sources["machine"] = (f"{here_cores} cores shared by the nodes and the head; efficiency "
+                              + ("measured by `invoke bench --node`" if node_machine_eff else here_src))
     elif head == "instance":
         hmt = str(c.config[provider]["head_machine_type" if provider == "gcp" else "head_instance_type"])
         head_cores = profiles.type_cores(hmt) or 2
         links = [planning.Link(planning.HEAD_LINK, float(pl.head_link_gbps) * 1e9 / 8, in_b + out_b)]
-        sources["head"] = f"head instance {hmt}, {head_cores} cores, link plan.head_link_gbps"
+        sources["head"] = f"head instance {hmt}, {head_cores} cores, a {float(pl.head_link_gbps):g} Gbit/s link " \
+                          "(plan.head_link_gbps)"
     else:
         head_cores = here_cores
         links = [planning.Link(planning.UPLINK, float(pl.uplink_mbps) * 1e6 / 8, in_b),
                  planning.Link(planning.DOWNLINK, float(pl.downlink_mbps) * 1e6 / 8, out_b)]
-        sources["head"] = "this machine, through tunnels: plan.uplink_mbps / plan.downlink_mbps"
+        sources["head"] = (f"this machine, through tunnels: {float(pl.uplink_mbps):g} Mbit/s up, "
+                           f"{float(pl.downlink_mbps):g} Mbit/s down (plan.uplink_mbps, plan.downlink_mbps)")
     node_price, head_price = prices(c, provider, mtype, head)
     sources["price"] = ("fleet.price_per_hour" if provider == "local" else f"{provider} price table / settings, spot") \
         if node_price is not None else "unknown"
@@ -134,8 +141,21 @@ def build_model(c, workload: str, items: int, in_bytes: float | None, provider: 
         ssh_s=float(pl.ssh_s) if float(pl.ssh_s) >= 0 else SSH_S[provider], max_parallel=int(c.config.fleet.max_parallel),
         run_start_s=float((p.get("run_start_s") or {}).get(workload) or 0.3),
         pool_start_s=float((p.get("pool_start_s") or {}).get(method) or 0.0) if cores > 1 else 0.0,
-        poll_s=float(c.config.job.poll), node_price_h=node_price, head_price_h=head_price)
+        poll_s=float(c.config.job.poll), node_price_h=node_price, head_price_h=head_price,
+        notes=tuple(busy_notes({"the per-item time": profile,
+                                "this machine's profile": profiles.load(profile_path(c)) if uses_here else None})))
     return model, sources
+
+
+def busy_notes(named: dict[str, dict | None]) -> list[str]:
+    """A note for each profile measured while other work competed (1-minute load above the CPUs it has)."""
+    notes = []
+    for what, p in named.items():
+        load, cpus = (p or {}).get("load_average_1m"), (p or {}).get("cpus") or (p or {}).get("cores")
+        if isinstance(load, (int, float)) and cpus and load > cpus:
+            notes.append(f"{what} was measured while the machine was busy (load {load:g} on {cpus} CPU(s)): "
+                         "its times are high and its efficiency low; measure again when it is quiet")
+    return notes
 
 
 def prices(c, provider: str, mtype: str, head: str) -> tuple[float | None, float | None]:
@@ -270,6 +290,8 @@ def show(r: dict) -> None:
     console.print(f"recommended: {what}, {_t(best['wall_s'])}"
                   + ("" if best["cost_usd"] is None else f", ${best['cost_usd']:.2f}") + f" ({best['why']})",
                   markup=False, highlight=False)
+    for note in r.get("notes") or []:
+        console.print(f"note: {note}", style="yellow", markup=False, highlight=False)
     if best.get("lever"):
         console.print(f"saturates first: {best['bottleneck']}: {best['lever']}", markup=False, highlight=False)
     if batch and best.get("warning"):

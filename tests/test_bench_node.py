@@ -3,6 +3,7 @@ user, its cores, its mount of the shared disk), the profile comes back per machi
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def test_bench_node_measures_the_node_and_deploy_ships_its_profile(bench_fleet, 
     assert f"profile: {out}" in printed and "per item" in printed
     assert (p["provider"], p["machine_type"], p["node"], p["measured_on"]) == ("local", "1cpu", node.name, "node")
     assert p["cores"] == 1                                  # local.cores_per_node, not this machine's CPUs
-    assert p["cpu_model"] and p["memory_bytes"] > 2**26
+    assert p["cpu_model"] and p["memory_bytes"] > 2**26 and p["cpus"] == os.cpu_count()
     assert set(p["pool_start_s"]) == {"fork", "spawn", "forkserver"} and p["start_method"] in p["pool_start_s"]
     assert p["per_task_overhead_us"] > 0
     assert set(p["item_seconds"]) == {"resize", "edges", "features", "gridsearch"}

@@ -166,3 +166,14 @@ def test_cli_json_only(fleet_base, monkeypatch):
     data = json.loads(r.stdout)
     assert set(data["recommended"]) >= {"nodes", "wall_s", "cost_usd", "bottleneck"}
     assert [o["nodes"] for o in data["options"]] == [1, 2] and data["items"] == 5000
+
+
+def test_a_profile_measured_on_a_busy_machine_is_flagged(tmp_path, capsys):
+    c = make_ctx(tmp_path, bench__profile=str(tmp_path / "none.json"), bench__profiles=str(tmp_path / "profiles"))
+    f = profiles.profile_file(c, "local", "1cpu")
+    f.parent.mkdir()
+    f.write_text(json.dumps({**RECORDED, "load_average_1m": 4.4, "cpus": 2}))
+    r = _plan(c, capsys, workload="resize", items=100, provider="local")
+    assert any("busy (load 4.4 on 2 CPU(s))" in n for n in r["notes"])
+    f.write_text(json.dumps({**RECORDED, "load_average_1m": 0.2, "cpus": 2}))
+    assert _plan(c, capsys, workload="resize", items=100, provider="local")["notes"] == []
