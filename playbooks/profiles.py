@@ -26,11 +26,13 @@ def configured_type(c, provider: str) -> str:
     return f"{int(c.config.local.cores_per_node)}cpu"
 
 
+TYPE_KEY = "machine_type"   # the Node.labels key a cloud provider fills from the instance (providers.TYPE_KEY)
+
+
 def machine_type(c, provider: str, node=None) -> str:
-    """The machine type of ``node`` as its cloud reports it (else the provider's setting)."""
-    if provider != "local" and node is not None and getattr(node, "machine_type", ""):
-        return str(node.machine_type)
-    return configured_type(c, provider)
+    """The machine type of ``node`` as its cloud reports it in its labels, else the provider's setting."""
+    reported = (getattr(node, "labels", None) or {}).get(TYPE_KEY) if provider != "local" else None
+    return str(reported) if reported else configured_type(c, provider)
 
 
 def profiles_dir(c) -> Path:

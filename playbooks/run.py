@@ -16,10 +16,11 @@ from invoke import task
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from . import profiles, runstate
+from . import runstate
 from .config import shared_root
 from .fleet import fleet_name, nodes_or_exit, provider_of
 from .mount import is_mounted
+from .profiles import node_env
 from .remote import fan_out, q, run_checked, show_failures
 
 console = Console()
@@ -109,7 +110,7 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
 
     save()
     workers = int(c.config.local.cores_per_node) if record["provider"] == "local" else None
-    env = profiles.node_env(c, record["provider"])   # a local node counts local.cores_per_node as its cores
+    env = node_env(c, record["provider"])   # a local node counts local.cores_per_node as its cores
     timeout = float(c.config.fleet.ssh_timeout)
     results = fan_out(c, name, nodes, lambda conn, n: int(run_checked(
         conn, node_command(n, record, record["nodes"][nodes.index(n)]["shard"], extra, workers, env), timeout)

@@ -122,21 +122,24 @@ def _point_at(monkeypatch, module, port: int, tmp_path: Path):
         workdir=str(tmp_path / "work" / real(c, inst).name)))
 
 
-def _ship_and_check(c, provider: str, fleet_name: str, host_key: str, port: int, measured: str, tmp_path: Path):
-    """Operator profile (64 cores) and a profile of ``measured`` only; deploy; return {node: shipped profile}."""
-    sshkeys.pin(Path(c.config.fleet.state_dir) / fleet_name / "known_hosts", "127.0.0.1", port, host_key)
+def _ship(c, provider: str, host_key: str, port: int, measured: str | None, tmp_path: Path) -> dict:
+    """Operator profile (64 cores), a profile of ``measured`` only; deploy; {node: shipped profile or None}."""
+    sshkeys.pin(Path(c.config.fleet.state_dir) / FLEET / "known_hosts", "127.0.0.1", port, host_key)
     c.config.bench.profile = str(tmp_path / "operator.json")
     c.config.bench.profiles = str(tmp_path / "profiles")
     Path(c.config.bench.profile).write_text(json.dumps({"cores": 64, "start_method": "spawn"}))
-    mine = profiles.profile_file(c, provider, measured)
-    mine.parent.mkdir(exist_ok=True)
-    mine.write_text(json.dumps({"cores": fleetwork.machine_cores(), "start_method": "forkserver",
-                                "machine_type": measured}))
-    deploy.deploy(c, name=fleet_name, provider=provider)
+    for old in Path(c.config.bench.profiles).glob("*.json"):
+        old.unlink()
+    if measured:
+        mine = profiles.profile_file(c, provider, measured)
+        mine.parent.mkdir(exist_ok=True)
+        mine.write_text(json.dumps({"cores": fleetwork.machine_cores(), "start_method": "forkserver",
+                                    "machine_type": measured}))
+    deploy.deploy(c, name=FLEET, provider=provider)
     shipped = {}
-    for node in fleet.nodes_or_exit(c, fleet_name, provider)[1]:
+    for node in fleet.nodes_or_exit(c, FLEET, provider)[1]:
         f = Path(node.workdir) / "workloads" / "profile.json"
-        shipped[node.machine_type] = json.loads(f.read_text()) if f.exists() else None
+        shipped[node.name] = json.loads(f.read_text()) if f.exists() else None
         # the node command: no worker count and no core count from the operator's side
         cmd = run_step.node_command(node, {"run_id": "r", "workload": "resize", "src": "s", "dst": "d",
                                            "nodes": [{}]}, 0, [], None, profiles.node_env(c, provider))
@@ -144,21 +147,35 @@ def _ship_and_check(c, provider: str, fleet_name: str, host_key: str, port: int,
     return shipped
 
 
+def test_a_node_of_another_type_gets_that_types_profile(tmp_path):
+    """The type a cloud reports in the node's labels (providers.TYPE_KEY) wins over the provider's setting."""
+    from playbooks.providers import Node
+    c = make_ctx(tmp_path, bench__profiles=str(tmp_path / "profiles"), gcp__machine_type="e2-standard-2")
+    (tmp_path / "profiles").mkdir()
+    for t in ("e2-standard-2", "e2-standard-8"):
+        profiles.profile_file(c, "gcp", t).write_text("{}")
+    big = Node(name="n1", host="h", labels={profiles.TYPE_KEY: "e2-standard-8"})
+    assert deploy.files_to_ship(c, "gcp", big)[-1] == (str(profiles.profile_file(c, "gcp", "e2-standard-8")),
+                                                       "profile.json")
+    assert profiles.machine_type(c, "gcp", Node(name="n0", host="h")) == "e2-standard-2"
+    assert profiles.machine_type(c, "local", big) == "1cpu"             # local.cores_per_node
+    assert all(name != "profile.json" for _, name in deploy.files_to_ship(
+        c, "gcp", Node(name="n2", host="h", labels={profiles.TYPE_KEY: "e2-micro"})))
+
+
 def test_gcp_nodes_get_the_profile_of_their_own_machine_type(gcp_ctx, gce, fleet_sshd, monkeypatch, tmp_path):
     from playbooks.providers import gcp
     port, host_key, _ = fleet_sshd
     _point_at(monkeypatch, gcp, port, tmp_path)
-    gcp_ctx.config.gcp.machine_type = "e2-standard-2"
-    gcp.create(gcp_ctx, FleetSpec(name=FLEET, count=1))
-    gcp_ctx.config.gcp.machine_type = "e2-standard-4"            # the fleet grows with another type
+    gcp_ctx.config.gcp.machine_type = "e2-standard-4"
     gcp.create(gcp_ctx, FleetSpec(name=FLEET, count=2))
-    shipped = _ship_and_check(gcp_ctx, "gcp", FLEET, host_key, port, "e2-standard-2", tmp_path)
-    assert shipped == {"e2-standard-2": {"cores": fleetwork.machine_cores(), "start_method": "forkserver",
-                                         "machine_type": "e2-standard-2"}, "e2-standard-4": None}
+    mine = {"cores": fleetwork.machine_cores(), "start_method": "forkserver", "machine_type": "e2-standard-4"}
+    assert _ship(gcp_ctx, "gcp", host_key, port, "e2-standard-4", tmp_path) == {"demo-0001": mine,
+                                                                              "demo-0002": mine}
     record = json.loads((Path(gcp_ctx.config.fleet.state_dir) / FLEET / "deploy.json").read_text())
-    assert sorted(bool(v["profile"]) for v in record.values()) == [False, True]
+    assert all(v["profile"].endswith("gcp-e2-standard-4.json") for v in record.values())
     # on the node, the workload takes its start method from its own type's profile and its own cores
-    node = next(n for n in gcp.list_nodes(gcp_ctx, FLEET) if n.machine_type == "e2-standard-2")
+    node = gcp.list_nodes(gcp_ctx, FLEET)[0]
     many_jpegs(tmp_path / "src", 8, side=96)
     from playbooks.remote import connect, q, run_checked
     conn = connect(gcp_ctx, FLEET, node)
@@ -171,6 +188,9 @@ def test_gcp_nodes_get_the_profile_of_their_own_machine_type(gcp_ctx, gce, fleet
         conn.close()
     assert (s["workers"], s["start_method"]) == (min(8, fleetwork.machine_cores()), "forkserver")
     assert s["profile"].endswith("workloads/profile.json")
+    # measured on another type only: the nodes lose the stale profile, and the operator's never reaches them
+    assert _ship(gcp_ctx, "gcp", host_key, port, "n2-standard-4", tmp_path) == {"demo-0001": None,
+                                                                              "demo-0002": None}
     gcp.terminate(gcp_ctx, FLEET)
 
 
@@ -181,9 +201,7 @@ def test_aws_nodes_get_the_profile_of_their_own_instance_type(aws_ctx, fleet_ssh
     aws_ctx.config.aws.user = __import__("getpass").getuser()
     aws_ctx.config.aws.instance_type = "c6i.large"
     aws.create(aws_ctx, FleetSpec(name=FLEET, count=1))
-    aws_ctx.config.aws.instance_type = "t3.small"
-    aws.create(aws_ctx, FleetSpec(name=FLEET, count=2))
-    shipped = _ship_and_check(aws_ctx, "aws", FLEET, host_key, port, "c6i.large", tmp_path)
-    assert set(shipped) == {"c6i.large", "t3.small"}
-    assert shipped["c6i.large"]["machine_type"] == "c6i.large" and shipped["t3.small"] is None
+    shipped = _ship(aws_ctx, "aws", host_key, port, "c6i.large", tmp_path)
+    assert [p["machine_type"] for p in shipped.values()] == ["c6i.large"]
+    assert list(_ship(aws_ctx, "aws", host_key, port, None, tmp_path).values()) == [None]
     aws.terminate(aws_ctx, FLEET)

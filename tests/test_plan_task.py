@@ -78,20 +78,19 @@ def test_gce_fake_fleet_type_is_planned_from_its_node_profile(gcp_ctx, gce, caps
     c.config.bench.profiles = str(tmp_path / "profiles")
     c.config.gcp.machine_type = "e2-standard-4"
     gcp.create(c, FleetSpec(name=FLEET, count=2, head="tunnel"))
-    node = gcp.list_nodes(c, FLEET)[0]
-    assert node.machine_type == "e2-standard-4"
-    f = profiles.profile_file(c, "gcp", profiles.machine_type(c, "gcp", node))   # where bench --node puts it
+    mtype = profiles.machine_type(c, "gcp", gcp.list_nodes(c, FLEET)[0])
+    assert mtype == "e2-standard-4"
+    f = profiles.profile_file(c, "gcp", mtype)   # where bench --node puts it
     f.parent.mkdir()
-    f.write_text(json.dumps(node_profile("gcp", node.machine_type, 4)))
-    r = _plan(c, capsys, workload="features", items=330_000, provider="gcp", machine_type=node.machine_type,
+    f.write_text(json.dumps(node_profile("gcp", mtype, 4)))
+    r = _plan(c, capsys, workload="features", items=330_000, provider="gcp", machine_type=mtype,
               deadline="2h")
     assert r["inputs"]["item_s"].startswith(f"measured on {FLEET}-0001 (gcp e2-standard-4")
     assert (r["model"]["cores"], r["model"]["node_price_h"]) == (4, 0.0402)
     # behind the tunnel every input climbs the operator's uplink: no size makes 2 h
     assert r["recommended"]["bottleneck"] == "operator uplink" and "no size meets" in r["recommended"]["why"]
     c.config.gcp.head = "instance"                 # the data next to the nodes: the deadline is met
-    r = _plan(c, capsys, workload="features", items=330_000, provider="gcp", machine_type=node.machine_type,
-              deadline="2h")
+    r = _plan(c, capsys, workload="features", items=330_000, provider="gcp", machine_type=mtype, deadline="2h")
     assert r["recommended"]["wall_s"] <= 7200 and "cheapest that meets" in r["recommended"]["why"]
     assert r["model"]["head_price_h"] == GCP_PRICES["e2-standard-2"][1]
     gcp.terminate(c, FLEET)
@@ -105,11 +104,11 @@ def test_moto_fleet_type_with_a_head_instance(aws_ctx, capsys, tmp_path):
     c.config.aws.instance_type = "c6i.large"
     c.config.aws.head = "instance"
     aws.create(c, FleetSpec(name=FLEET, count=1, head="tunnel"))
-    node = aws.list_nodes(c, FLEET)[0]
-    assert node.machine_type == "c6i.large"
-    f = profiles.profile_file(c, "aws", node.machine_type)
+    mtype = profiles.machine_type(c, "aws", aws.list_nodes(c, FLEET)[0])
+    assert mtype == "c6i.large"
+    f = profiles.profile_file(c, "aws", mtype)
     f.parent.mkdir()
-    f.write_text(json.dumps(node_profile("aws", node.machine_type, 2)))
+    f.write_text(json.dumps(node_profile("aws", mtype, 2)))
     r = _plan(c, capsys, workload="resize", items=330_000, provider="aws", budget=0.5)
     assert r["machine_type"] == "c6i.large" and r["head"] == "instance"
     assert r["model"]["node_price_h"] == AWS_PRICES["c6i.large"][0]

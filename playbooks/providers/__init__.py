@@ -73,7 +73,6 @@ class Node:
     mountpoint: str = "/mnt/fleetbook"  # where the shared disk appears on this node
     python: str = "python3"             # interpreter the workloads run with on this node
     workdir: str = "fleetbook"          # where deploy puts workloads/, relative to the login home
-    machine_type: str = ""              # the cloud's machine/instance type ("" = the provider's setting)
 
 
 class NodesNotReady(Exception):

@@ -75,7 +75,7 @@ def _node(c, inst: dict) -> Node:
                 or inst.get("PrivateIpAddress", ""), port=int(c.config.aws.ssh_port), user=str(c.config.aws.user),
                 state=STATES.get(inst["State"]["Name"], PENDING), id=inst["InstanceId"], labels=tags,
                 started_at=inst["LaunchTime"].timestamp() if inst.get("LaunchTime") else None,
-                mountpoint=str(c.config.shared.mountpoint), machine_type=inst.get("InstanceType", ""))
+                mountpoint=str(c.config.shared.mountpoint))
 
 
 def _describe(client, filters: list[dict]) -> list[dict]:

@@ -156,7 +156,7 @@ def _node(c, inst) -> Node:
     return Node(name=inst.name, host=host, port=int(c.config.gcp.ssh_port), user=str(c.config.gcp.user),
                 state=STATES.get(inst.status, PENDING), id=str(inst.id), labels=dict(inst.labels),
                 started_at=_epoch(inst.last_start_timestamp or inst.creation_timestamp),
-                mountpoint=str(c.config.shared.mountpoint), machine_type=inst.machine_type.rsplit("/", 1)[-1])
+                mountpoint=str(c.config.shared.mountpoint))
 
 
 def _raw(c, api: Api, name: str) -> list[tuple[str, object]]:
