@@ -5,8 +5,8 @@ Steps, as a user would take them: a local fleet of 3 nodes (``local.cores_per_no
 --node`` on its first node (the per-item time of each workload on a sample of these very images, read through
 the node's mount, and how far this machine's CPUs scale); then for n = 1, 2, 3: the plan's ``run_s`` (the time
 ``run --wait`` takes on a fleet that is up) and ``run.start`` + ``progress.wait_until_finished`` on the first
-n nodes into a fresh folder, timed here (what ``invoke run --wait`` does, minus the start of the ``invoke`` command itself; ``job.poll`` is
-0.2 s so that the poll's granularity does not hide the run's own time).
+n nodes into a fresh folder, timed here (what ``invoke run --wait`` does, minus the start of the ``invoke``
+command itself; ``job.poll`` is 0.2 s so that the poll's granularity does not hide the run's own time).
 
 How to read it: ``extra_info`` has ``predicted_s``, ``measured_s`` and ``error`` = predicted / measured - 1 (the
 aim: within 25 %), and the bottleneck the plan names.  The shared disk's per-item cost is DESIGN.md's default

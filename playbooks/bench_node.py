@@ -52,7 +52,8 @@ def node_command(node, scale: str, src_on_node: str, sample: int, env: dict[str,
     envs = " ".join(f"{k}={q(v)}" for k, v in env.items())
     tests = " ".join(f"bench/{t}" for t in NODE_TESTS)
     return (f"cd {q(node.workdir)} && rm -f {JSON_NAME} && {envs + ' ' if envs else ''}{q(node.python)} -m pytest "
-            f"{tests} -c /dev/null --rootdir=. --confcutdir=. -p no:cacheprovider -q -k {q(NODE_SELECT)} --bench-scale={q(scale)} "
+            f"{tests} -c /dev/null --rootdir=. --confcutdir=. -p no:cacheprovider -q -k {q(NODE_SELECT)} "
+            f"--bench-scale={q(scale)} "
             f"--bench-src={q(src_on_node)}{f' --bench-sample={int(sample)}' if sample else ''} "
             f"--benchmark-json={JSON_NAME} --benchmark-columns=median,rounds {pytest_args}").strip()
 
@@ -73,6 +74,8 @@ def measure(c, node_name: str, *, name: str = "", provider: str = "", scale: str
     mtype = profiles.machine_type(c, provider, node)
     out = profiles.profile_file(c, provider, mtype)
     src = src or c.config.job.src
+    if Path(src).is_absolute() or ".." in Path(src).parts:
+        raise Exit(f"--src {src}: give a folder inside shared.root, relative to it (e.g. src)")
     src_on_node = f"{node.mountpoint}/{src}"
     timeout = float(c.config.fleet.ssh_timeout)
     conn = connect(c, name, node)

@@ -138,7 +138,8 @@ def build_model(c, workload: str, items: int, in_bytes: float | None, provider: 
         node_disk_s=float(node_disk or planning.DEFAULT_NODE_DISK_S),
         head_disk_s=float(head_disk or planning.DEFAULT_HEAD_DISK_S), head_cores=float(head_cores),
         links=tuple(links), machine_cores=machine_cores, machine_efficiency=float(machine_eff), boot_s=boot,
-        ssh_s=float(pl.ssh_s) if float(pl.ssh_s) >= 0 else SSH_S[provider], max_parallel=int(c.config.fleet.max_parallel),
+        ssh_s=float(pl.ssh_s) if float(pl.ssh_s) >= 0 else SSH_S[provider],
+        max_parallel=int(c.config.fleet.max_parallel),
         run_start_s=float((p.get("run_start_s") or {}).get(workload) or 0.3),
         pool_start_s=float((p.get("pool_start_s") or {}).get(method) or 0.0) if cores > 1 else 0.0,
         poll_s=float(c.config.job.poll), node_price_h=node_price, head_price_h=head_price,
@@ -190,7 +191,8 @@ def batch_plan(c, workload: str, items: int, item_s: float) -> dict:
                            "job concurrency (batch.max_vcpus)" if r["shards"] > r["jobs_at_once"] else "item work")
         r["warning"] = share > batch.WARN_SHARE
     ok = [r for r in rows if not r["warning"]]
-    best = min(ok, key=lambda r: (r["wall_s"], r["shards"])) if ok else min(rows, key=lambda r: r["overhead_share"] or 0)
+    best = (min(ok, key=lambda r: (r["wall_s"], r["shards"])) if ok
+            else min(rows, key=lambda r: r["overhead_share"] or 0))
     why = ("the fastest whose job start is at most 10 % of the work" if ok
            else "every count spends more than 10 % on job start: the lowest share")
     return {"options": rows, "recommended": {**best, "why": why}}

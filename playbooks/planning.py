@@ -115,7 +115,8 @@ def option(m: Model, nodes: int) -> dict:
             "node_cpu_share": round(rate / allowed[NODE_CPU], 3), "lever": LEVERS.get(bottleneck, "")}
 
 
-def recommend(options: list[dict], deadline_s: float | None = None, budget_usd: float | None = None) -> tuple[dict, str]:
+def recommend(options: list[dict], deadline_s: float | None = None,
+              budget_usd: float | None = None) -> tuple[dict, str]:
     """The option to take, and why.  Deadline: the cheapest that meets it.  Budget: the fastest within it.
     Neither: the smallest fleet within 10 % of the fastest option's wall time."""
     if not options:

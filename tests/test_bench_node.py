@@ -39,6 +39,9 @@ def test_bench_node_needs_the_mount_and_a_known_node(bench_fleet):
         bench.run(c, node=node.name, name=name, scale="small")
     with pytest.raises(Exit, match="go with --node"):
         bench.run(c, src="src")
+    for outside in ("../etc", "/etc"):
+        with pytest.raises(Exit, match="inside shared.root"):
+            bench.run(c, node=node.name, name=name, scale="small", src=outside)
 
 
 def test_bench_node_measures_the_node_and_deploy_ships_its_profile(bench_fleet, capsys):

@@ -71,8 +71,9 @@ def test_default_workers_count_this_machine(monkeypatch):
 
 def _node_summary(c, record) -> dict:
     from playbooks import runstate
-    log = (runstate.run_dir(c, record["run_id"]) / "nodes" / record["nodes"][0]["name"] / "log.txt").read_text()
-    return summary(log)
+    from playbooks.config import shared_root
+    state = shared_root(c) / runstate.node_state_rel(record["run_id"], record["nodes"][0]["name"])
+    return summary((state / "log.txt").read_text())
 
 
 @pytest.mark.fleet
@@ -181,8 +182,8 @@ def test_gcp_nodes_get_the_profile_of_their_own_machine_type(gcp_ctx, gce, fleet
     conn = connect(gcp_ctx, FLEET, node)
     try:
         run_checked(conn, f"cd {q(node.workdir)} && {q(node.python)} workloads/resize.py --src "
-                          f"{q(str(tmp_path / 'src'))} --dst {q(str(tmp_path / 'dst'))} > {q(str(tmp_path / 'log'))} 2>&1",
-                    60)
+                          f"{q(str(tmp_path / 'src'))} --dst {q(str(tmp_path / 'dst'))} "
+                          f"> {q(str(tmp_path / 'log'))} 2>&1", 60)
         s = summary((tmp_path / "log").read_text())
     finally:
         conn.close()
