@@ -93,53 +93,60 @@ def _bytes(folder: Path, names) -> float | None:
 
 
 def _per_item(benchmark, sample, name: str, src: Path | None, items: list[str], argv: list[str], what: str,
-              rounds: int):
+              rounds: int, span_s: float):
     """Time ``workload.process`` over ``items`` in this process (after one untimed pass that warms imports and
-    caches and gives the output sizes); record what the profile needs."""
+    caches and gives the output sizes), each round going over the sample as many times as it takes to last
+    ``span_s`` (a short burst of other work then decides little); record what the profile needs."""
     wl = fleetwork.load(name)
     if not items:
         pytest.skip(f"no input for {name} in the sample ({sample['source']})")
     opts = wl.parse_args(["--src", str(src or sample["dir"]), "--dst", "unused", *argv, "--quiet"])
     wl.setup_worker(opts)
     warm = Path(tempfile.mkdtemp(prefix=f"warm-{name}-", dir=sample["base"]))
+    t0 = time.perf_counter()
     for item in items:
         wl.process(item, str(src) if src else None, str(warm), opts)
+    passes = max(1, math.ceil(span_s / max(time.perf_counter() - t0, 1e-6)))
     benchmark.group = GROUP
     benchmark.extra_info.update(
-        workload=name, items=len(items), input=what, sample=sample["source"],
-        in_bytes=_bytes(src, items) if src else None,
+        workload=name, items=len(items) * passes, sample_items=len(items), passes=passes, input=what,
+        sample=sample["source"], in_bytes=_bytes(src, items) if src else None,
         out_bytes=_bytes(warm, [wl.output_for(i, opts) for i in items]),
         read_s_per_item=sample["read_s_per_item"])
 
     def once(dst):
-        for item in items:
-            wl.process(item, str(src) if src else None, dst, opts)
+        for _ in range(passes):
+            for item in items:
+                wl.process(item, str(src) if src else None, dst, opts)
 
     benchmark.pedantic(once, setup=lambda: ((tempfile.mkdtemp(prefix=f"{name}-", dir=sample["base"]),), {}),
                        rounds=rounds, iterations=1)
 
 
-def test_resize_per_item(benchmark, sample, sized):
-    _per_item(benchmark, sample, "resize", sample["dir"], sample["items"], [], "the sample",
-              sized(small=2, default=3))
+@pytest.fixture(scope="module")
+def timing(sized) -> dict:
+    """Rounds per workload and how long each round lasts at least."""
+    return {"rounds": sized(small=2, default=5), "span_s": sized(small=0.05, default=0.3, large=1.0)}
 
 
-def test_edges_per_item(benchmark, sample, resized, sized):
+def test_resize_per_item(benchmark, sample, timing):
+    _per_item(benchmark, sample, "resize", sample["dir"], sample["items"], [], "the sample", **timing)
+
+
+def test_edges_per_item(benchmark, sample, resized, timing):
     dst, outputs = resized
-    _per_item(benchmark, sample, "edges", dst, outputs, [], "resize outputs of the sample (128 px)",
-              sized(small=2, default=3))
+    _per_item(benchmark, sample, "edges", dst, outputs, [], "resize outputs of the sample (128 px)", **timing)
 
 
-def test_features_per_item(benchmark, sample, sized):
-    _per_item(benchmark, sample, "features", sample["dir"], sample["items"], [], "the sample",
-              sized(small=2, default=3))
+def test_features_per_item(benchmark, sample, timing):
+    _per_item(benchmark, sample, "features", sample["dir"], sample["items"], [], "the sample", **timing)
 
 
-def test_gridsearch_per_item(benchmark, sample, sized):
+def test_gridsearch_per_item(benchmark, sample, sized, timing):
     wl = fleetwork.load("gridsearch")
     points = wl.list_items(None, wl.parse_args(["--dst", "unused"]))[:sized(small=1, default=2, large=4)]
     _per_item(benchmark, sample, "gridsearch", None, points, ["--grid", "small"], "grid points (--grid small)",
-              sized(small=1, default=2))
+              rounds=sized(small=1, default=3), span_s=timing["span_s"])
 
 
 @pytest.mark.parametrize("name", ["resize", "edges", "features", "gridsearch"])
@@ -196,7 +203,7 @@ def test_parallel_efficiency(benchmark, sample, sized):
             return max(pool.map(_resize_all, [src] * k, [items] * k, [dst() for _ in range(k)], [passes] * k))
 
         alone, both, machine = [], [], []
-        for _ in range(sized(small=2, default=3)):
+        for _ in range(sized(small=2, default=5)):
             alone.append(pool.submit(_resize_all, src, items, dst(), passes).result())
             for k, times in ((n, both), (cpus, machine)) if cpus != n else ((n, both),):
                 t0 = time.perf_counter()

@@ -158,7 +158,8 @@ def _items(data: dict) -> dict:
     per = {}
     for info, median in _rows(data, "items: per-item time"):
         if info.get("items"):
-            per[info["workload"]] = {"seconds": round(median / info["items"], 6), "items": info["items"],
+            per[info["workload"]] = {"seconds": round(median / info["items"], 6),
+                                     "items": info.get("sample_items", info["items"]),
                                      "in_bytes": info.get("in_bytes"), "out_bytes": info.get("out_bytes"),
                                      "input": info.get("input")}
     start = {info["workload"]: round(median, 4) for info, median in _rows(data, "items: run start")}
