@@ -8,6 +8,7 @@ from playbooks import (batch_tasks, bench, dask_tasks, data, deploy, demo, fleet
                        run, shell, teardown)
 from playbooks.cli import allow_double_dash_short_options
 from playbooks.config import DEFAULTS
+from playbooks import plan  # noqa: E402,I001 - its own line: `invoke plan` (issue 16)
 
 allow_double_dash_short_options()  # `invoke fleet.create --n 20` as well as `-n 20`
 
@@ -22,4 +23,5 @@ ns = Collection(
     shell.exec_, shell.ssh, teardown.teardown,
     demo.demo,
 )
+ns.add_task(plan.plan)
 ns.configure(DEFAULTS)

@@ -11,8 +11,16 @@ itself with ``bench_scale``.  Timings on a shared 2-core machine are noisy: comp
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+WORKLOADS = Path(__file__).resolve().parent.parent / "workloads"
+if str(WORKLOADS) not in sys.path:
+    sys.path.insert(0, str(WORKLOADS))
+
+import fleetwork  # noqa: E402
 
 SCALES = ("small", "default", "large")
 ENV = "FLEETBOOK_BENCH_SCALE"
@@ -22,6 +30,15 @@ def pytest_addoption(parser):
     parser.addoption(
         "--bench-scale", choices=SCALES, default=None,
         help=f"size of the benchmark inputs: small (CI), default (minutes), large (the write-ups); env {ENV}",
+    )
+    parser.addoption(
+        "--bench-src", default=None, metavar="DIR",
+        help="bench/test_items.py: time the workloads on a sample of the images in DIR (the job's real inputs; "
+             "`invoke bench --node` passes the node's view of the shared disk) instead of generated photos",
+    )
+    parser.addoption(
+        "--bench-sample", type=int, default=0, metavar="N",
+        help="bench/test_items.py: how many inputs to sample (default: 8 small, 24 default, 100 large)",
     )
 
 
@@ -33,11 +50,10 @@ def _scale(config) -> str:
 
 
 def cores() -> int:
-    """The cores this process may run on (affinity), which is what a pool can use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    """The cores this machine counts as its own, by the workloads' own rule (``fleetwork.machine_cores``):
+    ``$FLEETBOOK_CORES`` (a local fleet node counts ``local.cores_per_node``), else the CPUs this process may
+    run on (affinity), which is what a pool can use."""
+    return fleetwork.machine_cores()
 
 
 def pytest_report_header(config):
@@ -47,8 +63,16 @@ def pytest_report_header(config):
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Record what the machine profile needs next to pytest-benchmark's own machine info."""
-    machine_info["fleetbook"] = {"scale": _scale(config), "cores": cores(), "cpu_model": _cpu_model(),
+    machine_info["fleetbook"] = {"scale": _scale(config), "cores": cores(), "cpus": os.cpu_count(),
+                                 "cpu_model": _cpu_model(), "memory_bytes": _memory_bytes(),
                                  "load_average_1m": round(os.getloadavg()[0], 2)}  # at the end of the run
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
 
 
 def _cpu_model() -> str:
@@ -78,6 +102,27 @@ def sized(bench_scale):
         return {"small": small, "default": default, "large": default if large is None else large}[bench_scale]
 
     return pick
+
+
+@pytest.fixture(scope="session")
+def bench_src(pytestconfig) -> Path | None:
+    """``--bench-src DIR`` as a Path (checked), or None: generated inputs."""
+    value = pytestconfig.getoption("--bench-src")
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_dir():
+        raise pytest.UsageError(f"--bench-src {value}: no such folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_size(pytestconfig, sized) -> int:
+    """``--bench-sample N``, else 8 / 24 / 100 by scale."""
+    n = pytestconfig.getoption("--bench-sample") or sized(small=8, default=24, large=100)
+    if n < 1:
+        raise pytest.UsageError("--bench-sample must be >= 1")
+    return n
 
 
 @pytest.fixture(scope="session")

@@ -6,57 +6,38 @@ puts the medians and their ratio in ``benchmark.extra_info`` (visible with ``--b
 printed line) and also hands the main variant to pytest-benchmark for its table.  They pass under
 ``--benchmark-disable`` too (the own timings still run, once per round).
 
-Data size: ``FLEETBOOK_BENCH_SCALE`` = small (4 photos) | default (24) | large (200); photos are 1024x768
-JPEGs made from the pictures shipped with scikit-image.
+Data size: ``--bench-scale`` (or ``FLEETBOOK_BENCH_SCALE``) = small (4 photos, 2 rounds) | default (24, 3) |
+large (200, 3); photos are 1024x768 JPEGs made from the pictures shipped with scikit-image (``make_photos``).
 """
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import pytest
+from bench_support import make_photos
 
-WORKLOADS = Path(__file__).resolve().parent.parent / "workloads"
-if str(WORKLOADS) not in sys.path:
-    sys.path.insert(0, str(WORKLOADS))
-
-import fleetwork  # noqa: E402
-
-SCALES = {"small": 4, "default": 24, "large": 200}
-SCALE = os.environ.get("FLEETBOOK_BENCH_SCALE", "default")
-N_PHOTOS = SCALES.get(SCALE, SCALES["default"])
-ROUNDS = 2 if SCALE == "small" else 3
-
-
-def _photos(folder: Path, n: int) -> list[str]:
-    import importlib.util
-
-    from PIL import Image
-
-    data = Path(importlib.util.find_spec("skimage").submodule_search_locations[0]) / "data"
-    pics = [Image.open(data / f).convert("RGB") for f in ("astronaut.png", "coffee.png", "chelsea.png")]
-    folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for i in range(n):
-        im = pics[i % 3]
-        x, y = (i * 13) % 60, (i * 7) % 40
-        crop = im.crop((x, y, x + im.width * 3 // 4, y + im.height * 9 // 16)).resize((1024, 768))
-        crop.save(folder / f"photo{i:04d}.jpg", quality=90)
-        names.append(f"photo{i:04d}.jpg")
-    return names
+import fleetwork  # workloads/ is on sys.path (bench/conftest.py)
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def n_photos(sized) -> int:
+    return sized(small=4, default=24, large=200)
+
+
+@pytest.fixture(scope="module")
+def rounds(sized) -> int:
+    return sized(small=2, default=3)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, n_photos):
     """src photos, their resize output (input of edges/features), and their features (input of match)."""
     base = tmp_path_factory.mktemp("bench-workloads")
-    _photos(base / "photos", N_PHOTOS)
+    make_photos(base / "photos", n_photos)
     quiet = ["--workers", "1", "--quiet"]
     assert fleetwork.main(fleetwork.load("resize"), ["--src", str(base / "photos"), "--dst", str(base / "small"),
                                                      *quiet]) == 0
@@ -75,7 +56,7 @@ def _timed(fn) -> float:
         shutil.rmtree(dst, ignore_errors=True)
 
 
-def _compare(benchmark, workload, src, argv, *, max_items=None, label=""):
+def _compare(benchmark, workload, src, argv, rounds, *, max_items=None, label=""):
     """Time ``bare`` (a plain loop calling workload.process) against ``runner`` (fleetwork.run_items, inline,
     same items) interleaved; record the medians and runner/bare in extra_info; benchmark the runner."""
     opts = workload.parse_args(["--src", str(src), "--dst", "unused", *argv, "--workers", "1", "--quiet"])
@@ -91,7 +72,7 @@ def _compare(benchmark, workload, src, argv, *, max_items=None, label=""):
 
     bare(tempfile.mkdtemp(prefix="fb-warm-"))        # warm imports and caches outside the timings
     t_bare, t_run = [], []
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         t_bare.append(_timed(bare))
         t_run.append(_timed(runner))
     mb, mr = statistics.median(t_bare), statistics.median(t_run)
@@ -101,48 +82,48 @@ def _compare(benchmark, workload, src, argv, *, max_items=None, label=""):
     benchmark.extra_info.update(info)
     benchmark.group = "workload runner vs bare loop"
     benchmark.pedantic(lambda dst: runner(dst), setup=lambda: ((tempfile.mkdtemp(prefix="fb-bench-"),), {}),
-                       rounds=ROUNDS, iterations=1)
+                       rounds=rounds, iterations=1)
     print(f"\n{label or workload.name}: {info}")
     # generous bound: the runner's work per item is an os.path.join and a set lookup
     assert mr / mb < 2.0 or mr - mb < 0.25, info
     return info
 
 
-def test_resize_runner_overhead(benchmark, data):
+def test_resize_runner_overhead(benchmark, data, rounds):
     """Question: what does fleetwork's runner (listing, one destination scan, skip checks, failure records,
     heartbeats) cost on top of a bare `for item: process(item)` loop for resize (1024x768 JPEG -> 128)?
     Read: extra_info['ratio_runner_over_bare'] ~ 1.0 means the runner is free; 'overhead_ms_per_item' is the
     absolute cost; 'items_per_s_inline' is one-process throughput."""
-    _compare(benchmark, fleetwork.load("resize"), data / "photos", ["--size", "128"])
+    _compare(benchmark, fleetwork.load("resize"), data / "photos", ["--size", "128"], rounds)
 
 
-def test_edges_runner_overhead(benchmark, data):
+def test_edges_runner_overhead(benchmark, data, rounds):
     """Question: the same runner cost for the cheapest workload (Canny on 128x128 images, ~1 ms each), where
     per-item overhead would show most.  Read: ratio_runner_over_bare close to 1.0 is good; > 1.2 means the
     runner's bookkeeping is comparable to the work itself."""
-    _compare(benchmark, fleetwork.load("edges"), data / "small", [])
+    _compare(benchmark, fleetwork.load("edges"), data / "small", [], rounds)
 
 
-def test_features_runner_overhead(benchmark, data):
+def test_features_runner_overhead(benchmark, data, rounds):
     """Question: runner cost for ORB feature extraction (1024x768 photos shrunk to 512).  Read as above."""
-    _compare(benchmark, fleetwork.load("features"), data / "photos", [])
+    _compare(benchmark, fleetwork.load("features"), data / "photos", [], rounds)
 
 
-def test_features_match_runner_overhead(benchmark, data):
+def test_features_match_runner_overhead(benchmark, data, rounds, n_photos):
     """Question: runner cost for pair matching (--match all over the extracted features), whose items are
     pairs, not files.  Read as above; items_per_s_inline is pairs per second."""
-    _compare(benchmark, fleetwork.load("features"), data / "feat", ["--match", "all"],
-             max_items=3 * N_PHOTOS, label="features --match")
+    _compare(benchmark, fleetwork.load("features"), data / "feat", ["--match", "all"], rounds,
+             max_items=3 * n_photos, label="features --match")
 
 
-def test_gridsearch_runner_overhead(benchmark):
+def test_gridsearch_runner_overhead(benchmark, rounds, bench_scale):
     """Question: runner cost for grid points (RandomForest CV on digits, ~0.1 s each): expected ~1.0 since
     the items are expensive.  Read as above; items_per_s_inline is grid points per second."""
-    _compare(benchmark, fleetwork.load("gridsearch"), None, ["--grid", "small"],
-             max_items=2 if SCALE == "small" else 8)
+    _compare(benchmark, fleetwork.load("gridsearch"), None, ["--grid", "small"], rounds,
+             max_items=2 if bench_scale == "small" else 8)
 
 
-def test_resize_pool_throughput(benchmark, data):
+def test_resize_pool_throughput(benchmark, data, rounds):
     """Question: how many images/s does resize reach with the process pool (2 workers, fork, chunk size
     chosen from the measured item time) compared with one inline process?  Read: extra_info['speedup'] near
     the number of free cores is ideal (on a shared 2-core VM expect 1.3-1.9); 'images_per_s_pool' is the
@@ -158,7 +139,7 @@ def test_resize_pool_throughput(benchmark, data):
         assert s["done"] == len(items), s
 
     t1, t2 = [], []
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         t1.append(_timed(lambda d: go(d, 1)))
         t2.append(_timed(lambda d: go(d, 2)))
     m1, m2 = statistics.median(t1), statistics.median(t2)
@@ -167,11 +148,11 @@ def test_resize_pool_throughput(benchmark, data):
     benchmark.extra_info.update(info)
     benchmark.group = "resize throughput"
     benchmark.pedantic(lambda dst: go(dst, 2), setup=lambda: ((tempfile.mkdtemp(prefix="fb-bench-"),), {}),
-                       rounds=ROUNDS, iterations=1)
+                       rounds=rounds, iterations=1)
     print(f"\nresize pool: {info}")
 
 
-def test_draft_vs_plain_decoding(benchmark, data):
+def test_draft_vs_plain_decoding(benchmark, data, rounds):
     """Question: how much faster is resize when JPEGs are decoded in draft mode (libjpeg scales by 1/2, 1/4,
     1/8 while decoding) than when decoded at full size and then resized?  Read: extra_info['draft_speedup']
     = plain time / draft time for the same photos (DESIGN.md measured ~3x: 205 vs 66 images/s);
@@ -186,7 +167,7 @@ def test_draft_vs_plain_decoding(benchmark, data):
 
     decode(True)
     td, tp = [], []
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         t0 = time.perf_counter()
         decode(True)
         td.append(time.perf_counter() - t0)
@@ -198,7 +179,7 @@ def test_draft_vs_plain_decoding(benchmark, data):
             "plain_images_per_s": round(len(paths) / mp, 1), "draft_speedup": round(mp / md, 2)}
     benchmark.extra_info.update(info)
     benchmark.group = "jpeg decoding"
-    benchmark.pedantic(decode, args=(True,), rounds=ROUNDS, iterations=1)
+    benchmark.pedantic(decode, args=(True,), rounds=rounds, iterations=1)
     print(f"\ndraft vs plain: {info}")
     assert mp / md > 1.2, info
 

@@ -59,7 +59,18 @@ DEFAULTS = {
     },
     "bench": {
         "scale": "default",        # small | default | large
-        "profile": "",             # "" = <repo>/.fleetbook/profile.json
+        "profile": "",             # "" = <repo>/.fleetbook/profile.json (this machine's, from `invoke bench`)
+        "profiles": "",            # "" = <repo>/.fleetbook/profiles: one per machine type, `invoke bench --node`
+        "node_timeout": 1800.0,    # seconds `invoke bench --node` may take on the node
+    },
+    "plan": {                      # `invoke plan`: what it compares and the figures it cannot measure
+        "sizes": "1,2,5,10,20,50",  # fleet sizes to compare (comma-separated)
+        "boot_s": -1.0,            # seconds until a new node answers SSH; -1 = by provider: local 1, gcp 60, aws 90
+        "ssh_s": -1.0,             # one SSH fan-out round (connect + a command); -1 = local 0.15, cloud 0.5
+        "uplink_mbps": 20.0,       # the operator's uplink: the tunnel head sends every input up it
+        "downlink_mbps": 100.0,    # the operator's downlink: outputs come back down it
+        "head_link_gbps": 1.0,     # a head instance's network link
+        "shards": "16,64,256,1024,4096,65536",  # AWS Batch shard counts to compare (and batch.shards)
     },
     **CLOUD_DEFAULTS,              # gcp, aws, image: see cloud_config.py
     **ENGINE_DEFAULTS,             # dask, batch: see engine_config.py

@@ -20,6 +20,7 @@ from . import runstate, safefs
 from .config import shared_root
 from .fleet import fleet_name, nodes_or_exit, provider_of
 from .mount import is_mounted
+from .profiles import node_env
 from .remote import fan_out, q, run_checked, show_failures
 
 console = Console()
@@ -42,7 +43,8 @@ def workload_opts(workload: str, src: str, dst: str, args: str):
     return wl, opts, extra
 
 
-def node_command(node, record: dict, shard: int, extra: list[str], workers: int | None) -> str:
+def node_command(node, record: dict, shard: int, extra: list[str], workers: int | None,
+                 env: dict[str, str] | None = None) -> str:
     mp = node.mountpoint
     state = f"{mp}/{runstate.node_state_rel(record['run_id'], node.name)}"
     argv = [node.python, "workloads/" + record["workload"] + ".py", "--src", f"{mp}/{record['src']}",
@@ -54,8 +56,9 @@ def node_command(node, record: dict, shard: int, extra: list[str], workers: int 
     # the exit file is written by the workload; if it dies before that, the shell writes the code
     inner = (f"{shlex.join(argv)}; rc=$?; [ -e {q(state + '/exit.json')} ] || "
              f"printf '{{\"code\": %d}}\\n' \"$rc\" > {q(state + '/exit.json')}")
+    envs = " ".join(f"{k}={q(v)}" for k, v in {"FLEETBOOK_RUN": record["run_id"], **(env or {})}.items())
     return (f"cd {q(node.workdir)} && mkdir -p {q(state)} && "
-            f"FLEETBOOK_RUN={q(record['run_id'])} setsid nohup sh -c {q(inner)} "
+            f"{envs} setsid nohup sh -c {q(inner)} "
             f"> {q(state + '/log.txt')} 2>&1 < /dev/null & echo $!")
 
 
@@ -94,9 +97,10 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
         for n in nodes:  # each node writes its own state folder
             local_head.give_to_nodes(c, f"{runstate.run_rel(run_id)}/nodes/{n.name}")
     workers = int(c.config.local.cores_per_node) if record["provider"] == "local" else None
+    env = node_env(c, record["provider"])   # a local node counts local.cores_per_node as its cores
     timeout = float(c.config.fleet.ssh_timeout)
     results = fan_out(c, name, nodes, lambda conn, n: int(run_checked(
-        conn, node_command(n, record, record["nodes"][nodes.index(n)]["shard"], extra, workers), timeout)
+        conn, node_command(n, record, record["nodes"][nodes.index(n)]["shard"], extra, workers, env), timeout)
         .split()[-1]), step="start")
     for r in results:
         for entry in record["nodes"]:

@@ -154,6 +154,24 @@ def test_the_plan_warns_when_job_start_dominates(batch_ctx, capsys):
     assert "~1290 item(s) per job" in line
 
 
+def test_the_warning_is_on_by_default_from_the_measured_item_time(batch_ctx, capsys, tmp_path):
+    """No batch.item_seconds: the time per item measured on an aws.instance_type node decides the warning."""
+    from playbooks import profiles
+    engine.setup(batch_ctx)
+    batch_ctx.config.bench.profile = str(tmp_path / "none.json")
+    batch_ctx.config.bench.profiles = str(tmp_path / "profiles")
+    engine.submit(batch_ctx, "resize", shards=4)
+    captured = capsys.readouterr()
+    assert "unknown (set batch.item_seconds" in " ".join(captured.out.split()) and "warning" not in captured.err
+    f = profiles.profile_file(batch_ctx, "aws", str(batch_ctx.config.aws.instance_type))
+    f.parent.mkdir()
+    f.write_text(json.dumps({"item_seconds": {"resize": 0.004}, "node": "demo-0", "created_at": "today"}))
+    engine.submit(batch_ctx, "resize", shards=4)
+    captured = capsys.readouterr()
+    assert "per item 4.00 ms, measured on demo-0 (aws t3.small" in " ".join(captured.out.split())
+    assert "warning: job start would be" in captured.err
+
+
 def test_one_shard_job_command_runs_locally_against_moto_s3(batch_ctx, aws_env):
     engine.setup(batch_ctx)
     plan = engine.submit(batch_ctx, "resize", shards=4, args="--size 48")

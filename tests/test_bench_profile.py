@@ -10,7 +10,7 @@ from invoke import Config, MockContext, Result
 from invoke.exceptions import Exit
 from PIL import Image
 
-from playbooks import bench
+from playbooks import bench, bench_report
 from playbooks.config import DEFAULTS
 
 RECORDED = Path(__file__).parent / "data" / "bench-small.json"  # a real `--bench-scale small` run, trimmed
@@ -116,17 +116,22 @@ def test_empty_run_gives_a_profile_of_unknowns():
     p = bench.build_profile({"benchmarks": []})
     assert p["start_method"] is None and p["per_task_overhead_us"] is None
     assert p["thread_process_crossover"] is None and p["serialization_ranking"] == []
-    assert "n/a" in bench.render_report(p)
+    assert "n/a" in bench_report.render_report(p)
 
 
 def test_outputs_profile_report_and_chart(recorded, tmp_path):
-    files = bench.write_outputs(bench.build_profile(recorded), tmp_path / "sub" / "profile.json")
+    files = bench_report.write_outputs(bench.build_profile(recorded), tmp_path / "sub" / "profile.json")
     assert json.loads(files["profile"].read_text())["cores"] >= 1
     report = files["report"].read_text()
-    assert "~800x on 16 cores" in report and "~2.7x" in report and "~100x" in report
-    assert "bench-chunks.png" in report
+    assert "~800x on 16 cores" in report and "bench-chunks.png" in report
     table = [line for line in report.splitlines() if line.startswith("| ")]
-    assert all(line.replace("\\|", "").count("|") == 5 for line in table)  # no stray column breaks
+    assert table[0] == "| ratio | this machine | original write-up |"     # no column citing notes elsewhere
+    assert all(line.replace("\\|", "").count("|") == 4 for line in table)  # no stray column breaks
+    memo = next(line for line in table if line.startswith("| memo: no memo / dict memo"))
+    assert "~2.7x" in memo and "exception that was never read" in memo
+    pickle = next(line for line in table if line.startswith("| write: CSV / pickle"))
+    assert "~100x" not in report and "about 10 minutes" in pickle and "about 20 minutes" in pickle
+    assert "DESIGN.md" not in report
     with Image.open(files["chart"]) as im:
         assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 200
 

@@ -229,7 +229,8 @@ def test_profile_gives_start_method_and_chunksize(tmp_path):
     # a very expensive task overhead: after 4 probe items (one per task), the chunk size is the
     # 4-chunks-per-worker cap, (40 - 4) // (4 * 2) = 4
     profile.write_text(json.dumps({"start_method": "spawn", "per_task_overhead_us": 1e6, "cores": 2}))
-    r = run("resize", "--src", tmp_path / "src", "--dst", tmp_path / "dst", env={"FLEETBOOK_PROFILE": str(profile)})
+    env = {"FLEETBOOK_PROFILE": str(profile), "FLEETBOOK_CORES": "2"}   # a 2-core machine, like the profile's
+    r = run("resize", "--src", tmp_path / "src", "--dst", tmp_path / "dst", env=env)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stderr.split("fleetwork: summary ", 1)[1].splitlines()[0])
     assert (summary["start_method"], summary["workers"], summary["profile"]) == ("spawn", 2, str(profile))
@@ -237,10 +238,10 @@ def test_profile_gives_start_method_and_chunksize(tmp_path):
     assert "start_method=spawn chunksize=4" in r.stderr
     # a profile may also fix the chunk size; flags still win
     profile.write_text(json.dumps({"start_method": "fork", "chunksize": 3, "cores": 2}))
-    r = run("resize", "--src", tmp_path / "src", "--dst", tmp_path / "dst2", env={"FLEETBOOK_PROFILE": str(profile)})
+    r = run("resize", "--src", tmp_path / "src", "--dst", tmp_path / "dst2", env=env)
     assert "start_method=fork chunksize=3" in r.stderr, r.stderr
     r = run("resize", "--src", tmp_path / "src", "--dst", tmp_path / "dst3", "--chunksize", 5, "--workers", 2,
-            env={"FLEETBOOK_PROFILE": str(profile)})
+            env=env)
     assert "start_method=fork chunksize=5" in r.stderr, r.stderr
     for d in ("dst", "dst2", "dst3"):
         assert len(fleetwork.scan_outputs(str(tmp_path / d))) == 40

@@ -17,8 +17,9 @@ runner, so that one node (or a Dask task running one chunk) does its items the s
 * a bad item raises ``BadInput(reason)``: it is recorded once in ``<dst>/.failed/<sha1(item)[:20]>.json`` and
   skipped by later runs unless ``--retry-failed``;
 * ``--state DIR``: ``heartbeat.json`` every ~2 s and ``exit.json`` at the end;
-* a process pool (``--workers``, ``--chunksize``, ``--start-method``) with defaults from a machine profile
-  (``$FLEETBOOK_PROFILE``, ``profile.json`` beside the workloads, ``<repo>/.fleetbook/profile.json``).
+* a process pool (``--workers``, ``--chunksize``, ``--start-method``) with defaults from this machine: its cores
+  (``$FLEETBOOK_CORES``, else its CPUs) and its machine profile (``$FLEETBOOK_PROFILE``, ``profile.json`` beside
+  the workloads, ``<repo>/.fleetbook/profile.json``), which is used only when it was measured on as many cores.
 
 Exit codes of ``main``: 0 = every item is done or recorded as failed; 1 = some items are neither (e.g. a
 helper node stopped early); 2 = the run cannot proceed (bad arguments, missing source, unwritable destination);
@@ -166,22 +167,42 @@ def load_profile() -> tuple[dict, str | None]:
     return {}, None
 
 
+def machine_cores() -> int:
+    """The cores this machine counts as its own: ``$FLEETBOOK_CORES`` when set (a local fleet node shares the
+    head's CPUs and counts ``local.cores_per_node``), else the CPUs this process may run on."""
+    env = os.environ.get("FLEETBOOK_CORES", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def profile_fits(profile: dict | None) -> bool:
+    """Was ``profile`` measured on a machine like this one?  Its ``cores`` (when it records them) must be this
+    machine's: a profile made on a 2-core laptop says nothing about a 64-core node, nor the reverse."""
+    if not profile:
+        return False
+    cores = profile.get("cores")
+    return not isinstance(cores, int) or cores == machine_cores()
+
+
 def default_start_method(profile: dict | None = None) -> str:
     methods = multiprocessing.get_all_start_methods()
-    wanted = (profile or {}).get("start_method")
+    wanted = profile.get("start_method") if profile_fits(profile) else None
     if wanted in methods:
         return wanted
     return "fork" if "fork" in methods else methods[0]
 
 
 def default_workers(profile: dict | None = None) -> int:
-    cores = (profile or {}).get("workers") or (profile or {}).get("cores")
-    if isinstance(cores, int) and cores > 0:
-        return cores
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    """This machine's cores, or the profile's ``workers`` when the profile is this machine's (never the cores of
+    the machine a profile was made on)."""
+    wanted = profile.get("workers") if profile_fits(profile) else None
+    if isinstance(wanted, int) and wanted > 0:
+        return wanted
+    return machine_cores()
 
 
 # --------------------------------------------------------------------------------------------------- faults
@@ -732,14 +753,16 @@ class Workload:
         g.add_argument("--shard", metavar="i/n", default=None,
                        help="do the items with sha1(item) %% n == i first (0-based), then help with the rest")
         g.add_argument("--workers", type=int, default=None,
-                       help="worker processes (default: profile 'cores', else the CPUs this process may use)")
+                       help="worker processes (default: this machine's cores: $FLEETBOOK_CORES, else the CPUs "
+                            "this process may use)")
         g.add_argument("--threads", type=int, default=1,
                        help="items at once in each worker process, on threads: for items that wait on the "
                             "network (s3:// paths, a slow mount); 1 = none")
         g.add_argument("--chunksize", type=int, default=None,
                        help="items per pool task (default: chosen from the measured time per item)")
         g.add_argument("--start-method", choices=multiprocessing.get_all_start_methods(), default=None,
-                       help="process start method (default: profile 'start_method', else fork)")
+                       help="process start method (default: the profile's 'start_method' when the profile was "
+                            "measured on this kind of machine, else fork)")
         g.add_argument("--state", metavar="DIR", default=None,
                        help="write DIR/heartbeat.json every ~2 s and DIR/exit.json at the end")
         g.add_argument("--node", default=None, help="node name for records and heartbeats (default: hostname)")
@@ -809,8 +832,9 @@ runner behaviour (all workloads):
   outputs already in DST are found with one directory walk and skipped; each output is written to a temp file
   in its folder and renamed; a bad input is recorded once in DST/.failed/<hash>.json (skipped next time unless
   --retry-failed).  Exit 0 = every item done or recorded as failed, 2 = cannot start.  The last line on stdout
-  is: done=N skipped=N failed=N seconds=S items_per_s=R.  Defaults for --workers/--start-method/--chunksize
-  come from $FLEETBOOK_PROFILE, profile.json beside this script, or <repo>/.fleetbook/profile.json."""
+  is: done=N skipped=N failed=N seconds=S items_per_s=R.  --workers defaults to this machine's cores
+  ($FLEETBOOK_CORES, else its CPUs); --start-method and --chunksize to the machine profile ($FLEETBOOK_PROFILE,
+  profile.json beside this script, or <repo>/.fleetbook/profile.json) when it was measured on as many cores."""
 
 
 def available() -> list[str]:
@@ -1013,6 +1037,11 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
     shard = shard if shard is not None else parse_shard(getattr(opts, "shard", None))
     retry = bool(getattr(opts, "retry_failed", False))
     profile, profile_path = load_profile()
+    ignored = None
+    if profile and not profile_fits(profile):   # made on another machine: its choices are not this one's
+        _log(opts, f"profile {profile_path} was measured on {profile.get('cores')} cores and this machine has "
+                   f"{machine_cores()}: not used")
+        profile, profile_path, ignored = {}, None, profile_path
     if state_dir:
         os.makedirs(state_dir, exist_ok=True)
     os.makedirs(os.path.join(dst, FAILED_DIR), exist_ok=True)
@@ -1062,7 +1091,7 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
     if not isinstance(chunksize, int) or chunksize < 1:
         chunksize = None
     info = {"workers": workers, "start_method": method if workers > 1 else "inline",
-            "chunksize": chunksize, "profile": profile_path, "total": len(items),
+            "chunksize": chunksize, "profile": profile_path, "profile_ignored": ignored, "total": len(items),
             "todo": len(tasks), "known_failed": known_failed}
     prog.start()
     code_error = None

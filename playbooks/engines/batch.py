@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .. import runstate
+from .. import profiles, runstate
 from ..engine_config import ENGINE_DEFAULTS
 
 console = Console()
@@ -324,6 +324,19 @@ def count_items(c, workload: str, src: str, args: str) -> int | None:
         return None
 
 
+def item_seconds(c, workload: str) -> tuple[float, str]:
+    """batch.item_seconds, else the measured time per item of the workload (``invoke bench --node`` on an
+    aws.instance_type node, else this machine's profile): with a measured figure the overhead warning is on by
+    default.  (0.0, "") when nothing is known."""
+    explicit = float(setting(c, "item_seconds"))
+    if explicit:
+        return explicit, ""
+    aws = c.config.get("aws") or {}
+    measured, source = profiles.item_seconds(c, "aws", str(aws.get("instance_type", "") if hasattr(aws, "get") else ""),
+                                             workload)
+    return (measured, source) if measured else (0.0, "")
+
+
 def plan_line(items: int | None, shards: int, start_s: float, item_s: float, threads: int) -> tuple[str, float | None]:
     per_job = None if items is None else math.ceil(items / shards)
     work = None if per_job is None or not item_s else per_job * item_s / max(1, threads)
@@ -358,9 +371,10 @@ def submit(c, workload: str, src: str = "", dst: str = "", shards: int = 0, then
     if q is None or not _jobdefs(batch, n["jobdef"]):
         raise Exit("no job queue or job definition: run `invoke batch.setup` first")
     items = count_items(c, workload, src, args)
-    line, share = plan_line(items, shards, float(setting(c, "job_start_s")), float(setting(c, "item_seconds")),
-                            threads)
-    console.print(line + (f"; then {then}: {shards} dependent job(s), one per shard" if then else ""))
+    item_s, measured = item_seconds(c, workload)
+    line, share = plan_line(items, shards, float(setting(c, "job_start_s")), item_s, threads)
+    console.print(line + (f"; then {then}: {shards} dependent job(s), one per shard" if then else "")
+                  + (f"; per item {item_s * 1e3:.2f} ms, {measured}" if measured else ""))
     if share is not None and share > WARN_SHARE:
         err.print(f"[yellow]warning: job start would be {share:.0%} of the work (> {WARN_SHARE:.0%}): "
                   f"use fewer shards (--shards {max(1, shards // 4)})[/]")

@@ -1,0 +1,148 @@
+"""``invoke bench --node NODE``: the machine-level part of the bench suite on one fleet node, i.e. on the
+hardware the job will run on, and its profile stored per machine type.
+
+What runs on the node (``NODE_TESTS``, ``NODE_SELECT``): pool start-up per start method (small parent only: a
+1 GB parent could exhaust a small node's memory), per-task overhead and chunk sizes of the process pool (not the
+thread pool's), and ``bench/test_items.py``: the
+per-item time of each workload on a sample of the job's real inputs, read from the node's mount of the shared
+disk (``--src``, default ``job.src``), the cost of starting a run, and how far one process per core scales.
+The bench files and the workload scripts are copied over SFTP into the node's workdir (as ``deploy`` does);
+the node's interpreter must have pytest and pytest-benchmark (a local node uses the head's venv, which has
+them).  The benchmark JSON comes back over SFTP and becomes ``.fleetbook/profiles/<provider>-<machine
+type>.json`` (``bench.profiles``), which ``deploy`` then ships to every node of that machine type and
+``invoke plan`` reads.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import tempfile
+from pathlib import Path
+
+from invoke.exceptions import Exit
+from rich.console import Console
+
+from . import profiles
+from .bench_profile import build_profile
+from .config import REPO
+from .deploy import copy_files, workload_files
+from .fleet import nodes_or_exit
+from .mount import is_mounted
+from .remote import connect, q, run_checked
+
+console = Console()
+NODE_TESTS = ("test_start_methods.py", "test_chunks.py", "test_items.py")
+SUPPORT = ("conftest.py", "bench_support.py")
+NODE_SELECT = "not numpy and not bytes and not thread_pool"   # what the profile needs, in about a minute
+NEEDS = "import pytest, pytest_benchmark, numpy, PIL"
+JSON_NAME = "bench-node.json"
+
+
+def bench_files() -> list[tuple[str, str]]:
+    return [(str(REPO / "bench" / name), name) for name in SUPPORT + NODE_TESTS]
+
+
+def node_command(node, scale: str, src_on_node: str, sample: int, env: dict[str, str], pytest_args: str = "") -> str:
+    """The shell command that benchmarks the node (from its workdir), writing ``bench-node.json`` there.
+
+    pytest is kept inside the workdir: no configuration file (``-c /dev/null``: a local node's workdir sits below
+    the checkout, whose pyproject.toml is not for it), root and conftest search stop there (the node may not
+    list the folders above), and path options are spelled ``--opt=PATH`` (a bare path argument would take part
+    in the choice of the root directory)."""
+    envs = " ".join(f"{k}={q(v)}" for k, v in env.items())
+    tests = " ".join(f"bench/{t}" for t in NODE_TESTS)
+    return (f"cd {q(node.workdir)} && rm -f {JSON_NAME} && {envs + ' ' if envs else ''}{q(node.python)} -m pytest "
+            f"{tests} -c /dev/null --rootdir=. --confcutdir=. -p no:cacheprovider -q -k {q(NODE_SELECT)} "
+            f"--bench-scale={q(scale)} "
+            f"--bench-src={q(src_on_node)}{f' --bench-sample={int(sample)}' if sample else ''} "
+            f"--benchmark-json={JSON_NAME} --benchmark-columns=median,rounds {pytest_args}").strip()
+
+
+def _pick(nodes, wanted: str):
+    for node in nodes:
+        if node.name == wanted:
+            return node
+    raise Exit(f"no running node {wanted!r} in this fleet: choose one of {', '.join(n.name for n in nodes)}")
+
+
+def measure(c, node_name: str, *, name: str = "", provider: str = "", scale: str = "", src: str = "",
+            sample: int = 0, pytest_args: str = "") -> Path:
+    """Benchmark ``node_name``; write and return its machine type's profile file."""
+    name, nodes = nodes_or_exit(c, name, provider)
+    provider = provider or c.config.fleet.provider
+    node = _pick(nodes, node_name)
+    mtype = profiles.machine_type(c, provider, node)
+    out = profiles.profile_file(c, provider, mtype)
+    src = src or c.config.job.src
+    if Path(src).is_absolute() or ".." in Path(src).parts:
+        raise Exit(f"--src {src}: give a folder inside shared.root, relative to it (e.g. src)")
+    src_on_node = f"{node.mountpoint}/{src}"
+    timeout = float(c.config.fleet.ssh_timeout)
+    conn = connect(c, name, node)
+    try:
+        check = (f"{is_mounted(q(node.mountpoint))} || {{ echo no-mount; exit 0; }}; "
+                 f"test -d {q(src_on_node)} || {{ echo no-src; exit 0; }}; "
+                 f"{q(node.python)} -c {q(NEEDS)} 2>/dev/null || echo no-pytest")
+        problem = run_checked(conn, check, timeout).strip()
+        if problem == "no-mount":
+            raise Exit(f"the shared disk is not mounted on {node.name}: run `invoke mount` first (the sample of "
+                       "inputs is read from it)")
+        if problem == "no-src":
+            raise Exit(f"{src} is not a folder of the shared root (seen from {node.name}): put the job's inputs "
+                       "there or pass --src")
+        if problem == "no-pytest":
+            raise Exit(f"{node.python} on {node.name} lacks pytest, pytest-benchmark, numpy or Pillow: add them to "
+                       "image.steps and `invoke image.bake` (or pip install them on the node)")
+        copy_files(conn, f"{node.workdir}/workloads", workload_files(), timeout)
+        copy_files(conn, f"{node.workdir}/bench", bench_files(), timeout)
+        cmd = node_command(node, scale, src_on_node, sample, profiles.node_env(c, provider), pytest_args)
+        console.print(f"bench on {node.name} ({provider} {mtype}), scale {scale}, a sample of {src}: {cmd}",
+                      markup=False, highlight=False, soft_wrap=True)
+        result = conn.run(cmd, hide=False, warn=True, in_stream=False, timeout=float(c.config.bench.node_timeout))
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / JSON_NAME
+            try:
+                conn.get(f"{node.workdir}/{JSON_NAME}", local=str(local))
+                data = json.loads(local.read_text())
+            except (OSError, ValueError) as exc:
+                raise Exit(f"the bench on {node.name} wrote no benchmark JSON (pytest exited {result.exited}; "
+                           f"{exc}): see its output above") from None
+    finally:
+        conn.close()
+    if not data.get("benchmarks"):
+        raise Exit(f"the bench on {node.name} measured nothing (pytest exited {result.exited}): see its output above")
+    profile = build_profile(data, source=f"{provider}:{name}/{node.name}")
+    profile.update(provider=provider, machine_type=mtype, node=node.name, measured_on="node",
+                   sample_src=src)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(profile, indent=2) + "\n")
+    for line in summary_lines(profile):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"profile: {out} (deploy ships it to every {mtype} node; `invoke plan` reads it)")
+    if result.exited:
+        console.print(f"warning: pytest exited {result.exited} on {node.name}; the profile holds what was measured",
+                      style="yellow")
+    return out
+
+
+def summary_lines(p: dict) -> list[str]:
+    """What was measured on the node, in a few lines."""
+    mem = p.get("memory_bytes")
+    items = ", ".join(f"{w} {s * 1e3:.2f} ms" for w, s in (p.get("item_seconds") or {}).items()) or "not measured"
+    starts = ", ".join(f"{m} {s * 1e3:.0f} ms" for m, s in (p.get("pool_start_s") or {}).items())
+    return [
+        f"{p.get('machine_type')}: {p.get('cores')} cores, {p.get('cpu_model')}, "
+        f"{f'{mem / 2**30:.1f} GiB' if mem else 'memory unknown'}",
+        f"pool start: {starts or 'not measured'}; start method {p.get('start_method')}; per-task overhead "
+        f"{p.get('per_task_overhead_us')} us; parallel efficiency {p.get('parallel_efficiency')}",
+        f"per item ({(p.get('sample') or '?')}): {items}",
+        f"run start: {', '.join(f'{w} {s:.2f} s' for w, s in (p.get('run_start_s') or {}).items()) or '-'}",
+    ]
+
+
+def quote_args(args: str) -> str:
+    """Extra pytest arguments for the node as one shell-safe string."""
+    try:
+        return shlex.join(shlex.split(args))
+    except ValueError as exc:
+        raise Exit(f"--pytest-args is not valid shell quoting ({exc})") from None

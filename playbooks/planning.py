@@ -1,0 +1,172 @@
+"""How many machines, which type, what it costs: the fleet plan, as pure functions of measured figures.
+
+The model (every figure per item is CPU seconds unless it says bytes):
+
+* a node does ``cores * parallel_efficiency / (item_s + node_disk_s)`` items/s: the workload's measured time
+  per item on that machine type (one process), plus what reading and writing through sshfs costs the node;
+* the head serves the shared disk: ``head_cores / head_disk_s`` items/s at most (its sshd/sftp-server per item);
+* each link carries its share of the bytes: the head's link (a head instance) both ways, or the operator's
+  uplink (inputs) and downlink (outputs) when the head is the operator's machine behind a tunnel;
+* a local fleet runs nodes and head on one machine: ``machine_cores * machine_efficiency / (item_s +
+  node_disk_s + head_disk_s)`` items/s at most;
+* the fleet's rate is the smallest of these; the one that binds is the bottleneck.
+
+Wall time = boot (create, wait, mount, deploy: ``boot_s`` plus three SSH fan-out rounds) + the run (two fan-out
+rounds to check and start, the workload's start on a node, its pool start, the items at the fleet's rate, one
+item per worker at the end, half a progress poll).  ``run_s`` alone is what ``invoke run --wait`` takes on a
+fleet that is up.  Cost = node-hours at the node price (at least ``min_billed_s`` per node) + the head instance.
+
+AWS Batch (``batch_options``): one job per shard; each job pays ``job_start_s`` before its items; the jobs run
+``max_vcpus / vcpus`` at a time.  The overhead share is ``batch.plan_line``'s, which also drives the warning.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+# DESIGN.md section 4, "resize over the fleet's sshfs (2 nodes, 1 worker each, 480 JPEGs)": CPU per item of the
+# shared disk, measured once on a 2-core machine; used until the profile holds a measured figure.
+DEFAULT_NODE_DISK_S = 1.8e-3
+DEFAULT_HEAD_DISK_S = 1.3e-3
+DEFAULT_DISK_SOURCE = ("default: DESIGN.md section 4 figures (node sshfs+ssh 1.8 ms, head sshd/sftp 1.3 ms per "
+                       "item, resize on a 2-core machine), not measured on this fleet")
+WITHIN = 1.10          # no deadline or budget: the smallest fleet within 10 % of the fastest option
+NODE_CPU, HEAD_CPU, MACHINE_CPU = "node CPU", "head CPU", "machine CPU (local)"
+HEAD_LINK, UPLINK, DOWNLINK = "head link", "operator uplink", "operator downlink"
+LEVERS = {
+    NODE_CPU: "more nodes, or a machine type with more cores",
+    HEAD_CPU: "a head with more cores (a bigger head instance), or fewer, larger items",
+    MACHINE_CPU: "a local fleet shares this machine's cores: more local nodes cannot go faster",
+    HEAD_LINK: "a head instance with a faster link, or smaller inputs",
+    UPLINK: "every input goes up the operator's uplink: a head instance (gcp.head / aws.head = instance) puts "
+            "the data next to the nodes",
+    DOWNLINK: "every output comes down the operator's downlink: a head instance keeps them in the cloud",
+}
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str            # what the output calls it: HEAD_LINK, UPLINK or DOWNLINK
+    bytes_per_s: float
+    bytes_per_item: float
+
+
+@dataclass(frozen=True)
+class Model:
+    items: int
+    item_s: float                     # seconds of work per item, one process, on the node's machine type
+    cores: int = 1                    # workers per node
+    efficiency: float = 1.0           # parallel efficiency of `cores` workers on one node
+    node_disk_s: float = DEFAULT_NODE_DISK_S
+    head_disk_s: float = DEFAULT_HEAD_DISK_S
+    head_cores: float = 2.0
+    links: tuple[Link, ...] = ()
+    machine_cores: float | None = None    # local fleet: nodes and head share this machine's CPUs
+    machine_efficiency: float = 1.0
+    boot_s: float = 0.0               # until the nodes answer SSH (create + boot)
+    ssh_s: float = 0.3                # one fan-out round (connect + a short command), per max_parallel nodes
+    max_parallel: int = 16
+    run_start_s: float = 0.3          # a workload run's start on a node (interpreter, imports, listing, scan)
+    pool_start_s: float = 0.0         # its process pool's start
+    poll_s: float = 1.0               # `run --wait` refreshes this often
+    node_price_h: float | None = None
+    head_price_h: float | None = None  # a head instance (on-demand); None: none or unknown
+    min_billed_s: float = 60.0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def caps(m: Model, nodes: int) -> dict[str, float]:
+    """Items/s each part of the system allows with ``nodes`` nodes."""
+    out = {NODE_CPU: nodes * m.cores * m.efficiency / max(1e-12, m.item_s + m.node_disk_s)}
+    if m.head_disk_s > 0:
+        out[HEAD_CPU] = m.head_cores / m.head_disk_s
+    for link in m.links:
+        if link.bytes_per_item > 0 and link.bytes_per_s > 0:
+            out[link.name] = link.bytes_per_s / link.bytes_per_item
+    if m.machine_cores:
+        out[MACHINE_CPU] = (
+            m.machine_cores * m.machine_efficiency / max(1e-12, m.item_s + m.node_disk_s + m.head_disk_s))
+    return out
+
+
+def rounds(m: Model, nodes: int) -> int:
+    return math.ceil(nodes / max(1, m.max_parallel))
+
+
+def option(m: Model, nodes: int) -> dict:
+    """One fleet size: wall time (boot + run), cost, items/s and what saturates first."""
+    allowed = caps(m, nodes)
+    bottleneck = min(allowed, key=allowed.get)
+    rate = allowed[bottleneck]
+    work = m.items / rate if m.items else 0.0
+    per_worker_tail = m.item_s + m.node_disk_s if m.items else 0.0
+    run_s = (2 * rounds(m, nodes) * m.ssh_s + m.run_start_s + m.pool_start_s + work + per_worker_tail
+             + m.poll_s / 2)
+    boot_s = m.boot_s + 3 * rounds(m, nodes) * m.ssh_s
+    wall = boot_s + run_s
+    cost = None
+    if m.node_price_h is not None:
+        cost = nodes * m.node_price_h * max(wall, m.min_billed_s) / 3600
+        if m.head_price_h:
+            cost += m.head_price_h * max(wall, m.min_billed_s) / 3600
+        cost = round(cost, 4)
+    return {"nodes": nodes, "wall_s": round(wall, 2), "run_s": round(run_s, 2), "boot_s": round(boot_s, 2),
+            "cost_usd": cost, "items_per_s": round(rate, 2), "bottleneck": bottleneck,
+            "node_cpu_share": round(rate / allowed[NODE_CPU], 3), "lever": LEVERS.get(bottleneck, "")}
+
+
+def recommend(options: list[dict], deadline_s: float | None = None,
+              budget_usd: float | None = None) -> tuple[dict, str]:
+    """The option to take, and why.  Deadline: the cheapest that meets it.  Budget: the fastest within it.
+    Neither: the smallest fleet within 10 % of the fastest option's wall time."""
+    if not options:
+        raise ValueError("no options to choose from")
+
+    def cost(o):
+        return o["cost_usd"] if o["cost_usd"] is not None else 0.0
+
+    fastest = min(options, key=lambda o: (o["wall_s"], o["nodes"]))
+    if deadline_s is not None:
+        ok = [o for o in options if o["wall_s"] <= deadline_s]
+        if not ok:
+            return fastest, f"no size meets the deadline of {deadline_s:g} s: the fastest"
+        best = min(ok, key=lambda o: (cost(o), o["wall_s"], o["nodes"]))
+        return best, f"the cheapest that meets the deadline of {deadline_s:g} s"
+    if budget_usd is not None:
+        priced = [o for o in options if o["cost_usd"] is not None]
+        if not priced:
+            return fastest, "no price known: the fastest (set the provider's price to plan a budget)"
+        ok = [o for o in priced if o["cost_usd"] <= budget_usd]
+        if not ok:
+            cheapest = min(priced, key=lambda o: (o["cost_usd"], o["wall_s"]))
+            return cheapest, f"no size fits the budget of ${budget_usd:g}: the cheapest"
+        return min(ok, key=lambda o: (o["wall_s"], o["nodes"])), f"the fastest within the budget of ${budget_usd:g}"
+    within = [o for o in options if o["wall_s"] <= fastest["wall_s"] * WITHIN]
+    best = min(within, key=lambda o: o["nodes"])
+    return best, "the smallest fleet within 10 % of the fastest wall time"
+
+
+def plan(m: Model, sizes: list[int], deadline_s: float | None = None, budget_usd: float | None = None) -> dict:
+    options = [option(m, n) for n in sorted(set(sizes))]
+    best, why = recommend(options, deadline_s, budget_usd)
+    return {"options": options, "recommended": {**best, "why": why},
+            "model": {k: v for k, v in asdict(m).items() if k != "notes"}, "notes": list(m.notes)}
+
+
+def batch_options(items: int, shard_counts: list[int], *, job_start_s: float, vcpus: int, max_vcpus: int,
+                  vcpu_price_h: float | None, share_of) -> list[dict]:
+    """AWS Batch, one job per shard: jobs, items per job, overhead share, wall time and cost of each shard count.
+    ``share_of(items, shards)`` is the engine's own overhead share (``batch.plan_line``, which also decides the
+    warning); a job then lasts ``job_start_s / share`` (its start plus its items), and the jobs run
+    ``max_vcpus / vcpus`` at a time."""
+    at_once = max(1, max_vcpus // max(1, vcpus))
+    out = []
+    for shards in sorted(set(shard_counts)):
+        share = share_of(items, shards)
+        job_s = job_start_s / share if share else job_start_s
+        waves = math.ceil(shards / at_once)
+        cost = None if vcpu_price_h is None else round(shards * job_s * vcpus * vcpu_price_h / 3600, 4)
+        out.append({"shards": shards, "jobs": shards, "items_per_job": math.ceil(items / shards) if items else 0,
+                    "overhead_share": share, "job_s": round(job_s, 1), "wall_s": round(waves * job_s, 1),
+                    "cost_usd": cost, "jobs_at_once": at_once})
+    return out

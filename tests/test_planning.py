@@ -1,0 +1,114 @@
+"""The planner's pure functions (playbooks/planning.py), on round numbers and on a recorded node profile."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from playbooks import planning
+from playbooks.engines.batch import plan_line
+from playbooks.planning import Link, Model
+
+RECORDED = Path(__file__).parent / "data" / "profile-local-1cpu.json"   # `invoke bench --node` on a local node
+
+
+def test_a_node_bound_option_by_hand():
+    m = Model(items=10_000, item_s=0.008, cores=2, efficiency=0.75, node_disk_s=0.002, head_disk_s=0.001,
+              head_cores=4, boot_s=60, ssh_s=0.5, max_parallel=16, run_start_s=0.4, pool_start_s=0.01, poll_s=1.0,
+              node_price_h=0.02)
+    o = planning.option(m, 5)
+    rate = 5 * 2 * 0.75 / 0.010                                    # 750 items/s, the head allows 4,000
+    assert o["bottleneck"] == planning.NODE_CPU and o["items_per_s"] == pytest.approx(rate)
+    run_s = 2 * 0.5 + 0.4 + 0.01 + 10_000 / rate + 0.010 + 0.5
+    boot_s = 60 + 3 * 0.5
+    assert o["run_s"] == pytest.approx(run_s, abs=0.01) and o["boot_s"] == pytest.approx(boot_s)
+    assert o["wall_s"] == pytest.approx(run_s + boot_s, abs=0.01)
+    assert o["cost_usd"] == pytest.approx(5 * 0.02 * (run_s + boot_s) / 3600, abs=1e-4)
+    assert o["node_cpu_share"] == 1.0 and "more nodes" in o["lever"]
+
+
+def test_the_head_saturates_and_more_nodes_stop_helping():
+    m = Model(items=100_000, item_s=0.004, cores=2, node_disk_s=0.001, head_disk_s=0.002, head_cores=2,
+              node_price_h=0.1)
+    opts = [planning.option(m, n) for n in (1, 2, 5, 10, 20)]
+    assert [o["bottleneck"] for o in opts] == ["node CPU", "node CPU", "head CPU", "head CPU", "head CPU"]
+    assert opts[2]["items_per_s"] == opts[4]["items_per_s"] == pytest.approx(2 / 0.002)
+    assert opts[0]["wall_s"] > opts[1]["wall_s"] > opts[2]["wall_s"]
+    assert opts[4]["cost_usd"] > 3 * opts[2]["cost_usd"]          # 4x the nodes, same wall time
+    best, why = planning.recommend(opts)
+    assert best["nodes"] == 5 and "within 10 %" in why
+
+
+def test_the_tunnel_heads_uplink_carries_every_input():
+    m = Model(items=1000, item_s=0.005, cores=8, links=(
+        Link(planning.UPLINK, 20e6 / 8, 500_000), Link(planning.DOWNLINK, 100e6 / 8, 5_000)))
+    o = planning.option(m, 10)
+    assert o["bottleneck"] == planning.UPLINK and o["items_per_s"] == pytest.approx(5.0)
+    assert "head instance" in o["lever"]
+    # no bytes known: the link is no limit
+    assert planning.option(Model(items=1000, item_s=0.005, links=(Link(planning.UPLINK, 1.0, 0.0),)),
+                           1)["bottleneck"] == planning.NODE_CPU
+
+
+def test_minimum_billing_and_the_head_instance():
+    m = Model(items=10, item_s=0.001, node_price_h=0.36, head_price_h=0.72, min_billed_s=60)
+    o = planning.option(m, 2)
+    assert o["wall_s"] < 60 and o["cost_usd"] == pytest.approx((2 * 0.36 + 0.72) * 60 / 3600)
+    assert planning.option(Model(items=10, item_s=0.001), 2)["cost_usd"] is None   # no price: unknown
+
+
+@pytest.mark.parametrize("kw, nodes, why", [
+    ({"deadline_s": 400}, 5, "cheapest that meets the deadline"),
+    ({"deadline_s": 1}, 20, "no size meets the deadline"),
+    ({"budget_usd": 0.018}, 2, "fastest within the budget"),
+    ({"budget_usd": 0.0001}, 1, "no size fits the budget"),
+    ({}, 20, "within 10 %"),
+])
+def test_recommend(kw, nodes, why):
+    m = Model(items=200_000, item_s=0.01, cores=2, head_disk_s=0.0, boot_s=30, node_price_h=0.05)
+    opts = [planning.option(m, n) for n in (1, 2, 5, 10, 20)]
+    best, reason = planning.recommend(opts, **kw)
+    assert best["nodes"] == nodes and why in reason, (best, reason, opts)
+
+
+def test_budget_without_prices_says_so():
+    opts = [planning.option(Model(items=100, item_s=0.01), n) for n in (1, 2)]
+    best, why = planning.recommend(opts, budget_usd=5)
+    assert best["nodes"] == 2 and "no price known" in why
+
+
+def test_recorded_local_profile_a_local_fleet_cannot_beat_its_machine():
+    p = json.loads(RECORDED.read_text())
+    item_s = p["item_seconds"]["resize"]
+    m = Model(items=600, item_s=item_s, cores=p["cores"], efficiency=p["parallel_efficiency"], machine_cores=2,
+              machine_efficiency=0.8, run_start_s=p["run_start_s"]["resize"], poll_s=0.2)
+    opts = {o["nodes"]: o for o in (planning.option(m, n) for n in (1, 2, 3, 4))}
+    assert opts[1]["bottleneck"] == planning.NODE_CPU
+    machine = 2 * 0.8 / (item_s + planning.DEFAULT_NODE_DISK_S + planning.DEFAULT_HEAD_DISK_S)
+    assert opts[3]["bottleneck"] == planning.MACHINE_CPU and opts[3]["items_per_s"] == pytest.approx(machine, abs=0.01)
+    assert opts[3]["run_s"] == opts[4]["run_s"] < opts[1]["run_s"]
+    plan = planning.plan(m, [3, 1, 2, 2])
+    assert [o["nodes"] for o in plan["options"]] == [1, 2, 3]
+    json.dumps(plan)
+    for o in plan["options"] + [plan["recommended"]]:
+        assert {"nodes", "wall_s", "cost_usd", "bottleneck"} <= set(o)
+
+
+def test_batch_shards_the_65536_4096_256_lesson():
+    """330,000 items of 0.5 s, 60 s to start a job: 65,536 jobs are mostly start-up, 256 are mostly work."""
+    items, item_s = 330_000, 0.5
+
+    def share(n, shards):
+        return plan_line(n, shards, 60.0, item_s, 2)[1]
+
+    rows = planning.batch_options(items, [65_536, 4_096, 256], job_start_s=60.0, vcpus=2, max_vcpus=256,
+                                  vcpu_price_h=0.017, share_of=share)
+    by = {r["shards"]: r for r in rows}
+    assert [r["shards"] for r in rows] == [256, 4_096, 65_536] and all(r["jobs"] == r["shards"] for r in rows)
+    assert by[256]["items_per_job"] == math.ceil(items / 256) and by[65_536]["items_per_job"] == 6
+    assert by[65_536]["overhead_share"] == pytest.approx(60 / (60 + 6 * 0.5 / 2))
+    assert by[65_536]["overhead_share"] > 0.9 > by[4_096]["overhead_share"] > 0.5 > by[256]["overhead_share"]
+    assert by[65_536]["cost_usd"] > 10 * by[256]["cost_usd"]     # paying for 65,536 job starts
+    assert by[256]["jobs_at_once"] == 128 and by[256]["wall_s"] == pytest.approx(2 * (60 + 1290 * 0.5 / 2), abs=0.1)
