@@ -47,12 +47,14 @@ def node_command(node, scale: str, src_on_node: str, sample: int, env: dict[str,
 
     pytest is kept inside the workdir: no configuration file (``-c /dev/null``: a local node's workdir sits below
     the checkout, whose pyproject.toml is not for it), root and conftest search stop there (the node may not
-    list the folders above), and path options are spelled ``--opt=PATH`` (a bare path argument would take part
+    list the folders above), its temporary files too (``--basetemp``: a /tmp/pytest-of-<user> left by an earlier
+user of the same name would stop it), and path options are spelled ``--opt=PATH`` (a bare path argument would take part
     in the choice of the root directory)."""
     envs = " ".join(f"{k}={q(v)}" for k, v in env.items())
     tests = " ".join(f"bench/{t}" for t in NODE_TESTS)
     return (f"cd {q(node.workdir)} && rm -f {JSON_NAME} && {envs + ' ' if envs else ''}{q(node.python)} -m pytest "
-            f"{tests} -c /dev/null --rootdir=. --confcutdir=. -p no:cacheprovider -q -k {q(NODE_SELECT)} "
+            f"{tests} -c /dev/null --rootdir=. --confcutdir=. --basetemp=.bench-tmp -p no:cacheprovider -q "
+            f"-k {q(NODE_SELECT)} "
             f"--bench-scale={q(scale)} "
             f"--bench-src={q(src_on_node)}{f' --bench-sample={int(sample)}' if sample else ''} "
             f"--benchmark-json={JSON_NAME} --benchmark-columns=median,rounds {pytest_args}").strip()

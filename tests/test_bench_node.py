@@ -62,7 +62,7 @@ def test_bench_node_measures_the_node_and_deploy_ships_its_profile(bench_fleet, 
     assert p["cpu_model"] and p["memory_bytes"] > 2**26 and p["cpus"] == os.cpu_count()
     assert set(p["pool_start_s"]) == {"fork", "spawn", "forkserver"} and p["start_method"] in p["pool_start_s"]
     assert p["per_task_overhead_us"] > 0
-    assert set(p["item_seconds"]) == {"resize", "edges", "features", "gridsearch"}
+    assert set(p["item_seconds"]) == {"resize", "edges", "features", "gridsearch"}, printed[-3000:]
     assert all(s > 0 for s in p["item_seconds"].values())
     assert p["items"]["resize"]["items"] == 6 and p["items"]["resize"]["in_bytes"] > 1000
     assert p["sample"] == f"{node.mountpoint}/src"          # the real inputs, through the node's own mount
