@@ -136,8 +136,12 @@ def summary_lines(p: dict) -> list[str]:
         f"{p.get('machine_type')}: {p.get('cores')} cores, {p.get('cpu_model')}, "
         f"{f'{mem / 2**30:.1f} GiB' if mem else 'memory unknown'}",
         f"pool start: {starts or 'not measured'}; start method {p.get('start_method')}; per-task overhead "
-        f"{p.get('per_task_overhead_us')} us; parallel efficiency {p.get('parallel_efficiency')}",
-        f"per item ({(p.get('sample') or '?')}): {items}",
+        f"{p.get('per_task_overhead_us')} us; parallel efficiency {p.get('parallel_efficiency')}"
+        + (f" ({p.get('machine_efficiency')} over all {p.get('cpus')} CPUs of the machine)"
+           if p.get("cpus") and p.get("cpus") != p.get("cores") else ""),
+        f"per item ({(p.get('sample') or '?')}): {items}"
+        + (f"; reading one input through the mount {p['sample_read_s_per_item'] * 1e3:.2f} ms"
+           if p.get("sample_read_s_per_item") else ""),
         f"run start: {', '.join(f'{w} {s:.2f} s' for w, s in (p.get('run_start_s') or {}).items()) or '-'}",
     ]
 

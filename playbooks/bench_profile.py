@@ -166,7 +166,10 @@ def _items(data: dict) -> dict:
     par = next((info for info, _ in _rows(data, "items: parallel")), {})
     sample = next((info.get("sample") for info, _ in _rows(data, "items: per-item time") if info.get("sample")),
                   None)
+    read = next((info.get("read_s_per_item") for info, _ in _rows(data, "items: per-item time")
+                 if info.get("read_s_per_item")), None)
     return {"item_seconds": {w: v["seconds"] for w, v in per.items()}, "items": per, "run_start_s": start,
+            "sample_read_s_per_item": round(read, 6) if read else None,
             "parallel_efficiency": par.get("efficiency"), "machine_efficiency": par.get("machine_efficiency"),
             "sample": sample}
 

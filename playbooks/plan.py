@@ -99,6 +99,9 @@ def build_model(c, workload: str, items: int, in_bytes: float | None, provider: 
     head_disk = disk.get("head_cpu_s_per_item")
     sources["shared_disk"] = ("measured (profile shared_disk)" if node_disk and head_disk
                               else planning.DEFAULT_DISK_SOURCE)
+    io_s = p.get("sample_read_s_per_item") if p.get("measured_on") == "node" else None
+    sources["io_wait"] = (f"{io_s * 1e3:.2f} ms to read one input through the node's mount (measured; writes not)"
+                          if io_s else "not measured (bench --node reads its sample through the mount)")
     item_info = (p.get("items") or {}).get(workload) or {}
     in_b = in_bytes if in_bytes is not None else float(item_info.get("in_bytes") or 0.0)
     out_b = float(item_info.get("out_bytes") or 0.0)
@@ -137,6 +140,7 @@ def build_model(c, workload: str, items: int, in_bytes: float | None, provider: 
         items=items, item_s=item_s, cores=cores, efficiency=float(eff or 1.0),
         node_disk_s=float(node_disk or planning.DEFAULT_NODE_DISK_S),
         head_disk_s=float(head_disk or planning.DEFAULT_HEAD_DISK_S), head_cores=float(head_cores),
+        io_s=float(io_s or 0.0), disk_on_node_cores=provider != "local",
         links=tuple(links), machine_cores=machine_cores, machine_efficiency=float(machine_eff), boot_s=boot,
         ssh_s=float(pl.ssh_s) if float(pl.ssh_s) >= 0 else SSH_S[provider],
         max_parallel=int(c.config.fleet.max_parallel),
@@ -266,7 +270,8 @@ def show(r: dict) -> None:
     console.print(f"plan: {r['items']:,} items of {r['workload']} on {r['provider']} {r['machine_type']} "
                   f"({m['cores']} cores, efficiency {m['efficiency']:.2f}), head: {r['head']}",
                   markup=False, highlight=False)
-    for key in ("item_s", "cores", "efficiency", "shared_disk", "bytes", "machine", "head", "price", "boot_s"):
+    for key in ("item_s", "cores", "efficiency", "shared_disk", "io_wait", "bytes", "machine", "head", "price",
+                "boot_s"):
         if key in r["inputs"]:
             label = {"item_s": f"per item {m['item_s'] * 1e3:.2f} ms"}.get(key, key)
             console.print(f"  {label}: {r['inputs'][key]}", markup=False, highlight=False, soft_wrap=True)

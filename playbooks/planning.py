@@ -3,7 +3,11 @@
 The model (every figure per item is CPU seconds unless it says bytes):
 
 * a node does ``cores * parallel_efficiency / (item_s + node_disk_s)`` items/s: the workload's measured time
-  per item on that machine type (one process), plus what reading and writing through sshfs costs the node;
+  per item on that machine type (one process), plus what reading and writing through sshfs costs the node's
+  CPUs (a local node's sshfs runs beside the cores it counts: there only the machine cap below has it);
+* each worker also waits for its input to arrive through the mount: at most
+  ``cores * parallel_efficiency / (item_s + io_s)`` items/s per node, ``io_s`` the measured wall time of one read
+  (writes are not measured: the figure is a floor);
 * the head serves the shared disk: ``head_cores / head_disk_s`` items/s at most (its sshd/sftp-server per item);
 * each link carries its share of the bytes: the head's link (a head instance) both ways, or the operator's
   uplink (inputs) and downlink (outputs) when the head is the operator's machine behind a tunnel;
@@ -31,10 +35,12 @@ DEFAULT_HEAD_DISK_S = 1.3e-3
 DEFAULT_DISK_SOURCE = ("default: DESIGN.md section 4 figures (node sshfs+ssh 1.8 ms, head sshd/sftp 1.3 ms per "
                        "item, resize on a 2-core machine), not measured on this fleet")
 WITHIN = 1.10          # no deadline or budget: the smallest fleet within 10 % of the fastest option
-NODE_CPU, HEAD_CPU, MACHINE_CPU = "node CPU", "head CPU", "machine CPU (local)"
+NODE_CPU, NODE_WAIT, HEAD_CPU, MACHINE_CPU = "node CPU", "node I/O wait", "head CPU", "machine CPU (local)"
 HEAD_LINK, UPLINK, DOWNLINK = "head link", "operator uplink", "operator downlink"
 LEVERS = {
     NODE_CPU: "more nodes, or a machine type with more cores",
+    NODE_WAIT: "the workers wait on the shared disk: more workers than cores (--args '--workers N') or "
+               "--args '--threads N' overlap the waits; or more nodes",
     HEAD_CPU: "a head with more cores (a bigger head instance), or fewer, larger items",
     MACHINE_CPU: "a local fleet shares this machine's cores: more local nodes cannot go faster",
     HEAD_LINK: "a head instance with a faster link, or smaller inputs",
@@ -59,6 +65,8 @@ class Model:
     efficiency: float = 1.0           # parallel efficiency of `cores` workers on one node
     node_disk_s: float = DEFAULT_NODE_DISK_S
     head_disk_s: float = DEFAULT_HEAD_DISK_S
+    io_s: float = 0.0                 # a worker's wait per item for its input through the mount (wall)
+    disk_on_node_cores: bool = True   # the node's sshfs runs on the cores it counts (False: a local node)
     head_cores: float = 2.0
     links: tuple[Link, ...] = ()
     machine_cores: float | None = None    # local fleet: nodes and head share this machine's CPUs
@@ -77,7 +85,10 @@ class Model:
 
 def caps(m: Model, nodes: int) -> dict[str, float]:
     """Items/s each part of the system allows with ``nodes`` nodes."""
-    out = {NODE_CPU: nodes * m.cores * m.efficiency / max(1e-12, m.item_s + m.node_disk_s)}
+    work = nodes * m.cores * m.efficiency
+    out = {NODE_CPU: work / max(1e-12, m.item_s + (m.node_disk_s if m.disk_on_node_cores else 0.0))}
+    if m.io_s > 0:
+        out[NODE_WAIT] = work / max(1e-12, m.item_s + m.io_s)
     if m.head_disk_s > 0:
         out[HEAD_CPU] = m.head_cores / m.head_disk_s
     for link in m.links:
@@ -99,7 +110,7 @@ def option(m: Model, nodes: int) -> dict:
     bottleneck = min(allowed, key=allowed.get)
     rate = allowed[bottleneck]
     work = m.items / rate if m.items else 0.0
-    per_worker_tail = m.item_s + m.node_disk_s if m.items else 0.0
+    per_worker_tail = m.item_s + max(m.node_disk_s, m.io_s) if m.items else 0.0
     run_s = (2 * rounds(m, nodes) * m.ssh_s + m.run_start_s + m.pool_start_s + work + per_worker_tail
              + m.poll_s / 2)
     boot_s = m.boot_s + 3 * rounds(m, nodes) * m.ssh_s

@@ -112,3 +112,15 @@ def test_batch_shards_the_65536_4096_256_lesson():
     assert by[65_536]["overhead_share"] > 0.9 > by[4_096]["overhead_share"] > 0.5 > by[256]["overhead_share"]
     assert by[65_536]["cost_usd"] > 10 * by[256]["cost_usd"]     # paying for 65,536 job starts
     assert by[256]["jobs_at_once"] == 128 and by[256]["wall_s"] == pytest.approx(2 * (60 + 1290 * 0.5 / 2), abs=0.1)
+
+
+def test_workers_waiting_on_the_mount_and_a_local_nodes_disk_cpu():
+    """One worker that waits 3 ms per input is bound by the wait; a local node's sshfs is not on its cores."""
+    cloud = Model(items=1000, item_s=0.002, cores=1, node_disk_s=0.001, io_s=0.003)
+    o = planning.option(cloud, 1)
+    assert o["bottleneck"] == planning.NODE_WAIT and o["items_per_s"] == pytest.approx(200)
+    assert "--threads" in o["lever"]
+    local = Model(items=1000, item_s=0.002, cores=1, node_disk_s=0.004, disk_on_node_cores=False)
+    assert planning.caps(local, 1)[planning.NODE_CPU] == pytest.approx(500)      # 1 / 2 ms: sshfs elsewhere
+    assert planning.caps(Model(items=1, item_s=0.002, node_disk_s=0.004), 1)[planning.NODE_CPU] == \
+        pytest.approx(1 / 0.006)
