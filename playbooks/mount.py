@@ -34,21 +34,29 @@ def is_mounted(mp: str) -> str:
     return f"findmnt -n -t fuse.sshfs --mountpoint {mp} >/dev/null"
 
 
+def repair_dead(mp: str) -> str:
+    """Shell: a dead sshfs mount at ``mp`` (already quoted) is lazily unmounted (it is still listed, but every
+    call on it, ``mkdir -p`` included, fails with "Transport endpoint is not connected")."""
+    return f"{{ ! {is_mounted(mp)} || stat {mp} >/dev/null 2>&1 || fusermount3 -u -z {mp}; }}"
+
+
 def mount_command(node, head) -> str:
     h = home(node)
     mp = q(node.mountpoint)
-    opts = ",".join([
-        "reconnect", "ServerAliveInterval=5", "ServerAliveCountMax=3", "BatchMode=yes",
-        "StrictHostKeyChecking=yes", "IdentitiesOnly=yes", f"Port={head.port}",
-        "KexAlgorithms=curve25519-sha256", "Ciphers=aes128-gcm@openssh.com",
-        # no directory cache: a folder the head deleted and made again must not look stale on the nodes
-        "dir_cache=no",
-    ])
+    ssh_opts = ["ServerAliveInterval=5", "ServerAliveCountMax=3", "BatchMode=yes", "StrictHostKeyChecking=yes",
+                "IdentitiesOnly=yes", f"Port={head.port}", "KexAlgorithms=curve25519-sha256",
+                "Ciphers=aes128-gcm@openssh.com"]
+    # no directory cache: a folder the head deleted and made again must not look stale on the nodes
+    opts = ",".join(["reconnect", *ssh_opts, "dir_cache=no"])
+    keys = f"-o IdentityFile={h}/.ssh/fleet_head -o UserKnownHostsFile={h}/.ssh/known_hosts"
     target = q(f"{head.user}@{head.host}:{head.remote_path}")
-    return (f"mkdir -p {mp} && if {is_mounted(mp)} && ls {mp} >/dev/null 2>&1; then echo already; else "
+    # sshfs hides why ssh gave up (a changed host key shows as "Connection reset by peer"): on failure, one
+    # plain ssh to the head's SFTP subsystem says it on stderr, where remote.error_line finds it
+    why = (f"ssh {' '.join('-o ' + o for o in ssh_opts)} {keys} {q(f'{head.user}@{head.host}')} -s sftp "
+           "</dev/null 2>&1 | tail -3 >&2")
+    return (f"{repair_dead(mp)}; mkdir -p {mp} && if {is_mounted(mp)} && ls {mp} >/dev/null 2>&1; then echo already; else "
             f"{{ ! {is_mounted(mp)} || fusermount3 -u -z {mp}; }} && "
-            f"sshfs -o {opts} -o IdentityFile={h}/.ssh/fleet_head -o UserKnownHostsFile={h}/.ssh/known_hosts "
-            f"{target} {mp} && {is_mounted(mp)} && echo mounted; fi")
+            f"{{ sshfs -o {opts} {keys} {target} {mp} && {is_mounted(mp)} && echo mounted || {{ {why}; false; }}; }}; fi")
 
 
 def unmount_command(node) -> str:

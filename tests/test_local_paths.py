@@ -128,3 +128,19 @@ def test_nodes_log_in_unprivileged_and_write_only_where_they_are_given_a_folder(
     assert written.read_text() == "from a node" and written.stat().st_uid == head.sftp_user().pw_uid
     assert sorted(p.name for p in (root / "state-of-the-operator").iterdir()) == []
     assert {p.name for p in root.iterdir()} == {"src", "given", "state-of-the-operator"}
+
+
+def test_a_changed_head_host_key_is_named_by_mount(up):
+    node = local.list_nodes(up, NAME)[0]
+    known = Path(node.labels["home"]) / ".ssh" / "known_hosts"
+    saved = known.read_text()
+    other = (local.node_dir(up, NAME, node.name) / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+    entry = saved.split()[0]
+    try:
+        mount.unmount(up, name=NAME)
+        known.write_text(f"{entry} {' '.join(other)}\n")   # the head "was rebuilt": another key answers
+        [result] = mount.mount_all(up, NAME, [node])
+        assert not result.ok and "does not match the node's known_hosts" in result.error, result.error
+    finally:
+        known.write_text(saved)
+        mount.mount(up, name=NAME)
