@@ -6,8 +6,8 @@ from invoke import Collection
 
 from playbooks import (batch_tasks, bench, dask_tasks, data, deploy, demo, fleet, image, mount, overhead, progress,
                        run, shell, teardown)
-from playbooks.cli import allow_double_dash_short_options
-from playbooks.config import DEFAULTS
+from playbooks.settings.flags import allow_double_dash_short_options
+from playbooks.settings.defaults import DEFAULTS
 from playbooks import plan  # noqa: E402,I001 - its own line: `invoke plan` (issue 16)
 
 allow_double_dash_short_options()  # `invoke fleet.create --n 20` as well as `-n 20`

@@ -30,9 +30,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 from fleet_fixtures import make_ctx  # noqa: E402
 
-from playbooks import deploy, fleet, mount, progress, run, runstate, teardown  # noqa: E402
+from playbooks import deploy, fleet, mount, progress, run, teardown  # noqa: E402
+from playbooks.runs import state as runstate
 from playbooks.providers import local  # noqa: E402
-from playbooks.samples import make_samples  # noqa: E402
+from playbooks.runs.samples import make_samples  # noqa: E402
 
 pytestmark = pytest.mark.fleet
 NAME = "bench" + secrets.token_hex(2)
@@ -109,7 +110,7 @@ def test_counting_over_sshfs(benchmark, bench_fleet):
     node = local.list_nodes(c, NAME)[0]
     script = ("import sys, time; sys.path.insert(0, 'workloads'); import fleetwork as f; t = time.perf_counter(); "
               f"n = len(f.scan_outputs({node.mountpoint + '/single-resize'!r})); print(n, time.perf_counter() - t)")
-    from playbooks.remote import connect, q, run_checked
+    from playbooks.ssh.fanout import connect, q, run_checked
     conn = connect(c, NAME, node)
     try:
         n, remote_s = run_checked(conn, f"cd {q(node.workdir)} && {q(node.python)} -c {q(script)}").split()

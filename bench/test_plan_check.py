@@ -30,8 +30,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 from fleet_fixtures import fleet_base, make_ctx  # noqa: E402,F401 - fleet_base: a fixture
 
-from playbooks import bench, deploy, fleet, mount, plan, planning, progress, run, teardown  # noqa: E402
-from playbooks.samples import make_samples  # noqa: E402
+from playbooks import bench, deploy, fleet, mount, plan, progress, run, teardown  # noqa: E402
+from playbooks.measure import planning
+from playbooks.runs.samples import make_samples  # noqa: E402
 
 pytestmark = pytest.mark.fleet
 NAME = "plan" + secrets.token_hex(2)
@@ -62,8 +63,8 @@ def disk_cpu(c) -> tuple[float, float] | None:
     and the head sshd's children (the SFTP sessions).  None without per-node users."""
     if os.geteuid() != 0:
         return None
-    from playbooks import procs
-    from playbooks.remote import fleet_dir
+    from playbooks.ssh import daemons as procs
+    from playbooks.ssh.fanout import fleet_dir
     node = head = 0.0
     for proc in psutil.process_iter(["username", "name"]):
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from invoke import task
 
-from .engines import batch as engine
+from playbooks.engines import batch as engine
 
 
 @task(help={

@@ -20,10 +20,10 @@ from pathlib import Path
 from invoke import task
 from invoke.exceptions import Exit
 
-from . import bench_node
-from .bench_profile import PROFILE_VERSION, build_profile  # noqa: F401 - PROFILE_VERSION: the profile's format
-from .bench_report import write_outputs
-from .config import REPO, profile_path
+from playbooks import bench_node
+from playbooks.measure.profile import PROFILE_VERSION, build_profile  # noqa: F401 - PROFILE_VERSION: the profile's format
+from playbooks.measure.report import write_outputs
+from playbooks.settings.defaults import REPO, profile_path
 
 SCALES = ("small", "default", "large")
 

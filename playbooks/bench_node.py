@@ -22,13 +22,13 @@ from pathlib import Path
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from . import profiles
-from .bench_profile import build_profile
-from .config import REPO
-from .deploy import copy_files, workload_files
-from .fleet import nodes_or_exit
-from .mount import is_mounted
-from .remote import connect, q, run_checked
+from playbooks.measure import profiles
+from playbooks.measure.profile import build_profile
+from playbooks.settings.defaults import REPO
+from playbooks.deploy import copy_files, workload_files
+from playbooks.fleet import nodes_or_exit
+from playbooks.mount import is_mounted
+from playbooks.ssh.fanout import connect, q, run_checked
 
 console = Console()
 NODE_TESTS = ("test_start_methods.py", "test_chunks.py", "test_items.py")

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from invoke import task
 
-from .engines import dask as engine
-from .fleet import fleet_name, nodes_or_exit, provider_of
+from playbooks.engines import dask as engine
+from playbooks.fleet import fleet_name, nodes_or_exit, provider_of
 
 
 @task(help={

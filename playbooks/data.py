@@ -18,10 +18,11 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, TextColumn, TransferSpeedColumn
 from rich.text import Text
 
-from . import keep, runstate
-from .config import profile_path
-from .fleet import fleet_name
-from .transfer import locations, transfer
+from playbooks.runs import keep
+from playbooks.runs import state as runstate
+from playbooks.settings.defaults import profile_path
+from playbooks.fleet import fleet_name
+from playbooks.transfer import locations, transfer
 
 console = Console()
 DEFAULT_THREADS = 8

@@ -8,15 +8,15 @@ from invoke.exceptions import Exit
 from rich.console import Console
 from rich.rule import Rule
 
-from . import deploy as deploy_tasks
-from . import fleet as fleet_tasks
-from . import mount as mount_tasks
-from . import progress as progress_tasks
-from . import run as run_tasks
-from . import runstate
-from . import teardown as teardown_tasks
-from .config import shared_root
-from .samples import make_samples
+from playbooks import deploy as deploy_tasks
+from playbooks import fleet as fleet_tasks
+from playbooks import mount as mount_tasks
+from playbooks import progress as progress_tasks
+from playbooks import run as run_tasks
+from playbooks.runs import state as runstate
+from playbooks import teardown as teardown_tasks
+from playbooks.settings.defaults import shared_root
+from playbooks.runs.samples import make_samples
 
 console = Console()
 

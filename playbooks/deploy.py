@@ -14,10 +14,10 @@ from invoke import task
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from . import profiles
-from .config import REPO
-from .fleet import nodes_or_exit
-from .remote import fan_out, fleet_dir, q, run_checked, show_failures
+from playbooks.measure import profiles
+from playbooks.settings.defaults import REPO
+from playbooks.fleet import nodes_or_exit
+from playbooks.ssh.fanout import fan_out, fleet_dir, q, run_checked, show_failures
 
 console = Console()
 WORKLOADS = REPO / "workloads"

@@ -13,10 +13,11 @@ from invoke.exceptions import Exit
 from rich.console import Console
 from rich.table import Table
 
-from . import head as local_head
-from . import keep, providers
-from .providers import FleetSpec, NodesNotReady
-from .providers.cloud_common import head_mode
+from playbooks.ssh import sftp_head as local_head
+from playbooks import providers
+from playbooks.runs import keep
+from playbooks.providers import FleetSpec, NodesNotReady
+from playbooks.providers.cloud_common import head_mode
 
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
 console = Console()

@@ -12,8 +12,8 @@ import time
 from invoke import task
 from invoke.exceptions import Exit
 
-from . import providers
-from .providers import FleetSpec, Node, NodesNotReady
+from playbooks import providers
+from playbooks.providers import FleetSpec, Node, NodesNotReady
 
 
 def steps_of(c) -> list[str]:
@@ -35,7 +35,7 @@ def steps_hash(steps: list[str], base: str, provider: str) -> str:
 
 def run_steps(c, fleet: str, node: Node, steps: list[str], timeout: float) -> None:
     """Run each step on the template over SSH (pinned host key); stop at the first failure."""
-    from .remote import connect, run_checked
+    from playbooks.ssh.fanout import connect, run_checked
     conn = connect(c, fleet, node)
     try:
         for i, step in enumerate(steps, 1):

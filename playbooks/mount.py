@@ -9,9 +9,9 @@ from invoke import task
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from . import head as local_head
-from .fleet import nodes_or_exit, provider_of
-from .remote import fan_out, q, run_checked, show_failures
+from playbooks.ssh import sftp_head as local_head
+from playbooks.fleet import nodes_or_exit, provider_of
+from playbooks.ssh.fanout import fan_out, q, run_checked, show_failures
 
 console = Console()
 

@@ -19,11 +19,12 @@ from pathlib import Path
 from invoke import task
 from invoke.exceptions import Exit
 
-from playbooks import remote, runstate
+from playbooks.ssh import fanout as remote
+from playbooks.runs import state as runstate
 from playbooks.fleet import nodes_or_exit
-from playbooks.overhead_verdict import SHARED_FIGURES, Verdict, classify, fleet_line, timeline
+from playbooks.measure.verdicts import SHARED_FIGURES, Verdict, classify, fleet_line, timeline
 
-SAMPLER = Path(__file__).with_name("overhead_sample.py")
+SAMPLER = Path(__file__).parent / "measure" / "sampling.py"
 MARKER = "FLEETBOOK_NODE"
 MAX_SECONDS = 600
 NO_DATA = "no-data"

@@ -18,10 +18,12 @@ from invoke.exceptions import Exit
 from rich.console import Console
 from rich.table import Table
 
-from . import planning, profiles, runstate
-from .config import profile_path, shared_root
-from .engine_config import ENGINE_DEFAULTS
-from .providers import PROVIDERS
+from playbooks.measure import planning
+from playbooks.measure import profiles
+from playbooks.runs import state as runstate
+from playbooks.settings.defaults import profile_path, shared_root
+from playbooks.settings.engines import ENGINE_DEFAULTS
+from playbooks.providers import PROVIDERS
 
 console = Console()
 BOOT_S = {"local": 1.0, "gcp": 60.0, "aws": 90.0}     # plan.boot_s = -1: seconds until a new node answers SSH
@@ -51,7 +53,7 @@ def ints(text: str, what: str) -> list[int]:
 
 def count_items(c, workload: str, src: str, args: str) -> tuple[int, float | None]:
     """Items of ``workload`` in ``src`` (relative to shared.root, on this machine) and their mean size in bytes."""
-    from .run import workload_opts
+    from playbooks.run import workload_opts
     root = shared_root(c)
     wl, opts, _ = workload_opts(workload, str(root / src), str(root / (src + "-plan")), args)
     if getattr(wl, "needs_src", True) and not (root / src).is_dir():
@@ -165,7 +167,7 @@ def busy_notes(named: dict[str, dict | None]) -> list[str]:
 
 def prices(c, provider: str, mtype: str, head: str) -> tuple[float | None, float | None]:
     """(spot price of a node, on-demand price of the head instance or None) per hour, from the price tables."""
-    from .providers import cloud_common as cc
+    from playbooks.providers import cloud_common as cc
     if provider == "local":
         return cc.price_per_hour(c, "local", True), None
     node = cc.price_per_hour(c, provider, True, mtype)
@@ -177,11 +179,11 @@ def prices(c, provider: str, mtype: str, head: str) -> tuple[float | None, float
 
 def batch_plan(c, workload: str, items: int, item_s: float) -> dict:
     """AWS Batch shard counts: jobs, items per job, overhead share, wall, cost; the recommended count."""
-    from .engines import batch
+    from playbooks.engines import batch
     b = {k: batch.setting(c, k) for k in ENGINE_DEFAULTS["batch"]}
     start_s, threads = float(b["job_start_s"]), int(b["threads"])
     counts = ints(c.config.plan.shards, "plan.shards") + [int(b["shards"])]
-    from .providers import cloud_common as cc
+    from playbooks.providers import cloud_common as cc
     price = cc.price_per_hour(c, "aws", True)           # the spot price of aws.instance_type, per vCPU below
     type_vcpus = profiles.type_cores(str(c.config.aws.instance_type))
     vcpu_price = price / type_vcpus if price is not None and type_vcpus else None

@@ -18,8 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from . import runstate
-from .fleet import provider_of
+from playbooks.runs import state as runstate
+from playbooks.fleet import provider_of
 
 console = Console()
 

@@ -15,13 +15,14 @@ from invoke import task
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from . import head as local_head
-from . import runstate, safefs
-from .config import shared_root
-from .fleet import fleet_name, nodes_or_exit, provider_of
-from .mount import is_mounted
-from .profiles import node_env
-from .remote import fan_out, q, run_checked, show_failures
+from playbooks.ssh import sftp_head as local_head
+from playbooks.runs import state as runstate
+from playbooks.fs import safefs
+from playbooks.settings.defaults import shared_root
+from playbooks.fleet import fleet_name, nodes_or_exit, provider_of
+from playbooks.mount import is_mounted
+from playbooks.measure.profiles import node_env
+from playbooks.ssh.fanout import fan_out, q, run_checked, show_failures
 
 console = Console()
 
@@ -136,11 +137,11 @@ def run_(c, workload="", src="", dst="", args="", wait=False, name="", provider=
     if engine not in ("local", "dask"):
         raise Exit(f"unknown engine {engine!r}: use --engine local or --engine dask")
     if engine == "dask":
-        from .engines import dask as dask_engine
+        from playbooks.engines import dask as dask_engine
         return dask_engine.run(c, name, nodes, workload or job.workload, src, dst, args or job.args, provider)
     record = start(c, name, nodes, workload or job.workload, src, dst, args or job.args, provider)
     if wait:
-        from .progress import wait_until_finished
+        from playbooks.progress import wait_until_finished
         wait_until_finished(c, record)
 
 

@@ -26,9 +26,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from .fleet import nodes_or_exit
-from .providers import RUNNING, TERMINATED, Node
-from .remote import fan_out, openssh_argv, q
+from playbooks.fleet import nodes_or_exit
+from playbooks.providers import RUNNING, TERMINATED, Node
+from playbooks.ssh.fanout import fan_out, openssh_argv, q
 
 console = Console()
 TAIL = 5                  # lines of stdout / stderr per node in the table (--json has all of it)

@@ -5,11 +5,11 @@ from invoke import task
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from . import fleet as fleet_tasks
-from . import mount as mount_tasks
-from . import run as run_tasks
-from . import runstate
-from .engines import dask as dask_engine
+from playbooks import fleet as fleet_tasks
+from playbooks import mount as mount_tasks
+from playbooks import run as run_tasks
+from playbooks.runs import state as runstate
+from playbooks.engines import dask as dask_engine
 
 console = Console()
 

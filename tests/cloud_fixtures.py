@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from invoke import Config, Context
 
-from playbooks import sshkeys
-from playbooks.cloud_config import CLOUD_DEFAULTS
-from playbooks.config import DEFAULTS
+from playbooks.ssh import keys as sshkeys
+from playbooks.settings.cloud import CLOUD_DEFAULTS
+from playbooks.settings.defaults import DEFAULTS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_ec2_fleet import FakeEC2Fleet  # noqa: E402

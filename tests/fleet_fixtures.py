@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from invoke import Config, Context
 
-from playbooks.config import DEFAULTS, REPO
+from playbooks.settings.defaults import DEFAULTS, REPO
 
 __all__ = ["make_ctx", "fleet_base", "ROOT", "INVOKE", "invoke_cli", "fleet_processes", "cmdline", "outputs",
            "check_resized"]

@@ -21,9 +21,10 @@ import pytest
 from fleet_fixtures import ROOT, invoke_cli, make_ctx
 from invoke.exceptions import Exit
 
-from playbooks import demo, deploy, fleet, mount, progress, run, runstate, teardown
+from playbooks import demo, deploy, fleet, mount, progress, run, teardown
+from playbooks.runs import state as runstate
 from playbooks.providers import local
-from playbooks.samples import make_samples
+from playbooks.runs.samples import make_samples
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(300),
               pytest.mark.skipif(not ROOT, reason="the attack is on a head running as root (chroot, node users)")]

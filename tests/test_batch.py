@@ -19,10 +19,11 @@ from invoke.exceptions import Exit
 from PIL import Image
 
 from cloud_fixtures import make_context
-from playbooks import batch_tasks, runstate
-from playbooks.config import REPO
+from playbooks import batch_tasks
+from playbooks.runs import state as runstate
+from playbooks.settings.defaults import REPO
 from playbooks.engines import batch as engine
-from playbooks.samples import make_samples
+from playbooks.runs.samples import make_samples
 
 BUCKET = "fb-batch-test"
 IMAGES = 24
@@ -156,7 +157,7 @@ def test_the_plan_warns_when_job_start_dominates(batch_ctx, capsys):
 
 def test_the_warning_is_on_by_default_from_the_measured_item_time(batch_ctx, capsys, tmp_path):
     """No batch.item_seconds: the time per item measured on an aws.instance_type node decides the warning."""
-    from playbooks import profiles
+    from playbooks.measure import profiles
     engine.setup(batch_ctx)
     batch_ctx.config.bench.profile = str(tmp_path / "none.json")
     batch_ctx.config.bench.profiles = str(tmp_path / "profiles")

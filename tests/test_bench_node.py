@@ -12,8 +12,9 @@ from invoke.exceptions import Exit
 
 from fleet_fixtures import make_ctx
 
-from playbooks import bench, deploy, fleet, mount, profiles, teardown
-from playbooks.samples import make_samples
+from playbooks import bench, deploy, fleet, mount, teardown
+from playbooks.measure import profiles
+from playbooks.runs.samples import make_samples
 
 pytestmark = pytest.mark.fleet
 

@@ -10,8 +10,9 @@ from invoke import Config, MockContext, Result
 from invoke.exceptions import Exit
 from PIL import Image
 
-from playbooks import bench, bench_report
-from playbooks.config import DEFAULTS
+from playbooks import bench
+from playbooks.measure import report as bench_report
+from playbooks.settings.defaults import DEFAULTS
 
 RECORDED = Path(__file__).parent / "data" / "bench-small.json"  # a real `--bench-scale small` run, trimmed
 

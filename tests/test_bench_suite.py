@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from playbooks.config import REPO
+from playbooks.settings.defaults import REPO
 
 
 def _pytest(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

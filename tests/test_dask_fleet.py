@@ -13,11 +13,12 @@ from fleet_fixtures import check_resized, cmdline, fleet_processes, outputs
 from invoke import Config, Context
 from invoke.exceptions import Exit
 
-from playbooks import dask_tasks, deploy, fleet, mount, progress, run, runstate, teardown
-from playbooks.config import DEFAULTS
+from playbooks import dask_tasks, deploy, fleet, mount, progress, run, teardown
+from playbooks.runs import state as runstate
+from playbooks.settings.defaults import DEFAULTS
 from playbooks.engines import dask as engine
 from playbooks.providers import local
-from playbooks.samples import make_samples
+from playbooks.runs.samples import make_samples
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(300)]
 NAME = "dk" + secrets.token_hex(2)

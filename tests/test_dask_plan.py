@@ -31,7 +31,7 @@ def test_plan_line_gives_tasks_items_per_task_and_overhead_share():
 @pytest.mark.parametrize("items, threads, item_s, overhead_us", [
     (36, 3, 0.006, 3600.0), (1000, 6, 0.002, 1859.0), (330_000, 40, 0.01, 1859.0), (5, 3, None, 1859.0)])
 def test_chunks_follow_the_profile_rule_and_cover_every_item(tmp_path, items, threads, item_s, overhead_us):
-    from playbooks import runstate
+    from playbooks.runs import state as runstate
     fw = runstate.fleetwork()
     c = ctx(tmp_path)
     todo = [f"i{k}" for k in range(items)]

@@ -19,8 +19,9 @@ import pytest
 from invoke.exceptions import Exit
 
 from cloud_fixtures import FLEET
-from playbooks import data, fleet, keep
-from playbooks.config import REPO
+from playbooks import data, fleet
+from playbooks.runs import keep
+from playbooks.settings.defaults import REPO
 from playbooks.providers import FleetSpec, aws, gcp
 from playbooks.providers import cloud_common as cc
 from test_gcp_head_instance import (HEAD_ADDR, head_instance_sshd, point_at_head, pytestmark,  # noqa: F401
@@ -43,7 +44,7 @@ def on_head(c, gce, fleet_sshd, head_sshd, tmp_path, monkeypatch):
 def push_and_run(c, provider: str, tmp_path, images: int) -> None:
     """create -> push (the inputs from a local folder) -> run (resize on the node, writing to the head)."""
     from playbooks import deploy, mount, run
-    from playbooks.samples import make_samples
+    from playbooks.runs.samples import make_samples
     make_samples(tmp_path / "images", images, size=(96, 64))
     data.push(c, from_=str(tmp_path / "images"), to="src")
     try:

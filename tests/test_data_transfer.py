@@ -16,7 +16,7 @@ from invoke.exceptions import Exit
 
 from cloud_fixtures import make_context
 from playbooks import data
-from playbooks.config import REPO
+from playbooks.settings.defaults import REPO
 from playbooks.transfer.stores import temp_name
 from transfer_fixtures import make_tree, same_tree
 

@@ -13,7 +13,8 @@ import pytest
 from fleet_fixtures import ROOT, make_ctx
 from invoke.exceptions import Exit
 
-from playbooks import deploy, fleet, mount, progress, run, runstate, teardown
+from playbooks import deploy, fleet, mount, progress, run, teardown
+from playbooks.runs import state as runstate
 from playbooks.providers import local
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(300),

@@ -154,7 +154,8 @@ def test_wait_ready_rejects_a_host_key_that_does_not_match(gcp_ctx, gce, fleet_s
 
 
 def test_bake_end_to_end_then_skip_then_used(gcp_ctx, gce, fleet_sshd, tmp_path):
-    from playbooks import image, sshkeys
+    from playbooks import image
+    from playbooks.ssh import keys as sshkeys
     port, host_key, authorized = fleet_sshd
     gce.host_keys = [host_key]
     gcp_ctx.config.gcp.ssh_port = port
@@ -300,7 +301,8 @@ def test_failed_head_creation_deletes_the_new_nodes(gcp_ctx, gce):
 
 
 def test_fleet_create_head_option_dry_run_and_tunnel_fleets_stay_local(gcp_ctx, gce, capsys):
-    from playbooks import fleet, runstate
+    from playbooks import fleet
+    from playbooks.runs import state as runstate
     fleet.create(gcp_ctx, n=2, name=FLEET, provider="gcp", dry_run=True, head="instance")
     out = " ".join(capsys.readouterr().out.split())
     assert "+ head instance 1 x e2-standard-2 (on-demand, 100 GB disk) at $0.0670/h" in out

@@ -7,7 +7,7 @@ import pytest
 from invoke.exceptions import Exit
 
 from cloud_fixtures import make_context
-from playbooks.cloud_config import CLOUD_DEFAULTS
+from playbooks.settings.cloud import CLOUD_DEFAULTS
 from playbooks.providers import Node
 from playbooks.providers import cloud_common as cc
 

@@ -108,8 +108,9 @@ def point_at_head(c, gce, fleet_sshd, head_instance_sshd, tmp_path, monkeypatch)
 
 
 def test_head_instance_end_to_end(gcp_ctx, gce, fleet_sshd, head_instance_sshd, tmp_path, monkeypatch, capsys):
-    from playbooks import deploy, mount, progress, run, runstate
-    from playbooks.samples import make_samples
+    from playbooks import deploy, mount, progress, run
+    from playbooks.runs import state as runstate
+    from playbooks.runs.samples import make_samples
     port = fleet_sshd[0]
     chroot, head_key = head_instance_sshd
     c = gcp_ctx
@@ -162,7 +163,7 @@ def test_head_instance_files_are_never_reached_through_a_link(gcp_ctx, fleet_ssh
     """What the operator writes on a head instance over SFTP (run state, outputs' folders) and counts there over
     SSH is checked with lstat for links a node may have planted below the shared root."""
     from playbooks.providers import Node
-    from playbooks.safefs import Refused
+    from playbooks.fs.safefs import Refused
     port = fleet_sshd[0]
     chroot, head_key = head_instance_sshd
     monkeypatch.setattr(cc, "HEAD_CHROOT", str(chroot))

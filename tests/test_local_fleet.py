@@ -14,9 +14,10 @@ import pytest
 from fleet_fixtures import ROOT, check_resized, cmdline, fleet_processes, invoke_cli, make_ctx, outputs
 from invoke.exceptions import Exit
 
-from playbooks import deploy, fleet, mount, progress, run, runstate, teardown
+from playbooks import deploy, fleet, mount, progress, run, teardown
+from playbooks.runs import state as runstate
 from playbooks.providers import local
-from playbooks.samples import make_samples
+from playbooks.runs.samples import make_samples
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(300)]
 NAME = "e2e" + secrets.token_hex(2)

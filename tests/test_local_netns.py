@@ -9,7 +9,7 @@ from fleet_fixtures import ROOT, fleet_processes, make_ctx
 
 from playbooks import deploy, fleet, mount, progress, run, teardown
 from playbooks.providers import local, netns
-from playbooks.samples import make_samples
+from playbooks.runs.samples import make_samples
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(180),
               pytest.mark.skipif(not ROOT, reason="network namespaces need root; CI runs this as root")]

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from fleet_fixtures import make_ctx
 
-from playbooks import fleet, head, mount, teardown
+from playbooks import fleet, mount, teardown
+from playbooks.ssh import sftp_head as head
 from playbooks.providers import local
-from playbooks.remote import fan_out, run_checked
+from playbooks.ssh.fanout import fan_out, run_checked
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(300),
               pytest.mark.skipif(os.geteuid() != 0, reason="per-node users and the chroot exist only as root")]

@@ -17,7 +17,9 @@ from cloud_fixtures import FLEET
 from fleet_fixtures import make_ctx
 from workloads_support import fleetwork, many_jpegs, run
 
-from playbooks import deploy, fleet, mount, profiles, progress, run as run_step, sshkeys, teardown
+from playbooks import deploy, fleet, mount, progress, run as run_step, teardown
+from playbooks.measure import profiles
+from playbooks.ssh import keys as sshkeys
 from playbooks.providers import FleetSpec
 
 
@@ -70,8 +72,8 @@ def test_default_workers_count_this_machine(monkeypatch):
 # ------------------------------------------------------------------------------------------- a local fleet
 
 def _node_summary(c, record) -> dict:
-    from playbooks import runstate
-    from playbooks.config import shared_root
+    from playbooks.runs import state as runstate
+    from playbooks.settings.defaults import shared_root
     state = shared_root(c) / runstate.node_state_rel(record["run_id"], record["nodes"][0]["name"])
     return summary((state / "log.txt").read_text())
 
@@ -178,7 +180,7 @@ def test_gcp_nodes_get_the_profile_of_their_own_machine_type(gcp_ctx, gce, fleet
     # on the node, the workload takes its start method from its own type's profile and its own cores
     node = gcp.list_nodes(gcp_ctx, FLEET)[0]
     many_jpegs(tmp_path / "src", 8, side=96)
-    from playbooks.remote import connect, q, run_checked
+    from playbooks.ssh.fanout import connect, q, run_checked
     conn = connect(gcp_ctx, FLEET, node)
     try:
         run_checked(conn, f"cd {q(node.workdir)} && {q(node.python)} workloads/resize.py --src "

@@ -22,8 +22,9 @@ import pytest
 from fleet_fixtures import invoke_cli, make_ctx
 from PIL import Image
 
-from playbooks import fleet, overhead, remote
-from playbooks.overhead_verdict import COMPUTE, DISK, IDLE, NETWORK, UNDER
+from playbooks import fleet, overhead
+from playbooks.ssh import fanout as remote
+from playbooks.measure.verdicts import COMPUTE, DISK, IDLE, NETWORK, UNDER
 from playbooks.providers import local
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(240)]

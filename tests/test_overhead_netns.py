@@ -17,8 +17,9 @@ import time
 import pytest
 from fleet_fixtures import make_ctx
 
-from playbooks import fleet, mount, overhead, remote, teardown
-from playbooks.overhead_verdict import NETWORK
+from playbooks import fleet, mount, overhead, teardown
+from playbooks.ssh import fanout as remote
+from playbooks.measure.verdicts import NETWORK
 from playbooks.providers import local
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(240),

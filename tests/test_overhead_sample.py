@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from playbooks.overhead import make_sampler, parse_sampler_output, sampler_command
-from playbooks.overhead_verdict import COMPUTE, IDLE, UNDER, classify
+from playbooks.measure.verdicts import COMPUTE, IDLE, UNDER, classify
 
 SAMPLER = Path(__file__).resolve().parent.parent / "playbooks" / "overhead_sample.py"
 

@@ -12,10 +12,10 @@ from invoke.exceptions import Exit
 from PIL import Image
 
 from playbooks import overhead as ov
-from playbooks.config import DEFAULTS
-from playbooks.overhead_verdict import VERDICTS
+from playbooks.settings.defaults import DEFAULTS
+from playbooks.measure.verdicts import VERDICTS
 from playbooks.providers import Node
-from playbooks.remote import HostResult
+from playbooks.ssh.fanout import HostResult
 
 DATA = Path(__file__).parent / "data" / "overhead"
 SERIES = ["compute", "under_used", "disk", "network", "memory", "idle"]
@@ -146,7 +146,7 @@ def test_every_argument_has_help_and_json_is_spelled_json():
 
 # ---------------------------------------------------------------------------------------------- heartbeats
 def write_run(c, nodes: dict, exits: dict | None = None) -> None:
-    from playbooks import runstate
+    from playbooks.runs import state as runstate
     rid = "resize-test"
     runs = runstate.runs_dir(c)
     runstate.write_json(runs / rid / "run.json", {"run_id": rid, "started_at": time.time() - 5, "src": "src",

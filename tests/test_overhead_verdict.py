@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from playbooks.overhead_verdict import (COMPUTE, DISK, IDLE, MEMORY, NETWORK, UNDER, VERDICTS, Verdict, classify,
+from playbooks.measure.verdicts import (COMPUTE, DISK, IDLE, MEMORY, NETWORK, UNDER, VERDICTS, Verdict, classify,
                                         fleet_line, summarize, timeline)
 
 DATA = Path(__file__).parent / "data" / "overhead"

@@ -11,10 +11,11 @@ import pytest
 from cloud_fixtures import FLEET
 from fleet_fixtures import invoke_cli, make_ctx
 
-from playbooks import plan, profiles
-from playbooks.cloud_config import AWS_PRICES, GCP_PRICES
+from playbooks import plan
+from playbooks.measure import profiles
+from playbooks.settings.cloud import AWS_PRICES, GCP_PRICES
 from playbooks.providers import FleetSpec
-from playbooks.samples import make_samples
+from playbooks.runs.samples import make_samples
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "profile-local-1cpu.json").read_text())
 

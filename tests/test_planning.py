@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from playbooks import planning
+from playbooks.measure import planning
 from playbooks.engines.batch import plan_line
-from playbooks.planning import Link, Model
+from playbooks.measure.planning import Link, Model
 
 RECORDED = Path(__file__).parent / "data" / "profile-local-1cpu.json"   # `invoke bench --node` on a local node
 

@@ -7,7 +7,7 @@ from fleet_fixtures import make_ctx
 from rich.console import Console
 
 from playbooks.providers import Node, local
-from playbooks.remote import fan_out, run_checked, show_failures
+from playbooks.ssh.fanout import fan_out, run_checked, show_failures
 
 
 def test_fan_out_never_runs_more_hosts_than_the_cap(tmp_path):

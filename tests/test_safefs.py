@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from fleet_fixtures import invoke_cli, make_ctx
 
-from playbooks import demo, runstate, safefs
-from playbooks.samples import make_samples
+from playbooks import demo
+from playbooks.runs import state as runstate
+from playbooks.fs import safefs
+from playbooks.runs.samples import make_samples
 
 
 def snapshot(folder: Path) -> dict:

@@ -8,7 +8,7 @@ import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from playbooks.config import REPO
+from playbooks.settings.defaults import REPO
 
 
 def pins() -> dict[str, str]:

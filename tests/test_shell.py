@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from fleet_fixtures import fleet_processes, invoke_cli, make_ctx
 
-from playbooks import deploy, fleet, mount, progress, run, runstate, teardown
+from playbooks import deploy, fleet, mount, progress, run, teardown
+from playbooks.runs import state as runstate
 from playbooks.providers import local
-from playbooks.samples import make_samples
+from playbooks.runs.samples import make_samples
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(240)]
 NAME = "sh" + os.urandom(2).hex()

@@ -12,7 +12,7 @@ import pytest
 
 from playbooks import mount, run, shell
 from playbooks.engines import dask as dask_engine
-from playbooks.head import Head
+from playbooks.ssh.sftp_head import Head
 from playbooks.providers import Node, cloud_common, local
 
 TRICKS = ["x;touch {c};:", "x$(touch {c})", "x`touch {c}`", "x' ; touch {c}; '", 'x" && touch {c} && "',

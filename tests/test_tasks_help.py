@@ -9,7 +9,7 @@ import json
 import subprocess
 import sys
 
-from playbooks.config import REPO
+from playbooks.settings.defaults import REPO
 
 CHECK = r"""
 import json, tasks

@@ -15,7 +15,9 @@ from fleet_fixtures import invoke_cli, make_ctx
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from playbooks import progress, remote, runstate
+from playbooks import progress
+from playbooks.ssh import fanout as remote
+from playbooks.runs import state as runstate
 from playbooks.providers import Node
 
 

@@ -24,8 +24,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .. import profiles, runstate
-from ..engine_config import ENGINE_DEFAULTS
+from playbooks.measure import profiles
+from playbooks.runs import state as runstate
+from playbooks.settings.engines import ENGINE_DEFAULTS
 
 console = Console()
 err = Console(stderr=True)

@@ -30,12 +30,14 @@ from invoke.exceptions import Exit
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .. import head as local_head
-from .. import procs, runstate, safefs
-from ..engine_config import ENGINE_DEFAULTS
-from ..config import state_dir
-from ..providers.local import port_free
-from ..remote import fan_out, q, run_checked, show_failures
+from playbooks.ssh import sftp_head as local_head
+from playbooks.ssh import daemons as procs
+from playbooks.runs import state as runstate
+from playbooks.fs import safefs
+from playbooks.settings.engines import ENGINE_DEFAULTS
+from playbooks.settings.defaults import state_dir
+from playbooks.providers.local import port_free
+from playbooks.ssh.fanout import fan_out, q, run_checked, show_failures
 
 console = Console()
 err = Console(stderr=True)
@@ -152,7 +154,7 @@ def connect_client(address: str, timeout: float = 10.0):
 # ---------------------------------------------------------------------------------------------------- up/down
 
 def up(c, name: str, nodes, provider: str, nworkers: int = 0, port: int = 0) -> dict:
-    from ..run import preflight
+    from playbooks.run import preflight
     provider = provider or c.config.fleet.provider
     state = read_state(c, name)
     if scheduler_alive(state):
@@ -254,7 +256,7 @@ def measure_overhead_us(client, threads: int) -> float:
     """Dask's own cost per task on this cluster: wall time of N no-op tasks / N (scheduler round trips)."""
     import cloudpickle
 
-    from . import dask_chunk
+    from playbooks.engines import dask_chunk
     cloudpickle.register_pickle_by_value(dask_chunk)
     n = max(20, 4 * threads)
     t0 = time.perf_counter()
@@ -315,7 +317,7 @@ def run(c, name: str, nodes, workload: str, src: str, dst: str, args: str, provi
 
     ``on_result(summary, client)`` (optional) is called after every finished chunk (tests use it to kill a node).
     """
-    from ..run import workload_opts
+    from playbooks.run import workload_opts
 
     state = read_state(c, name)
     if not scheduler_alive(state):
@@ -387,7 +389,7 @@ def _run(c, name, state, wl, opts, extra, workload, src, dst, items, todo, colli
     import cloudpickle
     from distributed import as_completed
 
-    from . import dask_chunk
+    from playbooks.engines import dask_chunk
 
     src_abs = str(disk.path / src)
     mountpoint = record["mountpoint"]

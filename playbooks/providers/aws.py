@@ -22,10 +22,10 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, WaiterError
 from invoke.exceptions import Exit
 
-from . import PENDING, RUNNING, STOPPED, TERMINATED, FleetSpec, Node
-from . import aws_fleet as fleets
-from ..config import shared_mountpoint
-from . import cloud_common as cc
+from playbooks.providers import PENDING, RUNNING, STOPPED, TERMINATED, FleetSpec, Node
+from playbooks.providers import aws_fleet as fleets
+from playbooks.settings.defaults import shared_mountpoint
+from playbooks.providers import cloud_common as cc
 
 STATES = {"pending": PENDING, "running": RUNNING, "stopping": STOPPED, "stopped": STOPPED,
           "shutting-down": TERMINATED, "terminated": TERMINATED}

@@ -27,7 +27,7 @@ import uuid
 from botocore.exceptions import ClientError
 from invoke.exceptions import Exit
 
-from . import cloud_common as cc
+from playbooks.providers import cloud_common as cc
 
 TEMPLATE_FIELDS = ("ImageId", "KeyName", "SecurityGroupIds", "InstanceInitiatedShutdownBehavior", "MetadataOptions",
                    "BlockDeviceMappings")

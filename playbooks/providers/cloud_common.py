@@ -12,8 +12,8 @@ from pathlib import Path
 
 from invoke.exceptions import Exit
 
-from .. import procs
-from . import RUNNING, TYPE_KEY, ZONE_KEY, Node, NodesNotReady
+from playbooks.ssh import daemons as procs
+from playbooks.providers import RUNNING, TYPE_KEY, ZONE_KEY, Node, NodesNotReady
 
 FLEET_LABEL = "fleet"
 DEADLINE_LABEL = "fleetbook-deadline"   # epoch seconds (digits: a valid GCP label value)
@@ -195,13 +195,13 @@ def aws_user_data(deadline_epoch: int, mountpoint: str = "/mnt/fleetbook") -> st
 # --- host keys and readiness ---------------------------------------------------------------------------------
 
 def fleet_dir(c, name: str) -> Path:
-    from ..config import state_dir
+    from playbooks.settings.defaults import state_dir
     return state_dir(c) / name
 
 
 def public_key(c, name: str) -> str:
     """The fleet's own public key line (created on first use, under the fleet's state dir)."""
-    from ..sshkeys import keypair
+    from playbooks.ssh.keys import keypair
     return keypair(fleet_dir(c, name) / "id_ed25519", f"fleetbook-{name}")
 
 
@@ -243,7 +243,7 @@ def scan_host_key(host: str, port: int, timeout: float) -> str:
 
 def pin_keys(c, name: str, node: Node, keys: list[str]) -> None:
     """Pin the node's trusted host key (ed25519 preferred) in the fleet's known_hosts."""
-    from ..sshkeys import pin
+    from playbooks.ssh.keys import pin
     if not keys:
         return
     best = sorted(keys, key=lambda k: (not k.startswith("ssh-ed25519"), k))[0]
@@ -251,7 +251,7 @@ def pin_keys(c, name: str, node: Node, keys: list[str]) -> None:
 
 
 def known_entry(c, name: str, node: Node) -> bool:
-    from ..sshkeys import host_entry
+    from playbooks.ssh.keys import host_entry
     kh = fleet_dir(c, name) / "known_hosts"
     entry = host_entry(node.host, node.port)
     return kh.exists() and any(ln.split(" ", 1)[0] == entry for ln in kh.read_text().splitlines())
@@ -259,7 +259,7 @@ def known_entry(c, name: str, node: Node) -> bool:
 
 def ssh_answers(c, name: str, node: Node) -> tuple[bool, str]:
     """True when ``true`` runs on the node with the fleet key and the pinned host key (RejectPolicy)."""
-    from ..remote import connect, describe
+    from playbooks.ssh.fanout import connect, describe
     conn = None
     try:
         conn = connect(c, name, node)
@@ -370,7 +370,7 @@ def run_cost(c, provider: str, record, elapsed: float | None, list_nodes, max_ag
 
 def forget_hosts(c, name: str, nodes: list[Node]) -> None:
     """Drop the known_hosts entries of deleted nodes: a later VM may get the same address with a new key."""
-    from ..sshkeys import unpin
+    from playbooks.ssh.keys import unpin
     kh = fleet_dir(c, name) / "known_hosts"
     for node in nodes:
         if node.host:
@@ -399,7 +399,7 @@ def start_tunnel(c, fleet: str, node: Node, head_host: str, head_port: int, tunn
     proc = _tunnel_alive(pid_file)
     if proc is not None:
         return proc.pid
-    from ..remote import openssh_argv
+    from playbooks.ssh.fanout import openssh_argv
     cmd = openssh_argv(c, fleet, node, "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=10",
                        "-o", "ServerAliveCountMax=3", "-R", f"127.0.0.1:{tunnel_port}:{head_host}:{head_port}")
     pid = procs.detach(cmd, tdir / f"{node.name}.log")  # outlives this invoke, nobody's child
@@ -423,7 +423,7 @@ def stop_head(c, fleet: str) -> int:
     """Close the fleet's tunnels and stop its local head sshd (if one runs); returns the tunnels closed."""
     n = close_tunnels(c, fleet)
     if (fleet_dir(c, fleet) / "head" / "sshd.pid").exists():
-        from .. import head as local_head
+        from playbooks.ssh import sftp_head as local_head
         local_head.stop(c, fleet)
     return n
 
@@ -433,7 +433,7 @@ def install_head_access(c, fleet: str, nodes: list[Node], entry: str, host_key: 
     command line) and pin the head's host key as ``entry`` in its ``~/.ssh/known_hosts``; then ``then(node)``."""
     from shlex import quote as q
 
-    from ..remote import fan_out, run_checked, show_failures
+    from playbooks.ssh.fanout import fan_out, run_checked, show_failures
     node_key = (fleet_dir(c, fleet) / "node_ed25519").read_text()
     keytype, b64 = host_key.split()[:2]
     timeout = float(c.config.fleet.ssh_timeout)
@@ -464,7 +464,7 @@ def tunnel_head(c, provider: str, fleet: str, list_nodes):
     key pinned as ``[127.0.0.1]:<tunnel_port>`` (in the login user's ``~/.ssh``), opens one reverse tunnel per
     node, and returns where the nodes mount from: ``127.0.0.1:<tunnel_port>`` on each node.
     """
-    from .. import head as local_head
+    from playbooks.ssh import sftp_head as local_head
     s = c.config[provider]
     head = local_head.start(c, fleet)
     tport = int(s.tunnel_port)
@@ -514,7 +514,7 @@ def head_match_block(user: str, chroot: str, authorized: str) -> list[str]:
 
 def head_authorized_keys(c, fleet: str) -> str:
     """The nodes' key and the operator's key, both ``restrict``ed; sshd forces SFTP in the chroot for them."""
-    from ..sshkeys import keypair
+    from playbooks.ssh.keys import keypair
     node_pub = keypair(fleet_dir(c, fleet) / "node_ed25519", f"fleetbook-node@{fleet}")
     return f"restrict {node_pub}\nrestrict {public_key(c, fleet)}\n"
 
@@ -548,8 +548,8 @@ def aws_head_user_data(c, fleet: str, deadline_epoch: int) -> str:
 def instance_head(c, provider: str, fleet: str, head_node: Node, internal: str, list_nodes):
     """The ``head(c, fleet)`` hook with a head instance: every running node gets the nodes' key and the head's
     host key (pinned for this fleet from the cloud) under the head's internal address; they mount that."""
-    from ..head import Head
-    from ..sshkeys import host_entry
+    from playbooks.ssh.sftp_head import Head
+    from playbooks.ssh.keys import host_entry
     port = int(c.config[provider].ssh_port)
     kh = fleet_dir(c, fleet) / "known_hosts"
     entry = host_entry(head_node.host, head_node.port)
@@ -577,7 +577,7 @@ class RemoteHead:
         if self._files is None:
             from dataclasses import replace
 
-            from ..remote import connect
+            from playbooks.ssh.fanout import connect
             self._files = connect(self.c, self.fleet, replace(self.node, user=HEAD_SFTP_USER)).sftp()
         return self._files
 
@@ -595,7 +595,7 @@ class RemoteHead:
         descriptor-relative calls, so this is a check before the use, inside the chroot.)"""
         import stat
 
-        from ..safefs import Refused, rel_path
+        from playbooks.fs.safefs import Refused, rel_path
         path, st = f"/{HEAD_DATA}", None
         for part in rel_path(rel).split("/"):
             path += "/" + part
@@ -647,8 +647,8 @@ class RemoteHead:
         """``{"counts": {...}, "nodes": {name: [heartbeat, exit]}, "failures": {...}}`` counted on the head."""
         from shlex import quote as q
 
-        from ..config import REPO
-        from ..remote import connect, run_checked
+        from playbooks.settings.defaults import REPO
+        from playbooks.ssh.fanout import connect, run_checked
         if self._shell is None:
             self._shell = connect(self.c, self.fleet, self.node)
         files = ["fleetwork.py", f"{record['workload']}.py"]
@@ -663,7 +663,7 @@ class RemoteHead:
         result = run_checked(self._shell, command, max(60.0, float(self.c.config.fleet.ssh_timeout)))
         data = json.loads(result.strip().splitlines()[-1])
         if "refused" in data:
-            from ..safefs import Refused
+            from playbooks.fs.safefs import Refused
             raise Refused(data["refused"])
         return data
 

@@ -23,10 +23,10 @@ from google.api_core import exceptions as gexc
 from google.cloud import compute_v1
 from invoke.exceptions import Exit
 
-from . import PENDING, RUNNING, STOPPED, UNREACHABLE, FleetSpec, Node
-from ..config import shared_mountpoint
-from . import cloud_common as cc
-from . import gcp_regional as regional
+from playbooks.providers import PENDING, RUNNING, STOPPED, UNREACHABLE, FleetSpec, Node
+from playbooks.settings.defaults import shared_mountpoint
+from playbooks.providers import cloud_common as cc
+from playbooks.providers import gcp_regional as regional
 
 STATES = {"PROVISIONING": PENDING, "STAGING": PENDING, "RUNNING": RUNNING, "STOPPING": STOPPED,
           "SUSPENDING": STOPPED, "SUSPENDED": STOPPED, "TERMINATED": STOPPED, "REPAIRING": UNREACHABLE}

@@ -21,7 +21,7 @@ from __future__ import annotations
 from google.cloud import compute_v1
 from invoke.exceptions import Exit
 
-from . import cloud_common as cc
+from playbooks.providers import cloud_common as cc
 
 TARGET_SHAPES = ("ANY", "BALANCED", "ANY_SINGLE_ZONE")
 

@@ -27,10 +27,11 @@ from pathlib import Path
 import psutil
 from invoke.exceptions import Exit
 
-from .. import procs, sshkeys
-from ..config import public_dir, repo_path, shared_mountpoint, state_dir
-from . import netns
-from . import RUNNING, TERMINATED, UNREACHABLE, FleetSpec, Node, NodesNotReady
+from playbooks.ssh import daemons as procs
+from playbooks.ssh import keys as sshkeys
+from playbooks.settings.defaults import public_dir, repo_path, shared_mountpoint, state_dir
+from playbooks.providers import netns
+from playbooks.providers import RUNNING, TERMINATED, UNREACHABLE, FleetSpec, Node, NodesNotReady
 
 SSHD = "/usr/sbin/sshd"
 MARKER = "FLEETBOOK_NODE"
@@ -252,7 +253,7 @@ VENV_IN_NODE = "/var/lib/fleetbook/venv"  # where a node sees the head's venv wh
 
 
 def _venv() -> Path:
-    from ..config import REPO
+    from playbooks.settings.defaults import REPO
     return REPO / ".venv"
 
 
@@ -413,7 +414,7 @@ def _start_head(c, fleet: str, fresh: bool) -> None:
     """The head's sshd takes its address at create, so that no other fleet can be given it.  Another fleet of
     this machine (another state folder) may take a free address between our choice and our daemon's bind: a
     fleet without nodes yet then simply chooses again."""
-    from .. import head
+    from playbooks.ssh import sftp_head as head
     for attempt in range(5):
         try:
             head.start(c, fleet)
@@ -476,7 +477,7 @@ def _remove_node(c, name: str, node: Node) -> None:
 
 
 def terminate(c, name: str, dry_run: bool = False) -> int:
-    from .. import head  # the local head's sshd lives and dies with the fleet
+    from playbooks.ssh import sftp_head as head  # the local head's sshd lives and dies with the fleet
     nodes = list_nodes(c, name)
     removed = len(nodes)
     if dry_run:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from . import copy
-from .plan import Plan, make_plan
+from playbooks.transfer import copy
+from playbooks.transfer.plan import Plan, make_plan
 
 
 def listings(src, dst) -> tuple[dict, dict]:

@@ -9,8 +9,8 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from .plan import Plan
-from .stores import Counting, Entry
+from playbooks.transfer.plan import Plan
+from playbooks.transfer.stores import Counting, Entry
 
 ATTEMPTS = 2
 

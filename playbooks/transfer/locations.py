@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .objects import GcsStore, S3Store, parse_url
-from .. import safefs
-from .stores import LocalStore
+from playbooks.transfer.objects import GcsStore, S3Store, parse_url
+from playbooks.fs import safefs
+from playbooks.transfer.stores import LocalStore
 
 SCHEMES = ("s3", "gs")
 
@@ -35,9 +35,9 @@ def outside(c, spec: str, threads: int):
 
 def shared(c, rel: str, head, what: str = "the shared-root side"):
     """The store of ``rel`` in the shared root: on the head instance ``head`` (a RemoteHead), else here."""
-    from ..config import shared_root
+    from playbooks.settings.defaults import shared_root
     rel = "" if rel.strip() in ("", ".") else safefs.rel_path(rel.strip(), what)
     if head is not None:
-        from .sftp import SftpStore
+        from playbooks.transfer.sftp import SftpStore
         return SftpStore(head, rel, f"head instance:{rel or '.'}")
     return LocalStore(shared_root(c) / rel, f"{shared_root(c) / rel} (shared root)")

@@ -15,7 +15,7 @@ import io
 import math
 import threading
 
-from .stores import Entry
+from playbooks.transfer.stores import Entry
 
 MIB = 1 << 20
 S3_MIN_PART = 5 * MIB     # S3 refuses smaller parts (but the last)

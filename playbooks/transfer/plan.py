@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .stores import Entry
+from playbooks.transfer.stores import Entry
 
 
 @dataclass

@@ -14,7 +14,7 @@ import shlex
 import stat
 import threading
 
-from .stores import TEMP_RE, Entry, temp_name
+from playbooks.transfer.stores import TEMP_RE, Entry, temp_name
 
 SFTP_CHUNK = 32 * 1024   # paramiko's pipelined writes go out in packets of this size
 
@@ -23,7 +23,7 @@ class SftpStore:
     kind = "files"
 
     def __init__(self, head, rel: str, label: str = ""):
-        from ..providers import cloud_common as cc
+        from playbooks.providers import cloud_common as cc
         self.head, self.rel = head, rel
         self.base = f"/{cc.HEAD_DATA}/{rel}".rstrip("/")
         self.label = label or f"head instance:{rel or '.'}"
@@ -129,9 +129,9 @@ class SftpStore:
         """Computed on the head by one command (the operator's login), reading the files there."""
         if not wanted:
             return {}
-        from ..providers import cloud_common as cc
-        from ..remote import connect
-        from .digest import remote_script
+        from playbooks.providers import cloud_common as cc
+        from playbooks.ssh.fanout import connect
+        from playbooks.transfer.digest import remote_script
         root = f"{cc.HEAD_CHROOT}/{cc.HEAD_DATA}/{self.rel}".rstrip("/")
         conn = connect(self.head.c, self.head.fleet, self.head.node)
         try:

@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..safefs import Root
+from playbooks.fs.safefs import Root
 
 TEMP_RE = re.compile(r"^\.fbpart-[0-9a-f]{12}$")
 COPY_CHUNK = 1 << 20
@@ -126,7 +126,7 @@ class LocalStore:
 
     def fingerprints(self, wanted: dict[str, list[str]]) -> dict[str, dict]:
         """{rel: {kind: value}} for the files and kinds asked (see ``digest``)."""
-        from .digest import file_fingerprints
+        from playbooks.transfer.digest import file_fingerprints
         out = {}
         for rel, kinds in wanted.items():
             try:

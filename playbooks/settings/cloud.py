@@ -1,6 +1,6 @@
 """Settings of the cloud providers (``gcp``, ``aws``) and of the image bake (``image``), with their defaults.
 
-The lead merges ``CLOUD_DEFAULTS`` into ``playbooks.config.DEFAULTS``, so each key can come from ``invoke.yaml``
+The lead merges ``CLOUD_DEFAULTS`` into ``playbooks.settings.defaults.DEFAULTS``, so each key can come from ``invoke.yaml``
 or from the environment (``gcp.project`` is ``INVOKE_GCP_PROJECT``, ``aws.ssh_cidr`` is ``INVOKE_AWS_SSH_CIDR``).
 Lists are comma-separated strings (the environment cannot hold a list).  A price of 0 means "use the built-in
 table below for this machine type"; a machine type missing from the table has an unknown cost.

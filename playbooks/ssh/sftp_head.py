@@ -22,9 +22,10 @@ from pathlib import Path
 import psutil
 from invoke.exceptions import Exit
 
-from . import procs, safefs
-from .config import REPO, public_dir, shared_root, state_dir
-from .providers import local
+from playbooks.ssh import daemons as procs
+from playbooks.fs import safefs
+from playbooks.settings.defaults import REPO, public_dir, shared_root, state_dir
+from playbooks.providers import local
 
 
 @dataclass(frozen=True)

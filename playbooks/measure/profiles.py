@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from .config import profile_path, repo_path
+from playbooks.settings.defaults import profile_path, repo_path
 
 
 def configured_type(c, provider: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .bench_profile import OVERHEAD_DEFINITION, headline_ratios
+from playbooks.measure.profile import OVERHEAD_DEFINITION, headline_ratios
 
 # What the original write-ups say about each headline ratio, word for word where they give a figure; a ratio
 # they say nothing about has no entry.  The measured figures of this kind of machine are in the report itself.

@@ -11,10 +11,10 @@ import hashlib
 import os
 from pathlib import Path
 
-from .cloud_config import CLOUD_DEFAULTS
-from .engine_config import ENGINE_DEFAULTS
+from playbooks.settings.cloud import CLOUD_DEFAULTS
+from playbooks.settings.engines import ENGINE_DEFAULTS
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 DEFAULTS = {
     "fleet": {

@@ -32,7 +32,7 @@ def make_samples(folder: Path, count: int, size: tuple[int, int] = (1024, 768), 
 
     from PIL import ImageOps
 
-    from .safefs import Root
+    from playbooks.fs.safefs import Root
     disk = Root(root if root is not None else folder)
     base = Path(folder).relative_to(root).as_posix() + "/" if root is not None else ""
     disk.mkdirs(base or ".")

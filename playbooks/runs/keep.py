@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from .runstate import STATE
+from playbooks.runs.state import STATE
 
 PULLED = f"{STATE}/pulled.json"
 # rough list prices of a head's disk, USD per GB-month: GCP balanced persistent disk, AWS gp3 (late 2025)
@@ -83,7 +83,7 @@ def unpulled(head) -> list[dict]:
 
 
 def head_data() -> str:
-    from .providers import cloud_common as cc
+    from playbooks.providers import cloud_common as cc
     return cc.HEAD_DATA
 
 
@@ -93,8 +93,8 @@ def check(c, prov, fleet: str) -> Verdict | None:
     node = find(c, fleet) if find else None
     if node is None:
         return None
-    from .providers import RUNNING
-    from .providers import cloud_common as cc
+    from playbooks.providers import RUNNING
+    from playbooks.providers import cloud_common as cc
     if node.state != RUNNING:
         return Verdict(node.name, False)
     head = cc.RemoteHead(c, fleet, node)
@@ -123,7 +123,7 @@ def plan_line(v: Verdict, hold: bool, cost: str) -> str:
 
 def monthly_cost(c, provider: str) -> str:
     """What a kept head instance costs a month, stopped (its disk) and running (plus its machine)."""
-    from .providers import cloud_common as cc
+    from playbooks.providers import cloud_common as cc
     s = c.config[provider]
     gb = int(s.head_disk_gb)
     mtype = str(s.head_machine_type if provider == "gcp" else s.head_instance_type)

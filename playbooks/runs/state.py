@@ -22,8 +22,8 @@ from pathlib import Path
 
 from invoke.exceptions import Exit
 
-from . import safefs
-from .config import REPO, shared_root
+from playbooks.fs import safefs
+from playbooks.settings.defaults import REPO, shared_root
 
 STATE = ".fleetbook"
 
@@ -61,7 +61,7 @@ def remote(c, provider: str = "", fleet: str = ""):
     provider = provider or str(c.config.fleet.provider)
     if provider == "local":
         return None
-    from .providers import get
+    from playbooks.providers import get
     hook = getattr(get(provider), "remote_head", None)
     return hook(c, fleet or str(c.config.fleet.name)) if hook else None
 

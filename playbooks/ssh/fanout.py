@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .config import state_dir
-from .providers import Node
+from playbooks.settings.defaults import state_dir
+from playbooks.providers import Node
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Measurement: the bench profile and report, overhead sampling and verdicts, planning."""

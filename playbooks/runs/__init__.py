@@ -1,0 +1,1 @@
+"""Run state on the shared disk, what must be kept, demo inputs."""

@@ -1,0 +1,1 @@
+"""SSH: keys, the bounded fan-out, the head's SFTP-only sshd, detached daemons."""
