@@ -38,7 +38,7 @@ def fan_out(c, fleet, nodes, fn, *, step):
 def sampler_command(python: str, seconds: float, match: str) -> str:
     """One shell command that runs the sampler on a node without copying a file there first."""
     code = base64.b64encode(zlib.compress(SAMPLER.read_bytes(), 9)).decode()
-    boot = f"import base64,zlib;exec(compile(zlib.decompress(base64.b64decode('{code}')),'overhead_sample.py','exec'))"
+    boot = f"import base64,zlib;exec(compile(zlib.decompress(base64.b64decode('{code}')),'sampling.py','exec'))"
     return " ".join([shlex.quote(python), "-c", shlex.quote(boot), "--seconds", str(seconds), "--match", shlex.quote(match)])
 
 

@@ -1,5 +1,5 @@
 """data.push / data.pull with the shared root on a head instance (GCE fake, moto) and real loopback sshds, and
-the rule that a head instance never takes the results with it (playbooks/keep.py).
+the rule that a head instance never takes the results with it (playbooks/runs/keep.py).
 
 The head instance is the sshd of ``test_gcp_head_instance`` (127.0.0.2, SFTP-only user chrooted into a
 root-owned folder whose ``data/`` is the shared root); the node is ``fleet_sshd``.  Needs root, sshfs, FUSE.

@@ -19,7 +19,7 @@ import pytest
 from playbooks.overhead import make_sampler, parse_sampler_output, sampler_command
 from playbooks.measure.verdicts import COMPUTE, IDLE, UNDER, classify
 
-SAMPLER = Path(__file__).resolve().parent.parent / "playbooks" / "overhead_sample.py"
+SAMPLER = Path(__file__).resolve().parent.parent / "playbooks" / "measure" / "sampling.py"
 
 
 def run_sampler(marker: str, seconds: int = 2) -> dict:

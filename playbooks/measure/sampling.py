@@ -3,7 +3,7 @@
 This file runs ON a node (sent over SSH by ``invoke overhead``), so it uses only the standard library and
 psutil.  It also runs standalone::
 
-    python playbooks/overhead_sample.py --seconds 2 --match FLEETBOOK_NODE=demo/fb-demo-0
+    python playbooks/measure/sampling.py --seconds 2 --match FLEETBOOK_NODE=demo/fb-demo-0
 
 Each sample holds two kinds of figures:
 

@@ -3,7 +3,7 @@
     .venv/bin/python tests/data/overhead/record.py [scenario ...]
 
 Each scenario starts a real workload carrying ``FLEETBOOK_NODE=rec/<scenario>``, runs the real sampler
-(``playbooks/overhead_sample.py --seconds 3``) against that marker, stops the workload, and writes
+(``playbooks/measure/sampling.py --seconds 3``) against that marker, stops the workload, and writes
 ``<scenario>.json`` = ``{"meta": {expected verdict, cores, shared, heartbeat, how}, "series": <sampler output>}``.
 Limits come from the kernel, as a slow disk/link/small machine would impose them: a blkio cgroup throttle
 (disk), ``tc tbf`` on a veth pair into a network namespace (network), a memory cgroup limit (memory).
@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
-SAMPLER = REPO / "playbooks" / "overhead_sample.py"
+SAMPLER = REPO / "playbooks" / "measure" / "sampling.py"
 PY = sys.executable
 SECONDS = 3
 CG_BLKIO = Path("/sys/fs/cgroup/blkio/fbov")
