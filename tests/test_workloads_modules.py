@@ -64,7 +64,8 @@ def test_each_runner_module_imports_alone_from_any_folder(tmp_path):
     names = sorted(n for n in MODULES if n.startswith("fw_"))
     code = ("import sys, importlib; sys.path.insert(0, sys.argv[1]); "
             "[importlib.import_module(n) for n in sys.argv[2:]]; import fleetwork, fw_workload, fw_images; "
-            "print(fleetwork.Workload is fw_workload.Workload, fleetwork.IMAGE_EXTENSIONS is fw_images.IMAGE_EXTENSIONS)")
+            "print(fleetwork.Workload is fw_workload.Workload, "
+            "fleetwork.IMAGE_EXTENSIONS is fw_images.IMAGE_EXTENSIONS)")
     for name in names:
         r = subprocess.run([PY, "-c", code, str(WORKLOADS), name], cwd=tmp_path, capture_output=True, text=True,
                            timeout=60)

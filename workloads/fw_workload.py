@@ -69,7 +69,8 @@ class Workload:
         g.add_argument("--follow-links", action="store_true",
                        help="read source files through symlinks that lead outside --src (default: such an item "
                             "is recorded as failed, symlink-outside-src)")
-        g.add_argument("--seed", type=int, default=0, help="seed for workloads that draw random numbers (gridsearch: random_state)")
+        g.add_argument("--seed", type=int, default=0,
+                       help="seed for workloads that draw random numbers (gridsearch: random_state)")
         g.add_argument("--quiet", action="store_true", help="no progress bar and no config line")
         own = p.add_argument_group(f"{self.name} options")
         self.add_arguments(own)
