@@ -138,11 +138,12 @@ runner behaviour (all workloads):
 
 def available() -> list[str]:
     """Names of the workloads in this folder: the modules that assign a top-level ``WORKLOAD`` (helpers such as
-    fleetwork or storage.py are not workloads).  Reads the small source files; imports nothing."""
+    fleetwork, its fw_*.py modules or storage.py are not workloads).  Reads the small source files; imports
+    nothing."""
     names = []
     for entry in os.scandir(HERE):
         stem, ext = os.path.splitext(entry.name)
-        if ext != ".py" or not stem.isidentifier() or stem.startswith("_") or stem == "fleetwork":
+        if ext != ".py" or not stem.isidentifier() or stem.startswith(("_", "fw_")) or stem == "fleetwork":
             continue
         try:
             with open(entry.path, encoding="utf-8", errors="replace") as f:
