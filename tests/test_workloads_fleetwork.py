@@ -13,6 +13,10 @@ import pytest
 
 from workloads_support import PY, check_jpeg_outputs, fleetwork, many_jpegs, run, script, summary_of, temp_files
 
+import fw_items  # noqa: E402 - workloads/ is on sys.path (workloads_support)
+import fw_outputs  # noqa: E402
+import fw_progress  # noqa: E402
+
 
 # ------------------------------------------------------------------------------------------------ units
 @pytest.mark.parametrize("n, workers, item_s, overhead_us, expected", [
@@ -99,7 +103,7 @@ def test_sweep_only_dead_temps_of_this_host(tmp_path):
     (tmp_path / "d").mkdir()
     for n in names:
         (tmp_path / "d" / n).write_bytes(b"partial")
-    _outs, temps = fleetwork._scan(str(tmp_path))
+    _outs, temps = fw_outputs.scan(str(tmp_path))
     assert len(temps) == 3
     assert fleetwork.sweep_temps(temps) == 1
     for n, kept in names.items():
@@ -205,7 +209,7 @@ def test_shard_does_own_share_first_then_helps(tmp_path):
 
 
 def test_state_files_and_progress(tmp_path, monkeypatch):
-    monkeypatch.setattr(fleetwork, "HEARTBEAT_EVERY", 0.05)
+    monkeypatch.setattr(fw_progress, "HEARTBEAT_EVERY", 0.05)
     wl = Recorder(n=20, sleep=0.01)
     state = tmp_path / "state" / "node1"
     rc = fleetwork.main(wl, ["--dst", str(tmp_path / "dst"), "--state", str(state), "--workers", "1",
@@ -373,5 +377,5 @@ def test_threaded_really_runs_items_at_once_and_keeps_order():
         barrier.wait()
         return k * k
 
-    assert list(fleetwork._threaded(item, list(range(8)), 4)) == [k * k for k in range(8)]
-    assert list(fleetwork._threaded(lambda k: -k, [1, 2, 3], 1)) == [-1, -2, -3]
+    assert list(fw_items.threaded(item, list(range(8)), 4)) == [k * k for k in range(8)]
+    assert list(fw_items.threaded(lambda k: -k, [1, 2, 3], 1)) == [-1, -2, -3]

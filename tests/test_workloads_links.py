@@ -11,6 +11,8 @@ import pytest
 
 from workloads_support import SKIMAGE_DATA, check_jpeg_outputs, fleetwork, run, summary_of
 
+import fw_outputs  # noqa: E402 - workloads/ is on sys.path (workloads_support)
+
 
 @pytest.fixture
 def linked_src(tmp_path):
@@ -97,15 +99,15 @@ def test_longest_valid_names_are_written_and_their_temps_swept(tmp_path, stem):
     check_jpeg_outputs(dst, [name])
     tmp = os.path.basename(fleetwork.temp_name(str(dst / (stem + ".jpg"))))
     assert len(os.fsencode(tmp)) <= fleetwork.NAME_MAX
-    assert fleetwork._parse_temp(tmp) == (fleetwork.HOST, os.getpid())        # the sweep still knows its owner
+    assert fw_outputs.parse_temp(tmp) == (fleetwork.HOST, os.getpid())        # the sweep still knows its owner
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     with pytest.MonkeyPatch.context() as mp:                                    # a temp a killed run left behind
         mp.setattr(os, "getpid", lambda: dead.pid)                              # (its pid may be longer than ours)
         left = os.path.basename(fleetwork.temp_name(str(dst / (stem + ".jpg"))))
-    assert len(os.fsencode(left)) <= fleetwork.NAME_MAX and fleetwork._parse_temp(left) == (fleetwork.HOST, dead.pid)
+    assert len(os.fsencode(left)) <= fleetwork.NAME_MAX and fw_outputs.parse_temp(left) == (fleetwork.HOST, dead.pid)
     (dst / left).write_bytes(b"partial")
-    _outputs, temps = fleetwork._scan(str(dst))
+    _outputs, temps = fw_outputs.scan(str(dst))
     assert fleetwork.sweep_temps(temps) == 1 and not (dst / left).exists()
 
 

@@ -13,8 +13,6 @@ import sys
 
 import fleetwork
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff", ".bmp", ".webp")
-
 
 def edge_map(path: str, method: str = "canny", low: int = 100, high: int = 200, max_side: int = 0):
     """One image file -> Pillow 'L' image of its edges (BadInput when the file is bad)."""
@@ -37,7 +35,7 @@ class Edges(fleetwork.FileWorkload):
     name = "edges"
     description = __doc__
     epilog = "example:\n  python workloads/edges.py --src data/out --dst data/edges --method canny"
-    extensions = IMAGE_EXTENSIONS
+    extensions = fleetwork.IMAGE_EXTENSIONS
     out_ext = ".png"
 
     def add_arguments(self, parser):

@@ -27,7 +27,6 @@ import sys
 
 import fleetwork
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff", ".bmp", ".webp")
 PAIR_SEP = "\t"
 
 
@@ -122,7 +121,7 @@ class Features(fleetwork.FileWorkload):
     description = __doc__
     epilog = ("examples:\n  python workloads/features.py --src data/out --dst data/feat\n"
               "  python workloads/features.py --src data/feat --dst data/match --match pairs.csv")
-    extensions = IMAGE_EXTENSIONS
+    extensions = fleetwork.IMAGE_EXTENSIONS
     out_ext = ".npz"
 
     def add_arguments(self, parser):

@@ -14,8 +14,6 @@ import sys
 
 import fleetwork
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff", ".bmp", ".webp")
-
 
 def center_square(img):
     """The largest centered square box of a Pillow image, as (left, top, right, bottom)."""
@@ -40,7 +38,7 @@ class Resize(fleetwork.FileWorkload):
     name = "resize"
     description = __doc__
     epilog = "example:\n  python workloads/resize.py --src data/src --dst data/out --size 128 --shard 0/4"
-    extensions = IMAGE_EXTENSIONS
+    extensions = fleetwork.IMAGE_EXTENSIONS
     out_ext = ".jpg"
 
     def add_arguments(self, parser):

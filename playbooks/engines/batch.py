@@ -5,7 +5,7 @@ instance role + instance profile, job role that may read and write the bucket), 
 environment, a job queue on it and a job definition whose image is ``batch.image`` (built from
 ``docker/Dockerfile``).  ``submit`` sends one job per hash-prefix shard, each running
 ``python workloads/<w>.py --src s3://... --dst s3://... --shard k/N --threads T`` (the workload itself, on
-object-store paths through ``workloads/storage.py``), and with ``then`` one second-stage job per shard that
+object-store paths through ``workloads/fw_objstore.py``), and with ``then`` one second-stage job per shard that
 depends only on the same shard of the first stage (AWS allows at most 20 ``dependsOn`` per job; this uses 1).
 ``status`` summarises the queue's jobs by state, per run, and lists the failures; ``down`` removes everything
 ``setup`` created.  boto3 honours ``AWS_ENDPOINT_URL`` (a moto server in the tests).
@@ -317,10 +317,10 @@ def count_items(c, workload: str, src: str, args: str) -> int | None:
     """One listing of the source prefix (the head needs fsspec/s3fs for it); None when it cannot list."""
     fw = runstate.fleetwork()
     try:
-        import storage  # workloads/ is on the path once fleetwork is imported
+        import fw_objstore  # workloads/ is on the path once fleetwork is imported
         wl = fw.load(workload)
         opts = wl.parse_args(["--src", src, "--dst", src + "-probe", *shlex.split(args)])
-        return len(storage.list_items(wl, src, opts))
+        return len(fw_objstore.list_items(wl, src, opts))
     except Exception:  # noqa: BLE001 - the plan then says "unknown"
         return None
 

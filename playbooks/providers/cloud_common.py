@@ -651,7 +651,7 @@ class RemoteHead:
         from playbooks.ssh.fanout import connect, run_checked
         if self._shell is None:
             self._shell = connect(self.c, self.fleet, self.node)
-        files = ["fleetwork.py", f"{record['workload']}.py"]
+        files = sorted(p.name for p in (REPO / "workloads").glob("*.py"))   # fleetwork and its siblings
         wdir = f"{HEAD_WORKDIR}/workloads"
         if any(f not in self._shipped for f in files):   # the same code that counts on the operator's disk
             run_checked(self._shell, f"mkdir -p {q(wdir)}", float(self.c.config.fleet.ssh_timeout))

@@ -1,0 +1,79 @@
+"""fw_items: one item through its workload, and the records a run passes around: the ``Job`` every item of a run
+shares, the ``Task`` of one item, the ``Result`` it gives.  Standard library only."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from fw_disk import FATAL_ERRNOS, destination_failure
+from fw_errors import DestinationError, is_bad_input
+from fw_failures import clear_failure, record_failure
+from fw_inputs import check_sources
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every item of one run shares: the workload, its folders, its parsed options, the node's name."""
+    workload: object
+    src: str
+    dst: str
+    opts: object
+    node: str
+
+
+class Task(NamedTuple):
+    """One item to do."""
+    item: str
+    recheck: bool = False       # check just before that its output is not there yet (a helped or known= item)
+    had_record: bool = False    # it has a failure record, removed once it is done
+
+
+class Result(NamedTuple):
+    """What became of one item: status ``done``, ``skipped`` or ``failed`` (then ``reason``)."""
+    item: str
+    status: str
+    reason: str | None = None
+
+
+def do_item(job: Job, task: Task) -> Result:
+    """Run one item; a failure of the item is recorded, DestinationError for fatal errors of the destination."""
+    workload, item, dst, opts = job.workload, task.item, job.dst, job.opts
+    if task.recheck and os.path.exists(os.path.join(dst, workload.output_for(item, opts))):
+        return Result(item, "skipped")
+    try:
+        check_sources(workload, item, job.src, opts)
+        workload.process(item, job.src, dst, opts)
+    except Exception as e:  # noqa: BLE001 - an item never crashes the run
+        if is_bad_input(e):
+            reason, detail = getattr(e, "reason", "bad-input"), getattr(e, "detail", str(e))
+        elif isinstance(e, OSError) and e.errno in FATAL_ERRNOS:
+            raise DestinationError(destination_failure(e, dst)) from None
+        else:
+            reason, detail = "error", f"{type(e).__name__}: {e}"
+        try:
+            record_failure(dst, item, reason, detail, job.node)
+        except OSError as e2:
+            raise DestinationError(destination_failure(e2, dst, "cannot write a failure record")) from None
+        return Result(item, "failed", reason)
+    if task.had_record:
+        clear_failure(dst, item)
+    return Result(item, "done")
+
+
+def threaded(fn, tasks: list, threads: int):
+    """``fn(task)`` for each task in order, ``threads`` at a time: for items that wait on the network (S3, a
+    slow mount), where threads win over processes (see bench/test_threads.py)."""
+    if threads <= 1:
+        yield from map(fn, tasks)
+        return
+    with cf.ThreadPoolExecutor(threads, thread_name_prefix="fleetwork-io") as pool:
+        step = threads * 4
+        for k in range(0, len(tasks), step):
+            yield from pool.map(fn, tasks[k:k + step])
+
+
+def run_tasks(job: Job, tasks: list[Task]):
+    """The results of ``tasks`` in order, ``--threads`` items at once in this process."""
+    return threaded(lambda task: do_item(job, task), tasks, getattr(job.opts, "threads", 1) or 1)

@@ -1,0 +1,145 @@
+"""fw_runner: one node's run of a list of items (``run_items``), used by the command line and by an engine for
+one chunk.  Standard library only.
+
+* the outputs already present are found with ONE walk of the destination (or taken from the caller's ``known``
+  listing), the temp files of dead processes of this host swept, the failure records read once;
+* collision losers, done items and known failures are counted; the rest is done in shard order
+  (``fw_shards.shard_order``): inline (``--workers 1``, or inside a daemon process) or on a pool (``fw_pool``);
+* ``--state DIR``: ``heartbeat.json`` every ~2 s and at the end (``fw_progress``); the summary is returned.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from fw_errors import DestinationError
+from fw_failures import FAILED_DIR, find_collisions, read_failed_dir, record_failure
+from fw_items import Job, Task, run_tasks
+from fw_machine import load_profile, machine_cores, profile_fits
+from fw_outputs import HOST, scan, sweep_temps
+from fw_pool import run_pool, plan_pool
+from fw_progress import Progress, log
+from fw_shards import parse_shard, shard_order
+from fw_stop import Stopped, check_stop, stop_signal
+
+SUMMARY_KEYS = ("done", "skipped", "failed", "seconds", "items_per_s")   # the last line on stdout, in order
+
+
+def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, shard=None,
+              collisions=None, progress_bar=None, known=None) -> dict:
+    """Process ``items`` (skip-if-done, shard order, pool, failure records, heartbeats) and return the summary
+    ``{"done","skipped","failed","seconds","items_per_s", ...}``.  Used by the CLI and by an engine for one
+    chunk.  ``shard`` defaults to ``opts.shard``; ``collisions`` (loser -> winner, see find_collisions) to the
+    collisions among ``items`` (an engine that splits a list should pass the collisions of the whole list).
+    ``known=(outputs, failures)``: what the caller already listed (an engine that listed the destination once
+    for all its chunks); then this chunk does not walk the destination again, and checks each item's output
+    just before doing it instead (one stat per item)."""
+    t_start = time.perf_counter()
+    job = Job(workload, src, dst, opts, node or getattr(opts, "node", None) or HOST)
+    state_dir = state_dir or getattr(opts, "state", None)
+    shard = shard if shard is not None else parse_shard(getattr(opts, "shard", None))
+    profile, profile_path, ignored = _fitting_profile(opts)
+    if state_dir:
+        os.makedirs(state_dir, exist_ok=True)
+    os.makedirs(os.path.join(dst, FAILED_DIR), exist_ok=True)
+
+    items = list(items)
+    outputs, failures = _listing(dst, known)
+    if collisions is None:
+        collisions = find_collisions(workload, items, opts)
+    prog = Progress(len(items), job.node, state_dir, sys.stdout.isatty() if progress_bar is None else progress_bar)
+    todo, known_failed = _triage(job, items, outputs, failures, collisions, prog)
+    tasks = [t._replace(recheck=helped or known is not None) for t, helped in shard_order(todo, shard)]
+
+    plan = plan_pool(opts, profile, len(tasks))
+    info = {"workers": plan.workers, "start_method": plan.method if plan.workers > 1 else "inline",
+            "chunksize": plan.chunksize, "profile": profile_path, "profile_ignored": ignored, "total": len(items),
+            "todo": len(tasks), "known_failed": known_failed}
+    prog.start()
+    error = None
+    try:
+        if plan.workers == 1:
+            _run_inline(job, tasks, prog, info)
+        else:
+            run_pool(job, tasks, prog, plan, info)
+    except DestinationError as e:
+        error = prog.error = str(e)
+    except Stopped:
+        pass
+    finally:
+        prog.stop()
+    return _summary(prog, time.perf_counter() - t_start, info, error)
+
+
+def _fitting_profile(opts) -> tuple[dict, str | None, str | None]:
+    """(profile, its path, the path of a profile not used because it was made on another machine)."""
+    profile, path = load_profile()
+    if profile and not profile_fits(profile):   # made on another machine: its choices are not this one's
+        log(opts, f"profile {path} was measured on {profile.get('cores')} cores and this machine has "
+                  f"{machine_cores()}: not used")
+        return {}, None, path
+    return profile, path, None
+
+
+def _listing(dst: str, known) -> tuple[set[str], dict[str, dict]]:
+    """(outputs present, failure records): ONE walk of the destination (sweeping dead temps), or ``known``."""
+    if known is not None:
+        return set(known[0]), dict(known[1])
+    outputs, temps = scan(dst)
+    failures, failed_temps = read_failed_dir(dst)
+    sweep_temps(temps + failed_temps)
+    return outputs, failures
+
+
+def _triage(job: Job, items: list[str], outputs: set[str], failures: dict, collisions: dict,
+            prog: Progress) -> tuple[list[Task], int]:
+    """Count the collision losers (recorded as failed), the done items and the known failures (unless
+    ``--retry-failed``) on ``prog``; returns (the tasks to do in item order, how many failures were known)."""
+    workload, opts = job.workload, job.opts
+    retry = bool(getattr(opts, "retry_failed", False))
+    known_failed = 0
+    todo: list[Task] = []
+    for item in items:
+        if item in collisions:
+            if item in failures and not retry:
+                known_failed += 1
+                prog.failed += 1
+            else:
+                record_failure(job.dst, item, "output-collision",
+                               f"output {workload.output_for(item, opts)!r} already comes from {collisions[item]!r} "
+                               "(the lexicographically first item wins)", job.node)
+                prog.failed += 1
+        elif workload.output_for(item, opts) in outputs:
+            prog.skipped += 1
+        elif item in failures and not retry:
+            known_failed += 1
+            prog.failed += 1
+        else:
+            todo.append(Task(item, had_record=item in failures))
+    return todo, known_failed
+
+
+def _run_inline(job: Job, tasks: list[Task], prog: Progress, info: dict) -> None:
+    """``--workers 1``: the items in this process (``--threads`` at once)."""
+    info["chunksize"] = 1
+    log(job.opts, f"{job.workload.name}: {info['total']} items, {len(tasks)} to do, workers=1 (inline), "
+                  f"profile={info['profile']}")
+    job.workload.setup_worker(job.opts)
+    prog.start_thread()
+    for result in run_tasks(job, tasks):
+        check_stop()
+        prog.add(result.status)
+
+
+def _summary(prog: Progress, seconds: float, info: dict, error: str | None) -> dict:
+    summary = {"done": prog.done, "skipped": prog.skipped, "failed": prog.failed,
+               "seconds": round(seconds, 3), "items_per_s": round(prog.done / seconds, 2) if seconds else 0.0}
+    summary.update(info)
+    summary["complete"] = summary["done"] + summary["skipped"] + summary["failed"] == info["total"] and not error
+    if error:
+        summary["error"] = error
+    if stop_signal() is not None:
+        summary["stopped"] = stop_signal()
+        summary["complete"] = False
+    return summary
