@@ -113,23 +113,16 @@ def network(c, ec2) -> tuple[list[str], list[str]]:
 
 
 
-def setup(c, image: str = "", bucket: str = "") -> dict:
-    """Create what is missing; report what existed.  Returns {resource: "created" | "exists"}."""
-    image = image or setting(c, "batch.image")
-    if not image:
-        raise EngineError("no container image: build and push docker/Dockerfile (docker/README.md), then set batch.image "
-                   "(INVOKE_BATCH_IMAGE=<account>.dkr.ecr.<region>.amazonaws.com/fleetbook:1) or pass --image")
-    src = setting(c, "batch.src")
-    bucket = bucket or setting(c, "batch.bucket") or (split_s3(src)[0] if src else "")
-    batch, iam, ec2 = clients(c)
-    n = names(c)
-    timeout = setting(c, "batch.wait_timeout")
-    report = {}
-    roles = ensure_roles(c, iam, bucket)
-    report["roles"] = "ready"
+def _status(find, batch, name):
+    """A probe for ``wait``: the status of the resource ``find(batch, name)`` finds (None once it is gone)."""
+    return lambda: (find(batch, name) or {}).get("status")
 
+
+def _ensure_compute_environment(c, batch, ec2, n: dict, roles: dict, timeout: float) -> str:
+    state = "exists"
     if compute_environment(batch, n["ce"]) is None:
         subnets, groups = network(c, ec2)
+        tag = setting(c, "batch.name")
         batch.create_compute_environment(
             computeEnvironmentName=n["ce"], type="MANAGED", state="ENABLED", serviceRole=roles["service"],
             computeResources={
@@ -138,43 +131,75 @@ def setup(c, image: str = "", bucket: str = "") -> dict:
                 "maxvCpus": setting(c, "batch.max_vcpus"), "desiredvCpus": 0,
                 "instanceTypes": csv(setting(c, "batch.instance_types")) or ["optimal"], "subnets": subnets,
                 "securityGroupIds": groups, "instanceRole": roles["instance_profile"],
-                "tags": {"fleetbook": setting(c, "batch.name")}},
-            tags={"fleetbook": setting(c, "batch.name")})
-        report["compute_environment"] = "created"
-    else:
-        report["compute_environment"] = "exists"
-    wait(f"compute environment {n['ce']}", lambda: (compute_environment(batch, n["ce"]) or {}).get("status"),
-          lambda s: s == "VALID", timeout)
+                "tags": {"fleetbook": tag}},
+            tags={"fleetbook": tag})
+        state = "created"
+    wait(f"compute environment {n['ce']}", _status(compute_environment, batch, n["ce"]), lambda s: s == "VALID",
+         timeout)
+    return state
 
+
+def _ensure_queue(c, batch, n: dict, timeout: float) -> str:
+    state = "exists"
     if queue(batch, n["queue"]) is None:
         batch.create_job_queue(jobQueueName=n["queue"], state="ENABLED", priority=1,
                                computeEnvironmentOrder=[{"order": 1, "computeEnvironment": n["ce"]}],
                                tags={"fleetbook": setting(c, "batch.name")})
-        report["job_queue"] = "created"
-    else:
-        report["job_queue"] = "exists"
-    wait(f"job queue {n['queue']}", lambda: (queue(batch, n["queue"]) or {}).get("status"),
-          lambda s: s == "VALID", timeout)
+        state = "created"
+    wait(f"job queue {n['queue']}", _status(queue, batch, n["queue"]), lambda s: s == "VALID", timeout)
+    return state
 
-    props = {"image": image, "command": ["python", "workloads/resize.py", "--help"],
-             "jobRoleArn": roles["job"],
-             "resourceRequirements": [{"type": "VCPU", "value": str(setting(c, "batch.vcpus"))},
-                                      {"type": "MEMORY", "value": str(setting(c, "batch.memory_mib"))}]}
+
+def _ensure_job_definition(c, batch, n: dict, image: str, job_role: str) -> str:
     current = [d for d in job_definitions(batch, n["jobdef"])
                if d.get("containerProperties", {}).get("image") == image
-               and d.get("containerProperties", {}).get("jobRoleArn") == roles["job"]]
+               and d.get("containerProperties", {}).get("jobRoleArn") == job_role]
     if current:
-        report["job_definition"] = "exists"
-    else:  # a new image is a new revision; older revisions stay until down
-        batch.register_job_definition(
-            jobDefinitionName=n["jobdef"], type="container", containerProperties=props,
-            retryStrategy={"attempts": setting(c, "batch.attempts")},
-            timeout={"attemptDurationSeconds": setting(c, "batch.job_timeout_s")},
-            tags={"fleetbook": setting(c, "batch.name")})
-        report["job_definition"] = "created"
+        return "exists"
+    props = {"image": image, "command": ["python", "workloads/resize.py", "--help"], "jobRoleArn": job_role,
+             "resourceRequirements": [{"type": "VCPU", "value": str(setting(c, "batch.vcpus"))},
+                                      {"type": "MEMORY", "value": str(setting(c, "batch.memory_mib"))}]}
+    batch.register_job_definition(  # a new image is a new revision; older revisions stay until down
+        jobDefinitionName=n["jobdef"], type="container", containerProperties=props,
+        retryStrategy={"attempts": setting(c, "batch.attempts")},
+        timeout={"attemptDurationSeconds": setting(c, "batch.job_timeout_s")},
+        tags={"fleetbook": setting(c, "batch.name")})
+    return "created"
+
+
+def setup(c, image: str = "", bucket: str = "") -> dict:
+    """Create what is missing; report what existed.  Returns {resource: "created" | "exists"}."""
+    image = image or setting(c, "batch.image")
+    if not image:
+        raise EngineError("no container image: build and push docker/Dockerfile (docker/README.md), then set "
+                          "batch.image (INVOKE_BATCH_IMAGE=<account>.dkr.ecr.<region>.amazonaws.com/fleetbook:1) "
+                          "or pass --image")
+    src = setting(c, "batch.src")
+    bucket = bucket or setting(c, "batch.bucket") or (split_s3(src)[0] if src else "")
+    batch, iam, ec2 = clients(c)
+    n = names(c)
+    timeout = setting(c, "batch.wait_timeout")
+    roles = ensure_roles(c, iam, bucket)
+    report = {"roles": "ready",
+              "compute_environment": _ensure_compute_environment(c, batch, ec2, n, roles, timeout),
+              "job_queue": _ensure_queue(c, batch, n, timeout),
+              "job_definition": _ensure_job_definition(c, batch, n, image, roles["job"])}
     for what, state in report.items():
         console.print(f"batch: {what.replace('_', ' ')}: {state}")
     return report
+
+
+def _remove(what: str, find, batch, name: str, disable, delete, timeout: float) -> int:
+    """Disable, wait until it settles, delete, wait until it is gone; 0 when there was nothing."""
+    found = find(batch, name)
+    if not found:
+        return 0
+    if found.get("state") != "DISABLED":
+        disable()
+    wait(f"{what} {name}", _status(find, batch, name), lambda s: s in (None, "VALID", "INVALID"), timeout)
+    delete()
+    wait(f"{what} {name}", lambda: find(batch, name) and "DELETING", lambda s: not s, timeout)
+    return 1
 
 
 def down(c) -> dict:
@@ -183,28 +208,19 @@ def down(c) -> dict:
     n = names(c)
     timeout = setting(c, "batch.wait_timeout")
     removed = {}
-    q = queue(batch, n["queue"])
-    if q:
+    if queue(batch, n["queue"]):
         for state in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING"):
             for job in list_jobs(batch, n["queue"], state):
                 batch.terminate_job(jobId=job["jobId"], reason="fleetbook batch.down")
-        if q.get("state") != "DISABLED":
-            batch.update_job_queue(jobQueue=n["queue"], state="DISABLED")
-        wait(f"job queue {n['queue']}", lambda: (queue(batch, n["queue"]) or {}).get("status"),
-              lambda s: s in (None, "VALID", "INVALID"), timeout)
-        batch.delete_job_queue(jobQueue=n["queue"])
-        wait(f"job queue {n['queue']}", lambda: queue(batch, n["queue"]) and "DELETING", lambda s: not s, timeout)
-        removed["job_queue"] = 1
-    ce = compute_environment(batch, n["ce"])
-    if ce:
-        if ce.get("state") != "DISABLED":
-            batch.update_compute_environment(computeEnvironment=n["ce"], state="DISABLED")
-        wait(f"compute environment {n['ce']}", lambda: (compute_environment(batch, n["ce"]) or {}).get("status"),
-              lambda s: s in (None, "VALID", "INVALID"), timeout)
-        batch.delete_compute_environment(computeEnvironment=n["ce"])
-        wait(f"compute environment {n['ce']}", lambda: compute_environment(batch, n["ce"]) and "DELETING", lambda s: not s,
-              timeout)
-        removed["compute_environment"] = 1
+        removed["job_queue"] = _remove(
+            "job queue", queue, batch, n["queue"], timeout=timeout,
+            disable=lambda: batch.update_job_queue(jobQueue=n["queue"], state="DISABLED"),
+            delete=lambda: batch.delete_job_queue(jobQueue=n["queue"]))
+    if compute_environment(batch, n["ce"]):
+        removed["compute_environment"] = _remove(
+            "compute environment", compute_environment, batch, n["ce"], timeout=timeout,
+            disable=lambda: batch.update_compute_environment(computeEnvironment=n["ce"], state="DISABLED"),
+            delete=lambda: batch.delete_compute_environment(computeEnvironment=n["ce"]))
     defs = job_definitions(batch, n["jobdef"])
     for d in defs:
         batch.deregister_job_definition(jobDefinition=d["jobDefinitionArn"])
