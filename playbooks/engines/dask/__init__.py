@@ -1,8 +1,8 @@
 """The Dask engine: a ``dask scheduler`` on the head, ``dask worker`` processes on every node, chunks of items.
 
 ``cluster``: ``up`` / ``down`` (the scheduler, the workers, their record in ``<fleet state>/dask.json``);
-``runner``: ``run``, one run in chunks (what is left, the plan, the tasks in flight, the heartbeat).  The function a task
-runs on a worker is ``engines/dask_chunk.py`` (standard library only, shipped by value).
+``runner``: ``run``, one run in chunks (what is left, the plan, the tasks in flight, the heartbeat).  The
+function a task runs on a worker is ``engines/dask_chunk.py`` (standard library only, shipped by value).
 """
 from __future__ import annotations
 
