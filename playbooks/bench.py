@@ -8,12 +8,11 @@ write-ups say (``bench-report.md``) and a chart of chunk size against throughput
 Workloads read ``start_method``, ``per_task_overhead_us`` and ``cores`` from the profile (on the machine it was
 measured on).  ``--from-json`` rebuilds profile, report and chart from a benchmark JSON without measuring again.
 ``--node NODE`` measures one fleet node instead and stores its profile per machine type (see ``bench_node``).
-The profile is built in ``bench_profile``, the report and chart in ``bench_report``.
+The profile is built in ``measure/profile.py`` (the ratios), the report in ``measure/report.py``, the chart in
+``measure/chart.py``, the pytest command and its JSON in ``measure/suite.py``; this module is only the task.
 """
 from __future__ import annotations
 
-import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -23,9 +22,10 @@ from invoke.exceptions import Exit
 from playbooks import bench_node
 from playbooks.measure.profile import PROFILE_VERSION, build_profile  # noqa: F401 - PROFILE_VERSION: the profile's format
 from playbooks.measure.report import write_outputs
+from playbooks.measure.suite import SCALES, load_benchmarks, suite_command
+from playbooks.settings import setting
 from playbooks.settings.defaults import REPO, profile_path
-
-SCALES = ("small", "default", "large")
+from playbooks.settings.errors import exit_on_error
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -41,10 +41,11 @@ SCALES = ("small", "default", "large")
     "src": "with --node: the inputs to sample, relative to shared.root, read on the node (default: job.src)",
     "sample": "with --node: how many inputs each workload is timed on (default: 8 small, 24 default, 100 large)",
 })
+@exit_on_error()
 def run(c, scale=None, from_json=None, pytest_args="", fleet=False, node="", name="", provider="", src="",
         sample=0):
     """Benchmark this machine (pytest bench/), or one fleet node (--node), and write its profile."""
-    scale = scale or c.config.bench.scale
+    scale = setting(c, "bench.scale", scale)
     if scale not in SCALES:
         raise Exit(f"--scale {scale!r}: use one of {', '.join(SCALES)} (or set bench.scale)")
     if node:
@@ -66,24 +67,14 @@ def run(c, scale=None, from_json=None, pytest_args="", fleet=False, node="", nam
         out.parent.mkdir(parents=True, exist_ok=True)
         json_file = out.parent / f"bench-{scale}.json"
         json_file.unlink(missing_ok=True)
-        marks = "" if fleet else "-m 'not fleet' "
-        cmd = (f"{shlex.quote(sys.executable)} -m pytest bench -p no:cacheprovider {marks}"
-               f"--bench-scale {scale} --benchmark-json {shlex.quote(str(json_file))} "
-               f"--benchmark-columns median,rounds --benchmark-sort name {pytest_args}").strip()
         with c.cd(str(REPO)):
-            result = c.run(cmd, warn=True, pty=False, echo=True)
+            result = c.run(suite_command(scale, json_file, fleet, pytest_args), warn=True, pty=False, echo=True)
         if not json_file.is_file():
             raise Exit("the benchmarks wrote no JSON (see pytest's output above); fix the failure, or try "
                        "`invoke bench --scale small`")
         if result is not None and result.failed:
             print(f"warning: pytest exited {result.exited}; building the profile from what was measured",
                   file=sys.stderr)
-    try:
-        data = json.loads(json_file.read_text())
-    except ValueError as e:
-        raise Exit(f"{json_file} is not a benchmark JSON ({e}); run `invoke bench` again") from None
-    if not data.get("benchmarks"):
-        raise Exit(f"{json_file} holds no benchmarks (was the run made with --benchmark-disable?)")
-    files = write_outputs(build_profile(data, source=str(json_file)), out)
+    files = write_outputs(build_profile(load_benchmarks(json_file), source=str(json_file)), out)
     for what, path in files.items():
         print(f"{what}: {path}")

@@ -22,12 +22,13 @@ from pathlib import Path
 from invoke.exceptions import Exit
 from rich.console import Console
 
+from playbooks.settings import setting
 from playbooks.measure import profiles
 from playbooks.measure.profile import build_profile
 from playbooks.settings.defaults import REPO
 from playbooks.deploy import copy_files, workload_files
 from playbooks.fleet import nodes_or_exit
-from playbooks.mount import is_mounted
+from playbooks.engines.launch import is_mounted
 from playbooks.ssh.fanout import connect, q, run_checked
 
 console = Console()
@@ -71,15 +72,15 @@ def measure(c, node_name: str, *, name: str = "", provider: str = "", scale: str
             sample: int = 0, pytest_args: str = "") -> Path:
     """Benchmark ``node_name``; write and return its machine type's profile file."""
     name, nodes = nodes_or_exit(c, name, provider)
-    provider = provider or c.config.fleet.provider
+    provider = setting(c, "fleet.provider", provider)
     node = _pick(nodes, node_name)
     mtype = profiles.machine_type(c, provider, node)
     out = profiles.profile_file(c, provider, mtype)
-    src = src or c.config.job.src
+    src = setting(c, "job.src", src)
     if Path(src).is_absolute() or ".." in Path(src).parts:
         raise Exit(f"--src {src}: give a folder inside shared.root, relative to it (e.g. src)")
     src_on_node = f"{node.mountpoint}/{src}"
-    timeout = float(c.config.fleet.ssh_timeout)
+    timeout = setting(c, "fleet.ssh_timeout")
     conn = connect(c, name, node)
     try:
         check = (f"{is_mounted(q(node.mountpoint))} || {{ echo no-mount; exit 0; }}; "
@@ -100,7 +101,7 @@ def measure(c, node_name: str, *, name: str = "", provider: str = "", scale: str
         cmd = node_command(node, scale, src_on_node, sample, profiles.node_env(c, provider), pytest_args)
         console.print(f"bench on {node.name} ({provider} {mtype}), scale {scale}, a sample of {src}: {cmd}",
                       markup=False, highlight=False, soft_wrap=True)
-        result = conn.run(cmd, hide=False, warn=True, in_stream=False, timeout=float(c.config.bench.node_timeout))
+        result = conn.run(cmd, hide=False, warn=True, in_stream=False, timeout=setting(c, "bench.node_timeout"))
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / JSON_NAME
             try:

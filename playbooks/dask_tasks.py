@@ -9,6 +9,8 @@ from invoke import task
 
 from playbooks.engines import dask as engine
 from playbooks.fleet import fleet_name, nodes_or_exit, provider_of
+from playbooks.settings import setting
+from playbooks.settings.errors import exit_on_error
 
 
 @task(help={
@@ -17,13 +19,15 @@ from playbooks.fleet import fleet_name, nodes_or_exit, provider_of
     "nworkers": "worker processes per node (default: dask.nworkers, 0 = the node's cores)",
     "port": "scheduler port on the head (default: dask.port)",
 })
+@exit_on_error()
 def up(c, name="", provider="", nworkers=0, port=0):
     """Start a Dask scheduler on the head and Dask workers on every node."""
     name, nodes = nodes_or_exit(c, name, provider)
-    engine.up(c, name, nodes, provider or c.config.fleet.provider, nworkers=nworkers, port=port)
+    engine.up(c, name, nodes, setting(c, "fleet.provider", provider), nworkers=nworkers, port=port)
 
 
 @task(help={"name": "fleet name (default: fleet.name)", "provider": "local, gcp or aws (default: fleet.provider)"})
+@exit_on_error()
 def down(c, name="", provider=""):
     """Stop the Dask workers on every node and the scheduler on the head (a second call does nothing)."""
     name = fleet_name(c, name)

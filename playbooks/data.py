@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, TextColumn, TransferSpeedColumn
 from rich.text import Text
 
+from playbooks.settings import setting
 from playbooks.runs import keep
 from playbooks.runs import state as runstate
 from playbooks.settings.defaults import profile_path
@@ -30,8 +31,8 @@ DEFAULT_THREADS = 8
 
 def default_threads(c) -> int:
     """``data.threads``, else the machine profile's best thread count for waiting items, else 8."""
-    if int(c.config.data.threads or 0) > 0:
-        return int(c.config.data.threads)
+    if setting(c, "data.threads") > 0:
+        return setting(c, "data.threads")
     try:
         profile = json.loads(profile_path(c).read_text())
     except (OSError, ValueError):
@@ -145,7 +146,7 @@ def push(c, from_="", to="", threads=0, json_=False, dry_run=False, name="", pro
     src = _outside(c, "--from", from_, threads)
     if not src.exists():
         raise Exit(f"--from {from_}: nothing there (no such folder, or an empty prefix)")
-    dst = _side(c, "--to", to or str(c.config.job.src), name, provider)
+    dst = _side(c, "--to", setting(c, "job.src", to), name, provider)
     _run(c, src, dst, threads, json_, bool(dry_run or c.config.run.dry))
 
 
@@ -155,9 +156,9 @@ def pull(c, from_="", to="", threads=0, json_=False, dry_run=False, name="", pro
     """Copy results out of the shared root; what is there is skipped, a rerun resumes."""
     threads = int(threads) or default_threads(c)
     dst = _outside(c, "--to", to, threads)
-    src = _side(c, "--from", from_ or str(c.config.job.dst), name, provider)
+    src = _side(c, "--from", setting(c, "job.dst", from_), name, provider)
     if not src.exists():
-        raise Exit(f"--from {from_ or c.config.job.dst}: no such folder in the shared root ({src.label})")
+        raise Exit(f"--from {setting(c, 'job.dst', from_)}: no such folder in the shared root ({src.label})")
     started = time.time()
     out = _run(c, src, dst, threads, json_, bool(dry_run or c.config.run.dry))
     if not out["dry_run"] and getattr(src, "head", None) is not None:   # outputs on a head instance: now safe

@@ -14,6 +14,7 @@ from invoke import task
 from invoke.exceptions import Exit
 from rich.console import Console
 
+from playbooks.settings import setting
 from playbooks.measure import profiles
 from playbooks.settings.defaults import REPO
 from playbooks.fleet import nodes_or_exit
@@ -47,7 +48,7 @@ def copy_files(conn, target: str, files: list[tuple[str, str]], timeout: float) 
 
 
 def deploy_one(c, conn, node, files):
-    timeout = float(c.config.fleet.ssh_timeout)
+    timeout = setting(c, "fleet.ssh_timeout")
     target = f"{node.workdir}/workloads"
     copy_files(conn, target, files, timeout)
     profile = next((local for local, name in files if name == PROFILE), None)
@@ -62,7 +63,7 @@ def deploy_one(c, conn, node, files):
 def deploy(c, name="", provider=""):
     """Copy workloads/ (and each node's machine-type profile) to every node; record each node's interpreter."""
     name, nodes = nodes_or_exit(c, name, provider)
-    provider = provider or c.config.fleet.provider
+    provider = setting(c, "fleet.provider", provider)
     if not workload_files():
         raise Exit(f"nothing to deploy: {WORKLOADS} has no workload scripts")
     results = fan_out(c, name, nodes, lambda conn, n: deploy_one(c, conn, n, files_to_ship(c, provider, n)),

@@ -9,6 +9,7 @@ from invoke import task
 from invoke.exceptions import Exit
 from rich.console import Console
 
+from playbooks.engines.launch import is_mounted  # one shell test of a mount, shared with preflight
 from playbooks.ssh import sftp_head as local_head
 from playbooks.fleet import nodes_or_exit, provider_of
 from playbooks.ssh.fanout import fan_out, q, run_checked, show_failures
@@ -27,11 +28,6 @@ def head_for(c, fleet: str, provider: str):
     if hasattr(prov, "head"):
         return prov.head(c, fleet)
     return local_head.start(c, fleet)
-
-
-def is_mounted(mp: str) -> str:
-    """Shell test: an sshfs mount (not just any mount) sits at ``mp`` (already quoted)."""
-    return f"findmnt -n -t fuse.sshfs --mountpoint {mp} >/dev/null"
 
 
 def repair_dead(mp: str) -> str:

@@ -18,12 +18,15 @@ from invoke.exceptions import Exit
 from rich.console import Console
 from rich.table import Table
 
+from playbooks.engines.launch import workload_opts
+from playbooks.engines.plan import WARN_SHARE, job_line
 from playbooks.measure import planning
 from playbooks.measure import profiles
-from playbooks.runs import state as runstate
-from playbooks.settings.defaults import profile_path, shared_root
-from playbooks.settings.engines import ENGINE_DEFAULTS
 from playbooks.providers import PROVIDERS
+from playbooks.runs import state as runstate
+from playbooks.settings import setting
+from playbooks.settings.defaults import profile_path, shared_root
+from playbooks.settings.errors import exit_on_error
 
 console = Console()
 BOOT_S = {"local": 1.0, "gcp": 60.0, "aws": 90.0}     # plan.boot_s = -1: seconds until a new node answers SSH
@@ -53,7 +56,6 @@ def ints(text: str, what: str) -> list[int]:
 
 def count_items(c, workload: str, src: str, args: str) -> tuple[int, float | None]:
     """Items of ``workload`` in ``src`` (relative to shared.root, on this machine) and their mean size in bytes."""
-    from playbooks.run import workload_opts
     root = shared_root(c)
     wl, opts, _ = workload_opts(workload, str(root / src), str(root / (src + "-plan")), args)
     if getattr(wl, "needs_src", True) and not (root / src).is_dir():
@@ -85,7 +87,7 @@ def build_model(c, workload: str, items: int, in_bytes: float | None, provider: 
     p = profile or {}
     sources = {"item_s": source}
     if provider == "local":
-        cores = int(c.config.local.cores_per_node)
+        cores = setting(c, "local.cores_per_node")
         sources["cores"] = "local.cores_per_node"
     elif p.get("measured_on") == "node" and isinstance(p.get("cores"), int):
         cores, sources["cores"] = p["cores"], "measured on the node"
@@ -110,7 +112,6 @@ def build_model(c, workload: str, items: int, in_bytes: float | None, provider: 
     sources["bytes"] = (f"inputs {in_b / 1e3:.1f} kB ("
                         + ("mean of up to 200 of them" if in_bytes is not None else "the profile's sample")
                         + f"), outputs {out_b / 1e3:.1f} kB (" + ("the profile's sample)" if out_b else "unknown)"))
-    pl = c.config.plan
     here_cores, here_eff, here_src = _this_machine(c)
     links, machine_cores, machine_eff, uses_here = [], None, 1.0, False
     if provider == "local":
@@ -121,22 +122,24 @@ def build_model(c, workload: str, items: int, in_bytes: float | None, provider: 
         sources["machine"] = (f"{here_cores} cores shared by the nodes and the head; efficiency "
                               + ("measured by `invoke bench --node`" if node_machine_eff else here_src))
     elif head == "instance":
-        hmt = str(c.config[provider]["head_machine_type" if provider == "gcp" else "head_instance_type"])
+        hmt = head_type(c, provider)
         head_cores = profiles.type_cores(hmt) or 2
-        links = [planning.Link(planning.HEAD_LINK, float(pl.head_link_gbps) * 1e9 / 8, in_b + out_b)]
-        sources["head"] = f"head instance {hmt}, {head_cores} cores, a {float(pl.head_link_gbps):g} Gbit/s link " \
-                          "(plan.head_link_gbps)"
+        gbps = setting(c, "plan.head_link_gbps")
+        links = [planning.Link(planning.HEAD_LINK, gbps * 1e9 / 8, in_b + out_b)]
+        sources["head"] = f"head instance {hmt}, {head_cores} cores, a {gbps:g} Gbit/s link (plan.head_link_gbps)"
     else:
         head_cores = here_cores
-        links = [planning.Link(planning.UPLINK, float(pl.uplink_mbps) * 1e6 / 8, in_b),
-                 planning.Link(planning.DOWNLINK, float(pl.downlink_mbps) * 1e6 / 8, out_b)]
-        sources["head"] = (f"this machine, through tunnels: {float(pl.uplink_mbps):g} Mbit/s up, "
-                           f"{float(pl.downlink_mbps):g} Mbit/s down (plan.uplink_mbps, plan.downlink_mbps)")
+        up, down = setting(c, "plan.uplink_mbps"), setting(c, "plan.downlink_mbps")
+        links = [planning.Link(planning.UPLINK, up * 1e6 / 8, in_b),
+                 planning.Link(planning.DOWNLINK, down * 1e6 / 8, out_b)]
+        sources["head"] = (f"this machine, through tunnels: {up:g} Mbit/s up, "
+                           f"{down:g} Mbit/s down (plan.uplink_mbps, plan.downlink_mbps)")
     node_price, head_price = prices(c, provider, mtype, head)
     sources["price"] = ("fleet.price_per_hour" if provider == "local" else f"{provider} price table / settings, spot") \
         if node_price is not None else "unknown"
     method = p.get("start_method")
-    boot = float(pl.boot_s) if float(pl.boot_s) >= 0 else BOOT_S[provider]
+    boot_s, ssh_s = setting(c, "plan.boot_s"), setting(c, "plan.ssh_s")
+    boot = boot_s if boot_s >= 0 else BOOT_S[provider]
     sources["boot_s"] = f"{boot:g} s, plan.boot_s (a setting, not measured)"
     model = planning.Model(
         items=items, item_s=item_s, cores=cores, efficiency=float(eff or 1.0),
@@ -144,11 +147,11 @@ def build_model(c, workload: str, items: int, in_bytes: float | None, provider: 
         head_disk_s=float(head_disk or planning.DEFAULT_HEAD_DISK_S), head_cores=float(head_cores),
         io_s=float(io_s or 0.0), disk_on_node_cores=provider != "local",
         links=tuple(links), machine_cores=machine_cores, machine_efficiency=float(machine_eff), boot_s=boot,
-        ssh_s=float(pl.ssh_s) if float(pl.ssh_s) >= 0 else SSH_S[provider],
-        max_parallel=int(c.config.fleet.max_parallel),
+        ssh_s=ssh_s if ssh_s >= 0 else SSH_S[provider],
+        max_parallel=setting(c, "fleet.max_parallel"),
         run_start_s=float((p.get("run_start_s") or {}).get(workload) or 0.3),
         pool_start_s=float((p.get("pool_start_s") or {}).get(method) or 0.0) if cores > 1 else 0.0,
-        poll_s=float(c.config.job.poll), node_price_h=node_price, head_price_h=head_price,
+        poll_s=setting(c, "job.poll"), node_price_h=node_price, head_price_h=head_price,
         notes=tuple(busy_notes({"the per-item time": profile,
                                 "this machine's profile": profiles.load(profile_path(c)) if uses_here else None})))
     return model, sources
@@ -173,29 +176,31 @@ def prices(c, provider: str, mtype: str, head: str) -> tuple[float | None, float
     node = cc.price_per_hour(c, provider, True, mtype)
     if head != "instance":
         return node, None
-    hmt = str(c.config[provider]["head_machine_type" if provider == "gcp" else "head_instance_type"])
-    return node, cc.price_per_hour(c, provider, False, hmt)
+    return node, cc.price_per_hour(c, provider, False, head_type(c, provider))
+
+
+def head_type(c, provider: str) -> str:
+    """The machine type of a head instance (gcp.head_machine_type / aws.head_instance_type)."""
+    return setting(c, "gcp.head_machine_type" if provider == "gcp" else f"{provider}.head_instance_type")
 
 
 def batch_plan(c, workload: str, items: int, item_s: float) -> dict:
     """AWS Batch shard counts: jobs, items per job, overhead share, wall, cost; the recommended count."""
-    from playbooks.engines import batch
-    b = {k: batch.setting(c, k) for k in ENGINE_DEFAULTS["batch"]}
-    start_s, threads = float(b["job_start_s"]), int(b["threads"])
-    counts = ints(c.config.plan.shards, "plan.shards") + [int(b["shards"])]
+    start_s, threads = setting(c, "batch.job_start_s"), setting(c, "batch.threads")
+    counts = ints(setting(c, "plan.shards"), "plan.shards") + [setting(c, "batch.shards")]
     from playbooks.providers import cloud_common as cc
     price = cc.price_per_hour(c, "aws", True)           # the spot price of aws.instance_type, per vCPU below
-    type_vcpus = profiles.type_cores(str(c.config.aws.instance_type))
+    type_vcpus = profiles.type_cores(setting(c, "aws.instance_type"))
     vcpu_price = price / type_vcpus if price is not None and type_vcpus else None
-    rows = planning.batch_options(items, counts, job_start_s=start_s, vcpus=int(b["vcpus"]),
-                                  max_vcpus=int(b["max_vcpus"]), vcpu_price_h=vcpu_price,
-                                  share_of=lambda n, shards: batch.plan_line(n, shards, start_s, item_s, threads)[1])
+    rows = planning.batch_options(items, counts, job_start_s=start_s, vcpus=setting(c, "batch.vcpus"),
+                                  max_vcpus=setting(c, "batch.max_vcpus"), vcpu_price_h=vcpu_price,
+                                  share_of=lambda n, shards: job_line(n, shards, start_s, item_s, threads)[1])
     for r in rows:
         share = r["overhead_share"] or 0.0
         r["nodes"] = min(r["shards"], r["jobs_at_once"])
         r["bottleneck"] = ("job start" if share > 0.5 else
                            "job concurrency (batch.max_vcpus)" if r["shards"] > r["jobs_at_once"] else "item work")
-        r["warning"] = share > batch.WARN_SHARE
+        r["warning"] = share > WARN_SHARE
     ok = [r for r in rows if not r["warning"]]
     best = (min(ok, key=lambda r: (r["wall_s"], r["shards"])) if ok
             else min(rows, key=lambda r: r["overhead_share"] or 0))
@@ -217,11 +222,12 @@ def batch_plan(c, workload: str, items: int, item_s: float) -> dict:
     "engine": "local (a fleet, the default) or batch (AWS Batch: shards and jobs)",
     "json": "print only JSON: options, recommended, inputs, notes",
 })
+@exit_on_error()
 def plan(c, workload="", items=0, src="", args="", provider="", machine_type="", deadline="", budget="",
          sizes="", engine="local", json_=False):
     """Fleet sizes with wall time, cost and bottleneck, from measured per-item times; recommend one."""
-    workload = workload or c.config.job.workload
-    provider = provider or c.config.fleet.provider
+    workload = setting(c, "job.workload", workload)
+    provider = setting(c, "fleet.provider", provider)
     if provider not in PROVIDERS:
         raise Exit(f"unknown provider {provider!r}: choose one of {', '.join(PROVIDERS)}")
     if engine not in ("local", "batch"):
@@ -237,7 +243,7 @@ def plan(c, workload="", items=0, src="", args="", provider="", machine_type="",
     if (budget_usd is not None and budget_usd < 0) or int(items) < 0:
         raise Exit("--budget and --items must not be negative")
     deadline_s = duration(deadline)
-    fleet_sizes = ints(sizes or c.config.plan.sizes, "--sizes")
+    fleet_sizes = ints(setting(c, "plan.sizes", sizes), "--sizes")
     if items and src:
         raise Exit("give --items N or --src S, not both")
     in_bytes = None
@@ -246,9 +252,9 @@ def plan(c, workload="", items=0, src="", args="", provider="", machine_type="",
         if workload not in runstate.fleetwork().available():
             raise Exit(f"unknown workload {workload!r}: choose one of {', '.join(runstate.fleetwork().available())}")
     else:
-        n, in_bytes = count_items(c, workload, src or c.config.job.src, args)
+        n, in_bytes = count_items(c, workload, setting(c, "job.src", src), args)
     mtype = machine_type or profiles.configured_type(c, provider)
-    head = "local" if provider == "local" else str(c.config[provider].head)
+    head = "local" if provider == "local" else setting(c, f"{provider}.head")
     model, sources = build_model(c, workload, n, in_bytes, provider, mtype, head)
     result = planning.plan(model, fleet_sizes, deadline_s, budget_usd)
     result.update(workload=workload, items=n, provider=provider, machine_type=mtype, head=head, inputs=sources)

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from playbooks.settings import setting
 from playbooks.runs import state as runstate
 from playbooks.fleet import provider_of
 
@@ -152,7 +153,7 @@ def show_failed(c, record: dict) -> None:
 
 def wait_until_finished(c, record: dict) -> dict:
     """A progress bar until every node has finished or is lost; exit non-zero naming lost or failed nodes."""
-    poll = float(c.config.job.poll)
+    poll = setting(c, "job.poll")
     snap = snapshot(c, record)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]:.1f} items/s"), TimeRemainingColumn(), console=console,
@@ -186,7 +187,7 @@ def wait_until_finished(c, record: dict) -> dict:
 def progress(c, watch=False, json_=False, failed=False, run_id="", name="", provider=""):
     """Done / failed / rate / ETA / cost of a run, counted on the head's own disk."""
     record = runstate.load_run(c, run_id, provider, name)
-    poll = float(c.config.job.poll)
+    poll = setting(c, "job.poll")
     snap = snapshot(c, record)
     if json_:
         while True:

@@ -7,7 +7,6 @@ the run's record, logs, heartbeats and exit files live.
 """
 from __future__ import annotations
 
-import secrets
 import shlex
 import time
 
@@ -15,33 +14,20 @@ from invoke import task
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from playbooks.ssh import sftp_head as local_head
-from playbooks.runs import state as runstate
-from playbooks.fs import safefs
-from playbooks.settings.defaults import shared_root
+from playbooks.engines.errors import EngineError
+from playbooks.engines.launch import preflight, workload_opts
 from playbooks.fleet import fleet_name, nodes_or_exit, provider_of
-from playbooks.mount import is_mounted
+from playbooks.fs import safefs
 from playbooks.measure.profiles import node_env
+from playbooks.runs import state as runstate
+from playbooks.runs.ids import new_run_id
+from playbooks.settings import setting
+from playbooks.settings.defaults import shared_root
+from playbooks.settings.errors import exit_on_error
+from playbooks.ssh import sftp_head as local_head
 from playbooks.ssh.fanout import fan_out, q, run_checked, show_failures
 
 console = Console()
-
-
-def workload_opts(workload: str, src: str, dst: str, args: str):
-    """Check the workload and its arguments on the head, before anything starts on a node."""
-    fw = runstate.fleetwork()
-    if workload not in fw.available():
-        raise Exit(f"unknown workload {workload!r}: choose one of {', '.join(fw.available())}")
-    wl = fw.load(workload)
-    try:
-        extra = shlex.split(args)
-    except ValueError as exc:
-        raise Exit(f"--args is not valid shell quoting ({exc}): pass one quoted string, e.g. --args '--size 64'")
-    try:
-        opts = wl.parse_args(["--src", src, "--dst", dst, *extra])
-    except SystemExit:
-        raise Exit(f"--args {args!r} is not valid for {workload}: see python workloads/{workload}.py --help") from None
-    return wl, opts, extra
 
 
 def node_command(node, record: dict, shard: int, extra: list[str], workers: int | None,
@@ -63,20 +49,6 @@ def node_command(node, record: dict, shard: int, extra: list[str], workers: int 
             f"> {q(state + '/log.txt')} 2>&1 < /dev/null & echo $!")
 
 
-def preflight(c, name, nodes, workload):
-    """Every node has the shared disk mounted and the workload deployed, or a one-line error."""
-    timeout = float(c.config.fleet.ssh_timeout)
-    check = "{mounted} || {{ echo no-mount; exit 0; }}; test -f {wd}/workloads/{w}.py || echo no-deploy"
-    results = fan_out(c, name, nodes, lambda conn, n: run_checked(conn, check.format(
-        mounted=is_mounted(q(n.mountpoint)), wd=q(n.workdir), w=q(workload)), timeout).strip(), step="preflight")
-    if show_failures(results):
-        raise Exit("some nodes did not answer (see the table above): check `invoke fleet.list`")
-    for problem, fix in (("no-mount", "invoke mount"), ("no-deploy", "invoke deploy")):
-        bad = [r.node.name for r in results if r.value == problem]
-        if bad:
-            raise Exit(f"{problem.replace('no-', 'no ')} on {', '.join(bad)}: run `{fix}` first")
-
-
 def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, provider: str = "") -> dict:
     src, dst = safefs.rel_path(src, "--src"), safefs.rel_path(dst, "--dst")
     root = shared_root(c)
@@ -84,22 +56,23 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
     disk = runstate.disk(c, provider, name)   # a head instance: the shared root is there, written over SFTP
     if getattr(wl, "needs_src", True) and not disk.is_dir(src):
         where = f" {root}" if isinstance(disk, safefs.Root) else " on the head instance"
-        raise Exit(f"source folder {src} does not exist in the shared root{where}: put the inputs there or pass --src")
+        raise EngineError(f"source folder {src} does not exist in the shared root{where}: put the inputs there or "
+                          f"pass --src")
     preflight(c, name, nodes, workload)
     disk.mkdirs(dst)
     if isinstance(disk, safefs.Root):
         local_head.give_to_nodes(c, dst, tree=True)  # nodes write there as the head's SFTP user
-    run_id = f"{workload}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-    record = {"run_id": run_id, "fleet": name, "provider": provider or c.config.fleet.provider,
+    run_id = new_run_id(workload)
+    record = {"run_id": run_id, "fleet": name, "provider": provider or setting(c, "fleet.provider"),
               "workload": workload, "src": src, "dst": dst, "args": args, "started_at": time.time(),
               "nodes": [{"name": n.name, "shard": i} for i, n in enumerate(nodes)]}
     runstate.save_run(disk, record)
     if isinstance(disk, safefs.Root):
         for n in nodes:  # each node writes its own state folder
             local_head.give_to_nodes(c, f"{runstate.run_rel(run_id)}/nodes/{n.name}")
-    workers = int(c.config.local.cores_per_node) if record["provider"] == "local" else None
+    workers = setting(c, "local.cores_per_node") if record["provider"] == "local" else None
     env = node_env(c, record["provider"])   # a local node counts local.cores_per_node as its cores
-    timeout = float(c.config.fleet.ssh_timeout)
+    timeout = setting(c, "fleet.ssh_timeout")
     results = fan_out(c, name, nodes, lambda conn, n: int(run_checked(
         conn, node_command(n, record, record["nodes"][nodes.index(n)]["shard"], extra, workers, env), timeout)
         .split()[-1]), step="start")
@@ -112,7 +85,7 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
     console.print(f"run {run_id}: {workload} started on {started}/{len(nodes)} node(s); "
                   f"watch it with `invoke progress --watch`")
     if show_failures(results):
-        raise Exit("the workload did not start on some nodes (see the table above)")
+        raise EngineError("the workload did not start on some nodes (see the table above)")
     return record
 
 
@@ -127,19 +100,21 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
     "engine": "local (default: one detached process per node) or dask (chunks of items on the cluster that "
               "`invoke dask.up` started; waits, with a progress bar; items per task: --args '--chunksize N')",
 })
+@exit_on_error()
 def run_(c, workload="", src="", dst="", args="", wait=False, name="", provider="", engine="local"):
     """Start a workload on every node of the fleet, each on its share of the inputs."""
-    job = c.config.job
     # paths below the shared root: relative, never leaving it (checked once, here, for both engines)
-    src, dst = safefs.rel_path(src or job.src, "--src"), safefs.rel_path(dst or job.dst, "--dst")
+    src = safefs.rel_path(setting(c, "job.src", src), "--src")
+    dst = safefs.rel_path(setting(c, "job.dst", dst), "--dst")
+    workload, args = setting(c, "job.workload", workload), setting(c, "job.args", args)
     name, nodes = nodes_or_exit(c, name, provider)
     # --- engine choice (issue 6): everything else in this task is the local engine
     if engine not in ("local", "dask"):
         raise Exit(f"unknown engine {engine!r}: use --engine local or --engine dask")
     if engine == "dask":
         from playbooks.engines import dask as dask_engine
-        return dask_engine.run(c, name, nodes, workload or job.workload, src, dst, args or job.args, provider)
-    record = start(c, name, nodes, workload or job.workload, src, dst, args or job.args, provider)
+        return dask_engine.run(c, name, nodes, workload, src, dst, args, provider)
+    record = start(c, name, nodes, workload, src, dst, args, provider)
     if wait:
         from playbooks.progress import wait_until_finished
         wait_until_finished(c, record)
@@ -157,7 +132,7 @@ def stop(c, name="", provider="", run_id=""):
     if not nodes:
         console.print(f"run {record['run_id']}: no running node to stop")
         return
-    timeout = float(c.config.fleet.ssh_timeout)
+    timeout = setting(c, "fleet.ssh_timeout")
     results = fan_out(c, name, nodes, lambda conn, n: run_checked(
         conn, f"kill -TERM -- -{int(pids[n.name])} 2>/dev/null; sleep 0.5; "
               f"kill -KILL -- -{int(pids[n.name])} 2>/dev/null; true", timeout), step="stop")

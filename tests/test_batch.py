@@ -15,7 +15,6 @@ import urllib.request
 
 import boto3
 import pytest
-from invoke.exceptions import Exit
 from PIL import Image
 
 from cloud_fixtures import make_context
@@ -23,6 +22,7 @@ from playbooks import batch_tasks
 from playbooks.runs import state as runstate
 from playbooks.settings.defaults import REPO
 from playbooks.engines import batch as engine
+from playbooks.engines.errors import EngineError
 from playbooks.runs.samples import make_samples
 
 BUCKET = "fb-batch-test"
@@ -87,13 +87,13 @@ def test_setup_is_idempotent(batch_ctx):
 
 def test_setup_without_an_image_says_what_to_do(batch_ctx):
     batch_ctx.config.batch.image = ""
-    with pytest.raises(Exit) as e:
+    with pytest.raises(EngineError) as e:
         engine.setup(batch_ctx)
     assert "docker/Dockerfile" in e.value.message and "batch.image" in e.value.message
 
 
 def test_submit_before_setup_says_what_to_do(batch_ctx):
-    with pytest.raises(Exit) as e:
+    with pytest.raises(EngineError) as e:
         engine.submit(batch_ctx, "resize", shards=4)
     assert "invoke batch.setup" in e.value.message
 
@@ -216,7 +216,7 @@ def test_down_removes_everything(batch_ctx):
     assert iam.list_instance_profiles()["InstanceProfiles"] == []
     again = engine.down(batch_ctx)
     assert not any(again.values())
-    with pytest.raises(Exit):
+    with pytest.raises(EngineError):
         engine.status(batch_ctx)
 
 

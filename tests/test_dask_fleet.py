@@ -11,12 +11,12 @@ import psutil
 import pytest
 from fleet_fixtures import check_resized, cmdline, fleet_processes, outputs
 from invoke import Config, Context
-from invoke.exceptions import Exit
 
 from playbooks import dask_tasks, deploy, fleet, mount, progress, run, teardown
 from playbooks.runs import state as runstate
 from playbooks.settings.defaults import DEFAULTS
 from playbooks.engines import dask as engine
+from playbooks.engines.errors import EngineError
 from playbooks.providers import local
 from playbooks.runs.samples import make_samples
 
@@ -170,7 +170,7 @@ def test_a_worker_killed_mid_run_loses_nothing(up):
 def test_run_without_a_cluster_says_what_to_do(up, fleet_base):
     other = dask_ctx(fleet_base)
     other.config.fleet.state_dir = str(fleet_base / "elsewhere")
-    with pytest.raises(Exit) as e:
+    with pytest.raises(EngineError) as e:
         engine.run(other, NAME, local.list_nodes(up, NAME), "resize", "src", "out-x", "")
     assert "invoke dask.up" in e.value.message
 

@@ -12,6 +12,7 @@ from invoke.exceptions import Exit
 from cloud_fixtures import make_context
 from playbooks import run
 from playbooks.engines import dask as engine
+from playbooks.engines.errors import EngineError
 from playbooks.providers import Node
 
 
@@ -39,12 +40,12 @@ def test_chunks_follow_the_profile_rule_and_cover_every_item(tmp_path, items, th
     class Opts:
         chunksize = None
 
-    chunk = engine.plan(c, None, Opts, todo, threads, overhead_us, item_s)
+    chunk = engine.plan(c, Opts, todo, threads, overhead_us, item_s)
     assert chunk == fw.choose_chunksize(items, threads, item_s, overhead_us)
     assert math.ceil(items / chunk) * chunk >= items
     Opts.chunksize = 7  # the workload's own --chunksize (via --args) wins
-    assert engine.plan(c, None, Opts, todo, threads, overhead_us, item_s) == 7
-    assert engine.plan(ctx(tmp_path, chunksize=11), None, Opts, todo, threads, overhead_us, item_s) == 11
+    assert engine.plan(c, Opts, todo, threads, overhead_us, item_s) == 7
+    assert engine.plan(ctx(tmp_path, chunksize=11), Opts, todo, threads, overhead_us, item_s) == 11
 
 
 def test_worker_command_is_detached_quoted_and_on_the_workloads_path():
@@ -64,7 +65,7 @@ def test_a_taken_port_is_a_one_line_error(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        with pytest.raises(Exit) as e:
+        with pytest.raises(EngineError) as e:
             engine.up(ctx(tmp_path, port=port), "nofleet", [], "local")
     assert f"port {port}" in e.value.message and "dask.port" in e.value.message
 

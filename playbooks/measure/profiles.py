@@ -14,16 +14,17 @@ import json
 import re
 from pathlib import Path
 
+from playbooks.settings import setting
 from playbooks.settings.defaults import profile_path, repo_path
 
 
 def configured_type(c, provider: str) -> str:
     """The machine type a new node of ``provider`` gets from the settings."""
     if provider == "gcp":
-        return str(c.config.gcp.machine_type)
+        return setting(c, "gcp.machine_type")
     if provider == "aws":
-        return str(c.config.aws.instance_type)
-    return f"{int(c.config.local.cores_per_node)}cpu"
+        return setting(c, "aws.instance_type")
+    return f"{setting(c, 'local.cores_per_node')}cpu"
 
 
 TYPE_KEY = "machine_type"   # the Node.labels key a cloud provider fills from the instance (providers.TYPE_KEY)
@@ -36,7 +37,7 @@ def machine_type(c, provider: str, node=None) -> str:
 
 
 def profiles_dir(c) -> Path:
-    return repo_path(c.config.bench.profiles or ".fleetbook/profiles")
+    return repo_path(setting(c, "bench.profiles") or ".fleetbook/profiles")
 
 
 def profile_file(c, provider: str, mtype: str) -> Path:
@@ -62,7 +63,7 @@ def for_node(c, provider: str, node) -> Path | None:
 def node_env(c, provider: str) -> dict[str, str]:
     """Environment a command on a node needs to see its own hardware: a local node counts
     ``local.cores_per_node`` cores (its CPUs are the head's); a cloud node counts its own CPUs."""
-    return {"FLEETBOOK_CORES": str(int(c.config.local.cores_per_node))} if provider == "local" else {}
+    return {"FLEETBOOK_CORES": str(setting(c, "local.cores_per_node"))} if provider == "local" else {}
 
 
 def measured(c, provider: str, mtype: str) -> tuple[dict | None, str]:

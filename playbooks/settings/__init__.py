@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from .defaults import DEFAULTS
+from .errors import FleetbookError
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-class SettingError(ValueError):
+class SettingError(FleetbookError, ValueError):
     """A setting whose value cannot be read as the type of its default."""
 
 
