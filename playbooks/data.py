@@ -19,7 +19,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, T
 from rich.text import Text
 
 from playbooks.runs import keep
-from playbooks.runs import state as runstate
+from playbooks.runs import disk as rundisk
 from playbooks.settings.defaults import profile_path
 from playbooks.fleet import fleet_name
 from playbooks.transfer import locations, transfer
@@ -55,9 +55,8 @@ class FilesColumn(ProgressColumn):
 
 def _side(c, where: str, rel: str, name: str, provider: str):
     fleet = fleet_name(c, name)
-    head = runstate.remote(c, provider, fleet)
     try:
-        return locations.shared(c, rel, head, where)
+        return locations.shared(rundisk.shared_disk(c, provider, fleet), rel, where)
     except ValueError as exc:
         raise Exit(f"{where}: {exc}") from None
 

@@ -15,7 +15,7 @@ from invoke import task
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from playbooks.ssh import sftp_head as local_head
+from playbooks.runs import disk as rundisk
 from playbooks.runs import state as runstate
 from playbooks.fs import safefs
 from playbooks.settings.defaults import shared_root
@@ -81,22 +81,20 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
     src, dst = safefs.rel_path(src, "--src"), safefs.rel_path(dst, "--dst")
     root = shared_root(c)
     wl, opts, extra = workload_opts(workload, str(root / src), str(root / dst), args)
-    disk = runstate.disk(c, provider, name)   # a head instance: the shared root is there, written over SFTP
+    disk = rundisk.shared_disk(c, provider, name)   # here, or on a head instance (written over SFTP)
     if getattr(wl, "needs_src", True) and not disk.is_dir(src):
-        where = f" {root}" if isinstance(disk, safefs.Root) else " on the head instance"
-        raise Exit(f"source folder {src} does not exist in the shared root{where}: put the inputs there or pass --src")
+        raise Exit(f"source folder {src} does not exist in the shared root{disk.where}: put the inputs there or "
+                   "pass --src")
     preflight(c, name, nodes, workload)
     disk.mkdirs(dst)
-    if isinstance(disk, safefs.Root):
-        local_head.give_to_nodes(c, dst, tree=True)  # nodes write there as the head's SFTP user
+    disk.give_to_nodes(dst, tree=True)  # nodes write there as the head's SFTP user
     run_id = f"{workload}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     record = {"run_id": run_id, "fleet": name, "provider": provider or c.config.fleet.provider,
               "workload": workload, "src": src, "dst": dst, "args": args, "started_at": time.time(),
               "nodes": [{"name": n.name, "shard": i} for i, n in enumerate(nodes)]}
     runstate.save_run(disk, record)
-    if isinstance(disk, safefs.Root):
-        for n in nodes:  # each node writes its own state folder
-            local_head.give_to_nodes(c, f"{runstate.run_rel(run_id)}/nodes/{n.name}")
+    for n in nodes:  # each node writes its own state folder
+        disk.give_to_nodes(f"{runstate.run_rel(run_id)}/nodes/{n.name}")
     workers = int(c.config.local.cores_per_node) if record["provider"] == "local" else None
     env = node_env(c, record["provider"])   # a local node counts local.cores_per_node as its cores
     timeout = float(c.config.fleet.ssh_timeout)

@@ -19,7 +19,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -36,7 +35,7 @@ from playbooks.runs import state as runstate
 from playbooks.fs import safefs
 from playbooks.settings.engines import ENGINE_DEFAULTS
 from playbooks.settings.defaults import state_dir
-from playbooks.providers.local import port_free
+from playbooks.ssh import ports
 from playbooks.ssh.fanout import fan_out, q, run_checked, show_failures
 
 console = Console()
@@ -103,16 +102,15 @@ def start_scheduler(argv: list[str], log: Path) -> int:
 
 def wait_port(host: str, port: int, pid: int, log: Path, timeout: float) -> None:
     import psutil
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def alive() -> bool:
         try:
-            with socket.create_connection((host, port), timeout=1):
-                return
-        except OSError:
-            pass
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            break
-        time.sleep(0.1)
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    if ports.wait_answer(host, port, timeout, alive):
+        return
     tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
     raise Exit(f"the Dask scheduler did not start on {host}:{port}: {tail[0] if tail else 'no log'} (see {log})")
 
@@ -167,7 +165,7 @@ def up(c, name: str, nodes, provider: str, nworkers: int = 0, port: int = 0) -> 
     port = int(port or setting(c, "port"))
     dport = int(setting(c, "dashboard_port"))
     for p, what in ((port, "dask.port"), (dport, "dask.dashboard_port")):
-        if not port_free(host, p) and (p == port or dashboard_available()):
+        if not ports.free(host, p) and (p == port or dashboard_available()):
             raise Exit(f"port {p} on {host} is taken: choose another with {what} "
                        f"(e.g. INVOKE_DASK_{what.split('.')[1].upper()}={p + 10}) or `invoke dask.down`")
     preflight(c, name, nodes, "fleetwork")  # mounted and deployed, else a one-line error

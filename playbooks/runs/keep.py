@@ -94,10 +94,10 @@ def check(c, prov, fleet: str) -> Verdict | None:
     if node is None:
         return None
     from playbooks.providers import RUNNING
-    from playbooks.providers import cloud_common as cc
+    from playbooks.runs.head_instance import RemoteHead
     if node.state != RUNNING:
         return Verdict(node.name, False)
-    head = cc.RemoteHead(c, fleet, node)
+    head = RemoteHead(c, fleet, node)
     try:
         return Verdict(node.name, True, unpulled(head))
     except Exception as exc:  # noqa: BLE001 - an unreadable head is kept, never deleted on a guess

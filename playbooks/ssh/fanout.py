@@ -10,7 +10,7 @@ import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import paramiko
 from fabric import Config, Connection
@@ -19,7 +19,9 @@ from rich.table import Table
 from rich.text import Text
 
 from playbooks.settings.defaults import state_dir
-from playbooks.providers import Node
+
+if TYPE_CHECKING:                  # any object with the Node's fields will do: the ssh layer is below providers
+    from playbooks.providers import Node
 
 
 @dataclass
