@@ -43,28 +43,35 @@ class Tally:
         return self.nodes.get(name, (None, None))
 
 
-class LocalDisk:
-    """The shared root on this machine (a local fleet, or a cloud fleet whose nodes tunnel to it): ``safefs``."""
+class SharedDisk:
+    """What both kinds share: the files, through ``self.files`` (a ``safefs.Root`` here, a ``RemoteHead``
+    there: the same four methods, neither following a link).  The rest each kind defines (see the module)."""
 
+    files = None
     remote = False
+    where = ""
+
+    def read_text(self, rel: str) -> str | None:
+        return self.files.read_text(rel)
+
+    def write_text(self, rel: str, text: str) -> None:
+        self.files.write_text(rel, text)
+
+    def is_dir(self, rel: str) -> bool:
+        return self.files.is_dir(rel)
+
+    def mkdirs(self, rel: str) -> None:
+        self.files.mkdirs(rel)
+
+
+class LocalDisk(SharedDisk):
+    """The shared root on this machine (a local fleet, or a cloud fleet whose nodes tunnel to it): ``safefs``."""
 
     def __init__(self, c):
         self.c = c
         self.path = Path(shared_root(c))
-        self.root = safefs.Root(self.path)
+        self.files = self.root = safefs.Root(self.path)
         self.where = f" {self.path}"
-
-    def read_text(self, rel: str) -> str | None:
-        return self.root.read_text(rel)
-
-    def write_text(self, rel: str, text: str) -> None:
-        self.root.write_text(rel, text)
-
-    def is_dir(self, rel: str) -> bool:
-        return self.root.is_dir(rel)
-
-    def mkdirs(self, rel: str) -> None:
-        self.root.mkdirs(rel)
 
     def give_to_nodes(self, rel: str, tree: bool = False) -> None:
         from playbooks.ssh import sftp_head
@@ -97,27 +104,15 @@ class LocalDisk:
         pass
 
 
-class HeadDisk:
+class HeadDisk(SharedDisk):
     """The shared root on a head instance: files over SFTP, counting by one command there (``RemoteHead``)."""
 
     remote = True
     where = " on the head instance"
 
     def __init__(self, head: head_instance.RemoteHead):
-        self.head = head
+        self.files = self.head = head
         self.c = head.c
-
-    def read_text(self, rel: str) -> str | None:
-        return self.head.read_text(rel)
-
-    def write_text(self, rel: str, text: str) -> None:
-        self.head.write_text(rel, text)
-
-    def is_dir(self, rel: str) -> bool:
-        return self.head.is_dir(rel)
-
-    def mkdirs(self, rel: str) -> None:
-        self.head.mkdirs(rel)
 
     def give_to_nodes(self, rel: str, tree: bool = False) -> None:
         """Nothing to do: the head's SFTP user, the nodes' login, made the folders and owns them."""

@@ -26,6 +26,14 @@ from playbooks.runs.layout import (STATE, fleetwork, local_disk, node_file, node
                                    node_state_rel, read_json, run_rel, runs_dir, write_json, write_node_file)
 
 
+class RunStateError(Exit):
+    """A run's state cannot be read (typed; an ``Exit`` so that a step ends with its one line)."""
+
+
+class NoRun(RunStateError):
+    """No run yet on this shared disk."""
+
+
 def save_run(where, record: dict, latest: bool = False) -> None:
     """The run record and a folder per node (``where``: a ``disk.shared_disk``); with ``latest``, LATEST names
     the run."""
@@ -40,7 +48,7 @@ def save_run(where, record: dict, latest: bool = False) -> None:
 def latest(c, disk=None) -> str:
     text = (disk or LocalDisk(c)).read_text(f"{STATE}/runs/LATEST")
     if not text or not text.strip():
-        raise Exit("no run yet: start one with `invoke run --workload resize`")
+        raise NoRun("no run yet: start one with `invoke run --workload resize`")
     return safefs.name(text.strip(), f"the run id in {STATE}/runs/LATEST")
 
 
@@ -59,7 +67,7 @@ def check_record(record, run_id: str) -> dict:
         for n in record["nodes"]:
             safefs.name(n.get("name") if isinstance(n, dict) else n, "node name")
     except safefs.Refused as exc:
-        raise Exit(f"the record of run {run_id!r} is not valid ({exc.message}): was it altered?") from None
+        raise RunStateError(f"the record of run {run_id!r} is not valid ({exc.message}): was it altered?") from None
     return record
 
 
@@ -72,7 +80,7 @@ def load_run(c, run_id: str = "", provider: str = "", fleet: str = "") -> dict:
     except ValueError:
         record = None
     if record is None:
-        raise Exit(f"run {run_id!r} not found on the head instance" if disk.remote else
+        raise RunStateError(f"run {run_id!r} not found on the head instance" if disk.remote else
                    f"run {run_id!r} not found under {runs_dir(c)}: see `ls {runs_dir(c)}`")
     return check_record(record, run_id)
 

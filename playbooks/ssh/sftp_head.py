@@ -38,7 +38,12 @@ class Head:
     remote_path: str  # what a node mounts: "/data" inside the chroot, else the shared root itself
 
 
-class AddressTaken(Exit):
+class HeadError(Exit):
+    """The head's sshd cannot serve the shared root (typed; an ``Exit`` until the steps convert typed errors at
+    their boundary: ``settings.errors.user_errors``)."""
+
+
+class AddressTaken(HeadError):
     """The head's sshd could not listen on its address (another program took it first)."""
 
 
@@ -56,7 +61,7 @@ def sftp_user() -> pwd.struct_passwd:
                                "--shell", "/usr/sbin/nologin", "--user-group", "--password", "*", SFTP_USER],
                               capture_output=True, text=True)
         if made.returncode != 0 and "already exists" not in made.stderr:
-            raise Exit(f"cannot make the SFTP user {SFTP_USER}: {made.stderr.strip()}")
+            raise HeadError(f"cannot make the SFTP user {SFTP_USER}: {made.stderr.strip()}")
         return pwd.getpwnam(SFTP_USER)
 
 
@@ -87,18 +92,18 @@ def servable(c) -> Path:
     Called before a fleet is created, so that nothing is started for a shared root that cannot work."""
     root = shared_root(c)
     if root.exists() and not root.is_dir():
-        raise Exit(f"shared.root {root} is not a folder: choose another (INVOKE_SHARED_ROOT)")
+        raise HeadError(f"shared.root {root} is not a folder: choose another (INVOKE_SHARED_ROOT)")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise Exit(f"shared.root {root} cannot be made ({exc.strerror}): choose another (INVOKE_SHARED_ROOT)")
+        raise HeadError(f"shared.root {root} cannot be made ({exc.strerror}): choose another (INVOKE_SHARED_ROOT)")
     if root == Path("/") or any(p == root or p.is_relative_to(root) for p in (state_dir(c), REPO, public_dir(c))):
-        raise Exit(f"shared.root {root} holds the fleet's keys or the checkout, which nodes must never read: "
+        raise HeadError(f"shared.root {root} holds the fleet's keys or the checkout, which nodes must never read: "
                    "choose a folder of its own, e.g. INVOKE_SHARED_ROOT=data (the default)")
     if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
-        raise Exit(f"shared.root {root} is not writable by you: choose another (INVOKE_SHARED_ROOT)")
+        raise HeadError(f"shared.root {root} is not writable by you: choose another (INVOKE_SHARED_ROOT)")
     if os.geteuid() == 0 and not shutil.which("unshare"):
-        raise Exit("unshare is missing (the head's sshd serves the shared root in a mount namespace of its own): "
+        raise HeadError("unshare is missing (the head's sshd serves the shared root in a mount namespace of its own): "
                    "apt-get install util-linux")
     return root
 
@@ -107,7 +112,7 @@ def _config(c, fleet: str, root: Path) -> tuple[Path, Head, list[str]]:
     fdir = fleet_dir(c, fleet)
     hdir = fdir / "head"
     if not (hdir / "head.json").exists():      # the address is the provider's choice (local.ensure_head_address)
-        raise Exit(f"fleet {fleet} has no head address yet: create it first (`invoke fleet.create --name {fleet}`)")
+        raise HeadError(f"fleet {fleet} has no head address yet: create it first (`invoke fleet.create --name {fleet}`)")
     addr = json.loads((hdir / "head.json").read_text())
     user = pwd.getpwuid(os.geteuid()).pw_name
     authorized = hdir / "authorized_keys"
@@ -157,7 +162,7 @@ def start(c, fleet: str) -> Head:
                 break
             time.sleep(0.05)
         else:
-            raise Exit(f"the head sshd did not start on {head.host}:{head.port}: see {hdir / 'sshd.log'}")
+            raise HeadError(f"the head sshd did not start on {head.host}:{head.port}: see {hdir / 'sshd.log'}")
     return head
 
 
