@@ -20,7 +20,7 @@ from rich.text import Text
 
 from playbooks.settings import setting
 from playbooks.runs import keep
-from playbooks.runs import state as runstate
+from playbooks.runs import disk as rundisk
 from playbooks.settings.defaults import profile_path
 from playbooks.fleet import fleet_name
 from playbooks.transfer import locations, transfer
@@ -56,9 +56,8 @@ class FilesColumn(ProgressColumn):
 
 def _side(c, where: str, rel: str, name: str, provider: str):
     fleet = fleet_name(c, name)
-    head = runstate.remote(c, provider, fleet)
     try:
-        return locations.shared(c, rel, head, where)
+        return locations.shared(rundisk.shared_disk(c, provider, fleet), rel, where)
     except ValueError as exc:
         raise Exit(f"{where}: {exc}") from None
 

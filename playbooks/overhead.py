@@ -20,6 +20,7 @@ from invoke import task
 from invoke.exceptions import Exit
 
 from playbooks.ssh import fanout as remote
+from playbooks.runs import disk as rundisk
 from playbooks.runs import state as runstate
 from playbooks.fleet import nodes_or_exit
 from playbooks.measure.verdicts import SHARED_FIGURES, Verdict, classify, fleet_line, timeline
@@ -80,16 +81,14 @@ def read_run_state(c, nodes, provider: str = "", fleet: str = "") -> dict:
         record = runstate.load_run(c, provider=provider, fleet=fleet)
     except Exit:
         return {}
-    head = runstate.remote(c, provider, fleet)
-    remote_beats = head.snapshot_data(record)["nodes"] if head is not None else None
+    tally = rundisk.shared_disk(c, provider, fleet).tally(record, count=False)
     in_run = {e["name"] for e in record.get("nodes", [])}
     lost_after = float(c.config.job.lost_after)
     out = {}
     for n in nodes:
         if n.name in in_run:
-            beat, exit_ = (map(runstate.node_record, remote_beats.get(n.name, (None, None)))
-                           if remote_beats is not None else runstate.node_files(c, record["run_id"], n.name))
-            out[n.name] = (beat, runstate.node_status(record, n.name, beat, exit_, lost_after))
+            beat, exit_ = tally.node(n.name)
+            out[n.name] = (beat, runstate.node_status(record, beat, exit_, lost_after))
     return out
 
 

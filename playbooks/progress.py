@@ -6,7 +6,6 @@ the workload itself says what its items are and which output belongs to each (``
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 import time
 
@@ -18,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from playbooks.runs import disk as rundisk
 from playbooks.settings import setting
 from playbooks.runs import state as runstate
 from playbooks.fleet import provider_of
@@ -26,7 +26,6 @@ console = Console()
 
 
 ENDED = ("done", "failed", "lost")  # node states after which a node does no more work in the run
-_ITEMS: dict[str, list[str]] = {}  # run id -> the items of its source, for --watch and --wait
 
 
 def snapshot(c, record: dict, now: float | None = None) -> dict:
@@ -38,25 +37,13 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
     A node's own ``rate_per_s`` is its current rate while it runs, its average once it has finished.
     """
     now = now or time.time()
-    remote = remote_counts(c, record)
-    if remote is not None:
-        counts, free = remote["counts"], remote.get("free_bytes")
-    else:
-        disk = runstate.local_disk(c)
-        fw = runstate.fleetwork()
-        wl = fw.load(record["workload"])
-        src, dst = str(disk.checked(record["src"])), str(disk.checked(record["dst"]))
-        opts = wl.parse_args(["--src", src, "--dst", dst, *shlex.split(record.get("args", ""))])
-        if record["run_id"] not in _ITEMS:  # a run's inputs are listed once per process; its outputs each time
-            _ITEMS[record["run_id"]] = wl.list_items(src, opts)
-        counts = fw.count_progress(wl, src, dst, opts, items=_ITEMS[record["run_id"]])
-        free = fw.free_bytes(str(disk.path))
+    tally = rundisk.of_record(c, record).tally(record)
+    counts, free = tally.counts, tally.free_bytes
     lost_after = float(c.config.job.lost_after)
     nodes, rate, last = [], 0.0, 0.0
     for entry in record["nodes"]:
-        beat, exit_ = map(runstate.node_record, remote["nodes"].get(entry["name"], (None, None))) \
-            if remote is not None else runstate.node_files(c, record["run_id"], entry["name"])
-        state = runstate.node_status(record, entry["name"], beat, exit_, lost_after, now)
+        beat, exit_ = tally.node(entry["name"])
+        state = runstate.node_status(record, beat, exit_, lost_after, now)
         # a node's last heartbeat holds its own average so far: what it does now, or did over its whole run
         node_rate = float(beat.get("rate_per_s", 0.0)) if beat and state in ("running", "done", "failed") else 0.0
         rate += node_rate if state == "running" else 0.0
@@ -87,13 +74,6 @@ def node_done(beat: dict | None, exit_: dict | None) -> int:
     """Items this node processed in the run: its exit summary's count, else its last heartbeat's."""
     summary = (exit_ or {}).get("summary") or {}
     return int(summary.get("done", (beat or {}).get("done", 0)))
-
-
-def remote_counts(c, record: dict) -> dict | None:
-    """With a head instance the outputs live there: one SSH command counts on it (the same
-    ``fleetwork.count_progress``) and returns counts, heartbeats, exits and failures; else None."""
-    head = runstate.remote(c, record.get("provider", "local"), record.get("fleet", ""))
-    return head.snapshot_data(record) if head is not None else None
 
 
 def cost(c, record: dict, elapsed: float) -> float | None:
@@ -139,9 +119,7 @@ def table(snap: dict) -> Table:
 
 
 def show_failed(c, record: dict) -> None:
-    remote = remote_counts(c, record)
-    failures = remote["failures"] if remote is not None \
-        else runstate.fleetwork().read_failures(str(runstate.local_disk(c).checked(record["dst"])))
+    failures = rundisk.of_record(c, record).failures(record)
     t = Table(title=f"{len(failures)} failed item(s)", title_justify="left")
     for col in ("item", "reason", "node", "error"):
         t.add_column(col)

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from playbooks.engines.errors import EngineError
 from playbooks.engines.launch import preflight, workload_opts
+from playbooks.runs import disk as rundisk
 from playbooks.fleet import fleet_name, nodes_or_exit, provider_of
 from playbooks.fs import safefs
 from playbooks.measure.profiles import node_env
@@ -24,7 +25,6 @@ from playbooks.runs.ids import new_run_id
 from playbooks.settings import setting
 from playbooks.settings.defaults import shared_root
 from playbooks.settings.errors import exit_on_error
-from playbooks.ssh import sftp_head as local_head
 from playbooks.ssh.fanout import fan_out, q, run_checked, show_failures
 
 console = Console()
@@ -53,23 +53,20 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
     src, dst = safefs.rel_path(src, "--src"), safefs.rel_path(dst, "--dst")
     root = shared_root(c)
     wl, opts, extra = workload_opts(workload, str(root / src), str(root / dst), args)
-    disk = runstate.disk(c, provider, name)   # a head instance: the shared root is there, written over SFTP
+    disk = rundisk.shared_disk(c, provider, name)   # here, or on a head instance (written over SFTP)
     if getattr(wl, "needs_src", True) and not disk.is_dir(src):
-        where = f" {root}" if isinstance(disk, safefs.Root) else " on the head instance"
-        raise EngineError(f"source folder {src} does not exist in the shared root{where}: put the inputs there or "
-                          f"pass --src")
+        raise EngineError(f"source folder {src} does not exist in the shared root{disk.where}: put the inputs there "
+                          "or pass --src")
     preflight(c, name, nodes, workload)
     disk.mkdirs(dst)
-    if isinstance(disk, safefs.Root):
-        local_head.give_to_nodes(c, dst, tree=True)  # nodes write there as the head's SFTP user
+    disk.give_to_nodes(dst, tree=True)  # nodes write there as the head's SFTP user
     run_id = new_run_id(workload)
     record = {"run_id": run_id, "fleet": name, "provider": provider or setting(c, "fleet.provider"),
               "workload": workload, "src": src, "dst": dst, "args": args, "started_at": time.time(),
               "nodes": [{"name": n.name, "shard": i} for i, n in enumerate(nodes)]}
     runstate.save_run(disk, record)
-    if isinstance(disk, safefs.Root):
-        for n in nodes:  # each node writes its own state folder
-            local_head.give_to_nodes(c, f"{runstate.run_rel(run_id)}/nodes/{n.name}")
+    for n in nodes:  # each node writes its own state folder
+        disk.give_to_nodes(f"{runstate.run_rel(run_id)}/nodes/{n.name}")
     workers = setting(c, "local.cores_per_node") if record["provider"] == "local" else None
     env = node_env(c, record["provider"])   # a local node counts local.cores_per_node as its cores
     timeout = setting(c, "fleet.ssh_timeout")

@@ -77,7 +77,8 @@ def gce():
 def fleet_sshd(tmp_path):
     """A real sshd on 127.0.0.1:<free port> accepting the fleet's key; yields (port, host key line, authorized
     keys file: append another fleet's public key to let it in)."""
-    from playbooks.providers.local import banner, sshd_config
+    from playbooks.ssh.ports import banner
+    from playbooks.ssh.sshd import sshd_config
     state = tmp_path / "state"
     pub = sshkeys.keypair(state / FLEET / "id_ed25519", f"fleetbook-{FLEET}")
     d = tmp_path / "sshd"

@@ -199,7 +199,7 @@ def test_fleet_tasks_drive_the_gcp_provider(gcp_ctx, gce, fleet_sshd, capsys):
 def test_head_reverse_tunnel_serves_the_shared_disk(gcp_ctx, gce, fleet_sshd, head_root):
     import subprocess
 
-    from playbooks.providers.local import banner
+    from playbooks.ssh.ports import banner
     port, host_key, authorized = fleet_sshd
     gce.host_keys = [host_key]
     tport = free_port()  # noqa: F405
@@ -302,7 +302,7 @@ def test_failed_head_creation_deletes_the_new_nodes(gcp_ctx, gce):
 
 def test_fleet_create_head_option_dry_run_and_tunnel_fleets_stay_local(gcp_ctx, gce, capsys):
     from playbooks import fleet
-    from playbooks.runs import state as runstate
+    from playbooks.runs import disk as rundisk
     fleet.create(gcp_ctx, n=2, name=FLEET, provider="gcp", dry_run=True, head="instance")
     out = " ".join(capsys.readouterr().out.split())
     assert "+ head instance 1 x e2-standard-2 (on-demand, 100 GB disk) at $0.0670/h" in out
@@ -311,4 +311,4 @@ def test_fleet_create_head_option_dry_run_and_tunnel_fleets_stay_local(gcp_ctx, 
         fleet.create(gcp_ctx, n=1, name=FLEET, provider="local", head="instance")
     gcp.create(gcp_ctx, FleetSpec(name=FLEET, count=1))          # the default: a tunnel head, no head instance
     assert gcp.find_head(gcp_ctx, FLEET) is None
-    assert runstate.remote(gcp_ctx, "gcp", FLEET) is None           # run state and progress stay on this disk
+    assert rundisk.head_of(gcp_ctx, "gcp", FLEET) is None           # run state and progress stay on this disk

@@ -24,6 +24,7 @@ import pytest
 from cloud_fixtures import FLEET, SSHD
 from playbooks.providers import FleetSpec, gcp
 from playbooks.providers import cloud_common as cc
+from playbooks.runs import head_instance as hi
 
 HEAD_ADDR = "127.0.0.2"
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="a head instance's chroot and user need root"),
@@ -48,7 +49,8 @@ def sftp_user():
 @pytest.fixture
 def head_instance_sshd(gcp_ctx, fleet_sshd, head_root, sftp_user, tmp_path):
     """A real sshd on 127.0.0.2:<the nodes' port>, configured like a head instance; yields (chroot, host key)."""
-    from playbooks.providers.local import banner, sshd_config
+    from playbooks.ssh.ports import banner
+    from playbooks.ssh.sshd import sshd_config
     port = fleet_sshd[0]
     d = tmp_path / "head-sshd"
     (d / "home").mkdir(parents=True)
@@ -103,8 +105,8 @@ def point_at_head(c, gce, fleet_sshd, head_instance_sshd, tmp_path, monkeypatch)
     monkeypatch.setattr(gcp, "_node", lambda c, inst: dataclasses.replace(
         real_node(c, inst), python=sys.executable, workdir=str(tmp_path / "node-work")))
     monkeypatch.setattr(cc, "HEAD_CHROOT", str(chroot))
-    monkeypatch.setattr(cc, "HEAD_PYTHON", sys.executable)
-    monkeypatch.setattr(cc, "HEAD_WORKDIR", str(tmp_path / "head-work"))
+    monkeypatch.setattr(hi, "HEAD_PYTHON", sys.executable)
+    monkeypatch.setattr(hi, "HEAD_WORKDIR", str(tmp_path / "head-work"))
 
 
 def test_head_instance_end_to_end(gcp_ctx, gce, fleet_sshd, head_instance_sshd, tmp_path, monkeypatch, capsys):
@@ -154,7 +156,7 @@ def test_head_instance_end_to_end(gcp_ctx, gce, fleet_sshd, head_instance_sshd, 
         assert sum(beat["done"] for beat, _ in beats.values()) >= 6  # every output was made by some node
     finally:
         mount.unmount(c, name=FLEET, provider="gcp")
-        cc._REMOTE_HEADS.clear()
+        hi._REMOTE_HEADS.clear()
     assert gcp.terminate(c, FLEET) == 2 and gce.instances == {}
 
 
@@ -167,8 +169,8 @@ def test_head_instance_files_are_never_reached_through_a_link(gcp_ctx, fleet_ssh
     port = fleet_sshd[0]
     chroot, head_key = head_instance_sshd
     monkeypatch.setattr(cc, "HEAD_CHROOT", str(chroot))
-    monkeypatch.setattr(cc, "HEAD_PYTHON", sys.executable)
-    monkeypatch.setattr(cc, "HEAD_WORKDIR", str(tmp_path / "head-work"))
+    monkeypatch.setattr(hi, "HEAD_PYTHON", sys.executable)
+    monkeypatch.setattr(hi, "HEAD_WORKDIR", str(tmp_path / "head-work"))
     with open(Path(gcp_ctx.config.fleet.state_dir) / FLEET / "known_hosts", "a") as kh:
         kh.write(f"[{HEAD_ADDR}]:{port} {head_key}\n")
     data = chroot / cc.HEAD_DATA
@@ -179,7 +181,7 @@ def test_head_instance_files_are_never_reached_through_a_link(gcp_ctx, fleet_ssh
     (data / ".fleetbook" / "runs").symlink_to("/" + cc.HEAD_DATA + "/someone-elses")   # as a node makes it
     (data / "src").mkdir()
     (data / "out").symlink_to("/" + cc.HEAD_DATA + "/someone-elses/out")
-    head = cc.RemoteHead(gcp_ctx, FLEET, Node(name="demo-head", host=HEAD_ADDR, port=port, user=getpass.getuser()))
+    head = hi.RemoteHead(gcp_ctx, FLEET, Node(name="demo-head", host=HEAD_ADDR, port=port, user=getpass.getuser()))
 
     def as_the_sftp_user():                                   # what a node makes is the SFTP user's
         for p in data.rglob("*"):

@@ -74,7 +74,7 @@ def _parts(rel: str) -> list[str]:
 
 class Root:
     """A folder (the shared root) below which nothing is reached through a symlink.  Paths are relative to it
-    ('/'-separated); the same methods as a head instance's ``cloud_common.RemoteHead`` where they overlap."""
+    ('/'-separated); the same methods as a head instance's ``runs.head_instance.RemoteHead`` where they overlap."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -194,12 +194,13 @@ class Root:
         """Make the folder ``rel`` and the folders above it, refusing a symlink anywhere on the way."""
         os.close(self._open_dir(_parts(rel), create=True))
 
-    def write_bytes(self, rel: str, data: bytes, mode: int = 0o644) -> None:
-        """Atomic: a temp file in the same folder, then renamed over ``rel`` (folders made as needed)."""
-        self.write_stream(rel, io.BytesIO(data), mode=mode)
+    def write_bytes(self, rel: str, data: bytes, mode: int = 0o644, exact_mode: bool = False) -> None:
+        """Atomic: a temp file in the same folder, then renamed over ``rel`` (folders made as needed); with
+        ``exact_mode`` the file gets ``mode`` whatever the umask."""
+        self.write_stream(rel, io.BytesIO(data), mode=mode, exact_mode=exact_mode)
 
     def write_stream(self, rel: str, src, *, mtime: float | None = None, tmp: str = "", mode: int = 0o644,
-                     chunk: int = 1 << 20) -> None:
+                     chunk: int = 1 << 20, exact_mode: bool = False) -> None:
         """Copy the readable ``src`` to ``rel`` atomically: the temp file ``tmp`` (default ``.fb-tmp-<hex>``) in
         the same folder, its mtime set when given, then renamed over ``rel``; all relative to the folder's own
         descriptor, so no link on the way or at the name is followed (folders made as needed)."""
@@ -213,6 +214,8 @@ class Root:
                     while block := src.read(chunk):
                         f.write(block)
                     f.flush()  # before the mtime: a later write would change it again
+                    if exact_mode:
+                        os.fchmod(f.fileno(), mode)
                     if mtime is not None:
                         os.utime(f.fileno(), (mtime, mtime))
                 os.replace(tmp, last, src_dir_fd=dfd, dst_dir_fd=dfd)
@@ -284,3 +287,16 @@ class Root:
                 os.unlink(last, dir_fd=dfd)
         finally:
             os.close(dfd)
+
+
+def write_file(path, data: bytes, mode: int = 0o644) -> None:
+    """THE atomic writer of a file of the operator's own (keys, known_hosts, JSON state): a temp file in the
+    same folder with exactly ``mode``, then renamed over ``path``; the folder made as needed, the name never
+    followed if it is a link."""
+    path = Path(path)
+    Root(path.parent).write_bytes(path.name, data, mode, exact_mode=True)
+
+
+def write_json_file(path, obj) -> None:
+    """``write_file`` of ``obj`` as indented JSON."""
+    write_file(path, json.dumps(obj, indent=1).encode())

@@ -18,8 +18,9 @@ list of nodes that could drift from what really runs.
     Returns how many nodes it removed.
 ``head(c, fleet) -> Head`` (optional; cloud providers)
     Where the nodes mount the shared disk from (the operator's machine through tunnels, or the head instance).
-``remote_head(c, fleet) -> RemoteHead | None`` (optional)
-    The head instance when the shared disk lives on one: run state and progress are read there, not locally.
+``find_head(c, fleet)`` (cloud providers)
+    The fleet's running head instance (its Node, internal address, zone) or None: where the shared disk lives
+    when it is not on this machine (``runs/disk.py`` reads run state and progress there).
 ``kill_node(c, name: str, node: str)`` (optional, for fault tests)
     Makes one node vanish as a whole, like a preempted VM.
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from invoke.exceptions import Exit
 
 from playbooks.ssh import daemons as procs
+from playbooks.ssh import ports
 from playbooks.providers import RUNNING, TYPE_KEY, ZONE_KEY, Node, NodesNotReady
 
 FLEET_LABEL = "fleet"
@@ -218,14 +219,6 @@ def parse_console_host_keys(text: str) -> list[str]:
     return keys
 
 
-def _port_open(host: str, port: int, timeout: float) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def scan_host_key(host: str, port: int, timeout: float) -> str:
     """The key the server shows now (``type base64``), for trust-on-first-use when the cloud gives none."""
     import paramiko
@@ -299,7 +292,7 @@ def wait_ready(c, name: str, timeout: float, list_nodes, trusted_keys, poll: flo
             if keys:
                 pin_keys(c, name, node, keys)   # the cloud vouches: replaces a stale entry for a reused address
             elif not known_entry(c, name, node):
-                if time.monotonic() - start > float(timeout) / 2 and _port_open(node.host, node.port, 3):
+                if time.monotonic() - start > float(timeout) / 2 and ports.answers(node.host, node.port, 3):
                     try:
                         pin_keys(c, name, node, [scan_host_key(node.host, node.port, 5)])
                         tofu.append(node.name)
@@ -464,8 +457,11 @@ def tunnel_head(c, provider: str, fleet: str, list_nodes):
     key pinned as ``[127.0.0.1]:<tunnel_port>`` (in the login user's ``~/.ssh``), opens one reverse tunnel per
     node, and returns where the nodes mount from: ``127.0.0.1:<tunnel_port>`` on each node.
     """
+    from playbooks.providers import local
     from playbooks.ssh import sftp_head as local_head
     s = c.config[provider]
+    local.ensure_fleet(c, fleet)
+    local.ensure_head_address(c, fleet)             # this machine is the head: the local provider's address
     head = local_head.start(c, fleet)
     tport = int(s.tunnel_port)
     host_key = (fleet_dir(c, fleet) / "head" / "ssh_host_ed25519_key.pub").read_text()
@@ -482,8 +478,6 @@ HEAD_CHROOT = "/srv/fleetbook"        # root-owned: sshd chroots the nodes' SFTP
 HEAD_DATA = "data"                    # the shared root is HEAD_CHROOT/data, owned by the SFTP user
 HEAD_SFTP_USER = "fleetsftp"          # the nodes' (and the operator's SFTP) login on the head: SFTP only
 HEAD_AUTHORIZED = "/etc/fleetbook/head_authorized_keys"
-HEAD_PYTHON = "python3"               # what runs fleetwork.count_progress on the head instance
-HEAD_WORKDIR = "fleetbook-head"       # where the head keeps workloads/ for counting, below the operator's home
 
 
 def head_mode(c, provider: str, spec_head: str = "") -> str:
@@ -561,168 +555,3 @@ def instance_head(c, provider: str, fleet: str, head_node: Node, internal: str, 
     nodes = [n for n in list_nodes(c, fleet) if n.state == RUNNING]
     install_head_access(c, fleet, nodes, host_entry(internal, port), line.split(" ", 1)[1])
     return Head(host=internal, port=port, user=HEAD_SFTP_USER, remote_path=f"/{HEAD_DATA}")
-
-
-class RemoteHead:
-    """The shared root on a head instance, as ``runstate`` and ``progress`` need it: files over SFTP as the
-    SFTP-only user (with the operator's key, chrooted: paths are relative to the shared root), and the
-    progress count as one command on the head (the operator's login), printing JSON."""
-
-    def __init__(self, c, fleet: str, node: Node):
-        self.c, self.fleet, self.node = c, fleet, node
-        self._files = self._shell = None
-        self._shipped: set[str] = set()
-
-    def _sftp(self):
-        if self._files is None:
-            from dataclasses import replace
-
-            from playbooks.ssh.fanout import connect
-            self._files = connect(self.c, self.fleet, replace(self.node, user=HEAD_SFTP_USER)).sftp()
-        return self._files
-
-    def sftp(self):
-        """The SFTP session (chrooted: ``/data`` is the shared root), for ``playbooks/transfer/sftp.py``."""
-        return self._sftp()
-
-    def _path(self, rel: str) -> str:
-        return f"/{HEAD_DATA}/{rel.strip('/')}"
-
-    def _lstat(self, rel: str):
-        """The SFTP attributes of ``rel`` (None when it or a folder above it is missing), after checking with
-        lstat, one component at a time, that no folder on the way and not ``rel`` itself is a symlink: a node
-        may have made one, and the SFTP user's writes must land where they are meant to.  (SFTP has no
-        descriptor-relative calls, so this is a check before the use, inside the chroot.)"""
-        import stat
-
-        from playbooks.fs.safefs import Refused, rel_path
-        path, st = f"/{HEAD_DATA}", None
-        for part in rel_path(rel).split("/"):
-            path += "/" + part
-            try:
-                st = self._sftp().lstat(path)
-            except FileNotFoundError:
-                return None
-            if stat.S_ISLNK(st.st_mode):
-                raise Refused(f"{path} on the head instance is a symlink: fleetbook never follows a link below the "
-                              "shared root (a node may have made it); remove it and try again")
-        return st
-
-    def read_text(self, rel: str) -> str | None:
-        if self._lstat(rel) is None:
-            return None
-        try:
-            with self._sftp().open(self._path(rel)) as f:
-                return f.read().decode()
-        except OSError:
-            return None
-
-    def is_dir(self, rel: str) -> bool:
-        import stat
-        st = self._lstat(rel)
-        return st is not None and stat.S_ISDIR(st.st_mode)
-
-    def mkdirs(self, rel: str) -> None:
-        parts = [p for p in rel.strip("/").split("/") if p]
-        for k in range(1, len(parts) + 1):
-            sub = "/".join(parts[:k])
-            if self._lstat(sub) is None:
-                try:
-                    self._sftp().mkdir(self._path(sub))
-                except OSError:
-                    if not self.is_dir(sub):
-                        raise
-
-    def write_text(self, rel: str, text: str) -> None:
-        """Atomic: a temp file, then posix-rename over the old one (which replaces a link there, never follows
-        it); the folders above are checked for links first."""
-        parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
-        self.mkdirs(parent)
-        tmp = self._path(f"{parent}/.tmp-{uuid_hex()}")
-        with self._sftp().open(tmp, "wx") as f:
-            f.write(text.encode())
-        self._sftp().posix_rename(tmp, self._path(rel))
-
-    def snapshot_data(self, record: dict) -> dict:
-        """``{"counts": {...}, "nodes": {name: [heartbeat, exit]}, "failures": {...}}`` counted on the head."""
-        from shlex import quote as q
-
-        from playbooks.settings.defaults import REPO
-        from playbooks.ssh.fanout import connect, run_checked
-        if self._shell is None:
-            self._shell = connect(self.c, self.fleet, self.node)
-        files = sorted(p.name for p in (REPO / "workloads").glob("*.py"))   # fleetwork and its siblings
-        wdir = f"{HEAD_WORKDIR}/workloads"
-        if any(f not in self._shipped for f in files):   # the same code that counts on the operator's disk
-            run_checked(self._shell, f"mkdir -p {q(wdir)}", float(self.c.config.fleet.ssh_timeout))
-            for f in files:
-                self._shell.put(str(REPO / "workloads" / f), remote=f"{wdir}/{f}")
-            self._shipped.update(files)
-        command = (f"cd {q(wdir)} && {q(HEAD_PYTHON)} -c {q(COUNT_SCRIPT)} {q(HEAD_CHROOT + '/' + HEAD_DATA)} "
-                   f"{q(json.dumps(record))}")
-        result = run_checked(self._shell, command, max(60.0, float(self.c.config.fleet.ssh_timeout)))
-        data = json.loads(result.strip().splitlines()[-1])
-        if "refused" in data:
-            from playbooks.fs.safefs import Refused
-            raise Refused(data["refused"])
-        return data
-
-    def close(self) -> None:
-        for x in (self._files, self._shell):
-            if x is not None:
-                x.close()
-
-
-def uuid_hex() -> str:
-    import uuid
-    return uuid.uuid4().hex[:12]
-
-
-# run on the head instance: argv = shared root, run record; prints one line of JSON
-COUNT_SCRIPT = """
-import json, os, shlex, stat, sys
-sys.path.insert(0, os.getcwd())
-import fleetwork as fw
-root, record = sys.argv[1], json.loads(sys.argv[2])
-wl = fw.load(record["workload"])
-src, dst = os.path.join(root, record["src"]), os.path.join(root, record["dst"])
-for rel in (record["src"], record["dst"], ".fleetbook/runs/" + record["run_id"] + "/nodes"):
-    p = root
-    for part in rel.split("/"):
-        p = os.path.join(p, part)
-        if os.path.islink(p):  # a node may have made it: count nothing through it
-            print(json.dumps({"refused": p + " on the head instance is a symlink: fleetbook never follows a link "
-                              "below the shared root (a node may have made it); remove it and try again"}))
-            sys.exit(0)
-opts = wl.parse_args(["--src", src, "--dst", dst, *shlex.split(record.get("args", ""))])
-def read(p):  # what a node wrote: never through a link, never a FIFO or a huge file
-    try:
-        if os.path.islink(os.path.dirname(p)):
-            return None
-        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as f:
-        try:
-            return json.loads(f.read(1 << 20)) if stat.S_ISREG(os.fstat(fd).st_mode) else None
-        except (OSError, ValueError):
-            return None
-state = os.path.join(root, ".fleetbook", "runs", record["run_id"], "nodes")
-nodes = {n["name"]: [read(os.path.join(state, n["name"], f)) for f in ("heartbeat.json", "exit.json")]
-         for n in record["nodes"]}
-print(json.dumps({"counts": fw.count_progress(wl, src, dst, opts), "nodes": nodes,
-                  "failures": fw.read_failures(dst), "free_bytes": fw.free_bytes(root)}))
-"""
-
-_REMOTE_HEADS: dict[tuple[str, str, str], RemoteHead | None] = {}
-
-
-def remote_head(c, provider: str, fleet: str, find_head) -> RemoteHead | None:
-    """The providers' ``remote_head`` hook: a RemoteHead when the fleet has a head instance (its ``role=head``
-    label says so, whatever ``<provider>.head`` says now), else None.  ``find_head(c, fleet)`` returns
-    (head Node, internal address) or None.  Looked up once per process."""
-    key = (provider, fleet, str(fleet_dir(c, fleet)))
-    if key not in _REMOTE_HEADS:
-        found = find_head(c, fleet)
-        _REMOTE_HEADS[key] = RemoteHead(c, fleet, found[0]) if found and found[0].state == RUNNING else None
-    return _REMOTE_HEADS[key]

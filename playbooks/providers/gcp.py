@@ -626,11 +626,6 @@ def head(c, fleet: str):
     return cc.tunnel_head(c, "gcp", fleet, list_nodes)
 
 
-def remote_head(c, fleet: str):
-    """The head instance's shared root for runstate/progress, or None (tunnel head: this machine's disk)."""
-    return cc.remote_head(c, "gcp", fleet, find_head)
-
-
 def stop_head(c, fleet: str) -> int:
     """Close the fleet's reverse tunnels and stop its head sshd (fleet.down does this too)."""
     return cc.stop_head(c, fleet)

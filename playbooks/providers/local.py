@@ -18,7 +18,6 @@ import os
 import pwd
 import shlex
 import shutil
-import socket
 import stat
 import subprocess
 import time
@@ -27,30 +26,21 @@ from pathlib import Path
 import psutil
 from invoke.exceptions import Exit
 
+from playbooks.fs.public import public_folder  # noqa: F401 - also the provider's, for its node folders
 from playbooks.ssh import daemons as procs
 from playbooks.ssh import keys as sshkeys
-from playbooks.settings.defaults import public_dir, repo_path, shared_mountpoint, state_dir
+from playbooks.ssh import ports
+from playbooks.ssh.keys import ensure_fleet  # noqa: F401 - the fleet's keys, made at create
+from playbooks.ssh.sshd import SSHD, sshd_alive, sshd_config, start_sshd  # noqa: F401
+from playbooks.settings.defaults import (fleet_dir, nodes_dir, public_dir, public_fleet_dir,  # noqa: F401
+                                         shared_mountpoint, state_dir)
 from playbooks.providers import netns
 from playbooks.providers import RUNNING, TERMINATED, UNREACHABLE, FleetSpec, Node, NodesNotReady
 
-SSHD = "/usr/sbin/sshd"
 MARKER = "FLEETBOOK_NODE"
 
 
 # ---------------------------------------------------------------- where things are
-
-def fleet_dir(c, fleet: str) -> Path:
-    return state_dir(c) / fleet
-
-
-def public_fleet_dir(c, fleet: str) -> Path:
-    """What of the fleet other local users must reach (``config.public_dir``): node folders, the head's chroot."""
-    return public_dir(c) / fleet
-
-
-def nodes_dir(c, fleet: str) -> Path:
-    return public_fleet_dir(c, fleet) / "nodes"
-
 
 def node_dir(c, fleet: str, node: str) -> Path:
     return nodes_dir(c, fleet) / node
@@ -90,15 +80,6 @@ def _used_addresses(c) -> set[str]:
     return used
 
 
-def port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def allocate_address(c, port: int, taken: set[str] | None = None) -> str:
     """The first loopback address from ``local.base_address`` on that no fleet uses and whose port is free."""
     used = _used_addresses(c) | (taken or set())
@@ -107,59 +88,14 @@ def allocate_address(c, port: int, taken: set[str] | None = None) -> str:
         host = str(base + k)
         if not ipaddress.IPv4Address(host).is_loopback:
             break
-        if host not in used and port_free(host, port):
+        if host not in used and ports.free(host, port):
             return host
     raise Exit("no free loopback address left for a node: run `invoke fleet.down` on fleets you no longer need")
 
 
 # ---------------------------------------------------------------- fleet-level material
 
-def public_folder(c, path: Path, mode: int = 0o711) -> Path:
-    """Make ``path`` below ``local.public_dir`` a root-owned folder of ``mode`` (0711: node users pass through
-    to their own folder and can neither list nor change anything on the way), with every folder above it
-    root's and writable by nobody else, so that no other user can swap what the nodes are given."""
-    top = repo_path(str(c.config.local.public_dir))
-    if not path.is_relative_to(top):
-        raise ValueError(f"{path} is not below {top}")
-    for folder in reversed(top.parents):
-        st = folder.stat()
-        if st.st_uid != 0 or st.st_mode & 0o022 or not st.st_mode & 0o001:
-            raise Exit(f"{folder} must be root's, writable by nobody else and open to others (0755) to hold the "
-                       "nodes' folders: fix its mode or set local.public_dir (INVOKE_LOCAL_PUBLIC_DIR)")
-    folder = top
-    for part in ("", *path.relative_to(top).parts):
-        folder = folder / part
-        folder.mkdir(mode=mode, exist_ok=True)
-        st = folder.lstat()
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
-            raise Exit(f"{folder} is not a folder of root's: remove it, or set local.public_dir")
-        os.chmod(folder, 0o711 if folder != path else mode)
-    return path
-
-
-def ensure_fleet(c, fleet: str) -> Path:
-    """Keys of the fleet (operator -> nodes, nodes -> head) and the head's host key; idempotent.  The
-    operator's keys stay in the private state folder; what node users must read goes below ``nodes_dir``."""
-    fdir = fleet_dir(c, fleet)
-    for d in (fdir, fdir / "head"):
-        d.mkdir(parents=True, exist_ok=True)
-        os.chmod(d, 0o700 if os.geteuid() == 0 else 0o711)
-    if os.geteuid() == 0:
-        public_folder(c, nodes_dir(c, fleet))
-    else:
-        nodes_dir(c, fleet).mkdir(parents=True, exist_ok=True)
-    sshkeys.keypair(fdir / "id_ed25519", f"fleetbook-operator@{fleet}")
-    sshkeys.keypair(fdir / "node_ed25519", f"fleetbook-node@{fleet}")
-    sshkeys.keypair(fdir / "head" / "ssh_host_ed25519_key", f"fleetbook-head@{fleet}")
-    return fdir
-
-
 # ---------------------------------------------------------------- processes
-
-def sshd_alive(pid: int | None, cfg: Path) -> psutil.Process | None:
-    """The process ``pid`` if it is the sshd started with ``cfg`` (a recycled pid is not ours)."""
-    return procs.ours(pid, lambda proc: str(cfg) in proc.cmdline())
-
 
 def node_processes(fleet: str, node: str, user: str | None = None) -> list[psutil.Process]:
     """Every process that belongs to the node: its environment marker, or (as root) its Unix user."""
@@ -172,38 +108,6 @@ def node_processes(fleet: str, node: str, user: str | None = None) -> list[psuti
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
-
-
-def banner(host: str, port: int, timeout: float = 2.0) -> bool:
-    """True when an SSH server answers with its banner at host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            return s.recv(4).startswith(b"SSH-")
-    except OSError:
-        return False
-
-
-def sshd_config(*, listen: str, port: int, host_key: Path, pid_file: Path, authorized: Path, user: str,
-                extra: list[str]) -> str:
-    lines = [
-        f"ListenAddress {listen}:{port}", f"HostKey {host_key}", f"PidFile {pid_file}",
-        f"AuthorizedKeysFile {authorized}", f"AllowUsers {user}",
-        "PubkeyAuthentication yes", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-        "UsePAM no", "StrictModes no", "PrintMotd no", "X11Forwarding no", "PermitTunnel no",
-        "PermitUserEnvironment no", "MaxStartups 100:30:200", "MaxSessions 64", "LogLevel ERROR",
-        "KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org",
-    ]
-    return "\n".join(lines + extra) + "\n"
-
-
-def start_sshd(cfg: Path, log: Path, wrapper: list[str] | None = None) -> int:
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    check = subprocess.run([SSHD, "-t", "-f", str(cfg)], capture_output=True, text=True)
-    if check.returncode != 0:
-        raise Exit(f"sshd rejected {cfg}: {check.stderr.strip().splitlines()[-1]}")
-    return procs.detach([*(wrapper or []), SSHD, "-D", "-e", "-f", str(cfg)], log)
 
 
 # ---------------------------------------------------------------- nodes
@@ -232,7 +136,7 @@ def node_state(ndir: Path, labels: dict) -> str:
             return UNREACHABLE
     except psutil.NoSuchProcess:
         return TERMINATED
-    return RUNNING if banner(labels["host"], labels["port"]) else UNREACHABLE
+    return RUNNING if ports.banner(labels["host"], labels["port"]) else UNREACHABLE
 
 
 def list_nodes(c, name: str) -> list[Node]:
@@ -417,6 +321,7 @@ def _start_head(c, fleet: str, fresh: bool) -> None:
     from playbooks.ssh import sftp_head as head
     for attempt in range(5):
         try:
+            ensure_head_address(c, fleet)
             head.start(c, fleet)
             return
         except head.AddressTaken:

@@ -14,7 +14,8 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from playbooks.runs.state import STATE
+from playbooks.runs.layout import STATE
+from playbooks.settings import setting
 
 PULLED = f"{STATE}/pulled.json"
 # rough list prices of a head's disk, USD per GB-month: GCP balanced persistent disk, AWS gp3 (late 2025)
@@ -94,10 +95,10 @@ def check(c, prov, fleet: str) -> Verdict | None:
     if node is None:
         return None
     from playbooks.providers import RUNNING
-    from playbooks.providers import cloud_common as cc
+    from playbooks.runs.head_instance import RemoteHead
     if node.state != RUNNING:
         return Verdict(node.name, False)
-    head = cc.RemoteHead(c, fleet, node)
+    head = RemoteHead(c, fleet, node)
     try:
         return Verdict(node.name, True, unpulled(head))
     except Exception as exc:  # noqa: BLE001 - an unreadable head is kept, never deleted on a guess
@@ -124,9 +125,8 @@ def plan_line(v: Verdict, hold: bool, cost: str) -> str:
 def monthly_cost(c, provider: str) -> str:
     """What a kept head instance costs a month, stopped (its disk) and running (plus its machine)."""
     from playbooks.providers import cloud_common as cc
-    s = c.config[provider]
-    gb = int(s.head_disk_gb)
-    mtype = str(s.head_machine_type if provider == "gcp" else s.head_instance_type)
+    gb = setting(c, f"{provider}.head_disk_gb")
+    mtype = setting(c, f"{provider}.head_machine_type" if provider == "gcp" else f"{provider}.head_instance_type")
     disk = gb * DISK_USD_PER_GB_MONTH.get(provider, 0.10)
     hourly = cc.price_per_hour(c, provider, False, mtype)
     running = f", ${disk + hourly * HOURS_PER_MONTH:,.0f}/month running as {mtype}" if hourly else ""

@@ -16,69 +16,27 @@ below the shared root is never trusted, so no symlink there is followed, and a r
 from __future__ import annotations
 
 import json
-import sys
 import time
-from pathlib import Path
 
 from invoke.exceptions import Exit
 
 from playbooks.fs import safefs
-from playbooks.settings.defaults import REPO, shared_root
-
-STATE = ".fleetbook"
-
-
-def runs_dir(c) -> Path:
-    return shared_root(c) / STATE / "runs"
+from playbooks.runs.disk import LocalDisk, shared_disk
+from playbooks.runs.layout import (STATE, fleetwork, local_disk, node_file, node_files, node_record,  # noqa: F401
+                                   node_state_rel, read_json, run_rel, runs_dir, write_json, write_node_file)
 
 
-def node_state_rel(run_id: str, node: str) -> str:
-    """The node's state folder relative to the shared root (the same below every mountpoint)."""
-    return f"{STATE}/runs/{run_id}/nodes/{node}"
+class RunStateError(Exit):
+    """A run's state cannot be read (typed; an ``Exit`` so that a step ends with its one line)."""
 
 
-def read_json(path: Path) -> dict | None:
-    """A JSON file of the operator's own (not below the shared root), or None."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Atomic (temp file + rename), the folder made as needed."""
-    safefs.Root(path.parent).write_json(path.name, data)
-
-
-def local_disk(c) -> safefs.Root:
-    """The shared root on this machine, reached through ``safefs`` only."""
-    return safefs.Root(shared_root(c))
-
-
-def remote(c, provider: str = "", fleet: str = ""):
-    """The head instance (``cloud_common.RemoteHead``) when the fleet's shared disk lives on one, else None (the
-    shared root is on this machine).  Asked of the provider's optional ``remote_head`` hook."""
-    provider = provider or str(c.config.fleet.provider)
-    if provider == "local":
-        return None
-    from playbooks.providers import get
-    hook = getattr(get(provider), "remote_head", None)
-    return hook(c, fleet or str(c.config.fleet.name)) if hook else None
-
-
-def disk(c, provider: str = "", fleet: str = ""):
-    """Where the shared root is: a head instance (over SFTP) or this machine; both have ``read_text``,
-    ``is_dir``, ``mkdirs`` and ``write_text`` with paths relative to the shared root, none following a link."""
-    head = remote(c, provider, fleet)
-    return head if head is not None else local_disk(c)
-
-
-def run_rel(run_id: str) -> str:
-    return f"{STATE}/runs/{safefs.name(run_id, 'run id')}"
+class NoRun(RunStateError):
+    """No run yet on this shared disk."""
 
 
 def save_run(where, record: dict, latest: bool = False) -> None:
-    """The run record and a folder per node (``where``: see ``disk``); with ``latest``, LATEST names the run."""
+    """The run record and a folder per node (``where``: a ``disk.shared_disk``); with ``latest``, LATEST names
+    the run."""
     rel = run_rel(record["run_id"])
     for n in record["nodes"]:
         where.mkdirs(f"{rel}/nodes/{safefs.name(n['name'], 'node name')}")
@@ -87,10 +45,10 @@ def save_run(where, record: dict, latest: bool = False) -> None:
         where.write_text(f"{STATE}/runs/LATEST", record["run_id"] + "\n")
 
 
-def latest(c, head=None) -> str:
-    text = (head or local_disk(c)).read_text(f"{STATE}/runs/LATEST")
+def latest(c, disk=None) -> str:
+    text = (disk or LocalDisk(c)).read_text(f"{STATE}/runs/LATEST")
     if not text or not text.strip():
-        raise Exit("no run yet: start one with `invoke run --workload resize`")
+        raise NoRun("no run yet: start one with `invoke run --workload resize`")
     return safefs.name(text.strip(), f"the run id in {STATE}/runs/LATEST")
 
 
@@ -109,59 +67,25 @@ def check_record(record, run_id: str) -> dict:
         for n in record["nodes"]:
             safefs.name(n.get("name") if isinstance(n, dict) else n, "node name")
     except safefs.Refused as exc:
-        raise Exit(f"the record of run {run_id!r} is not valid ({exc.message}): was it altered?") from None
+        raise RunStateError(f"the record of run {run_id!r} is not valid ({exc.message}): was it altered?") from None
     return record
 
 
 def load_run(c, run_id: str = "", provider: str = "", fleet: str = "") -> dict:
-    head = remote(c, provider, fleet)
-    run_id = safefs.name(run_id, "--run-id") if run_id else latest(c, head)
-    text = (head or local_disk(c)).read_text(f"{run_rel(run_id)}/run.json")
+    disk = shared_disk(c, provider, fleet)
+    run_id = safefs.name(run_id, "--run-id") if run_id else latest(c, disk)
+    text = disk.read_text(f"{run_rel(run_id)}/run.json")
     try:
         record = json.loads(text) if text else None
     except ValueError:
         record = None
     if record is None:
-        raise Exit(f"run {run_id!r} not found on the head instance" if head else
+        raise RunStateError(f"run {run_id!r} not found on the head instance" if disk.remote else
                    f"run {run_id!r} not found under {runs_dir(c)}: see `ls {runs_dir(c)}`")
     return check_record(record, run_id)
 
 
-_NUMBERS = ("updated_at", "started_at", "finished_at", "rate_per_s", "done", "skipped", "failed", "total", "code")
-
-
-def node_record(rec) -> dict | None:
-    """A heartbeat or exit record as the head may use it: a dict whose numeric fields are numbers (a field of
-    another type is dropped: what a node writes is data, and must not crash the head's arithmetic)."""
-    if not isinstance(rec, dict):
-        return None
-    out = {k: v for k, v in rec.items()
-           if k not in _NUMBERS or (isinstance(v, (int, float)) and not isinstance(v, bool))}
-    if "summary" in out:                      # an exit record's summary: the same rule, one level down
-        out["summary"] = node_record(out["summary"]) or {}
-    return out
-
-
-def node_file(c, run_id: str, node: str, name: str) -> dict | None:
-    """One JSON file a node wrote in its state folder, or None (missing, not JSON, or behind a symlink: a link
-    there is no heartbeat)."""
-    try:
-        rec = local_disk(c).read_json(f"{run_rel(run_id)}/nodes/{safefs.name(node, 'node name')}/{name}")
-    except safefs.Refused:
-        return None
-    return node_record(rec)
-
-
-def node_files(c, run_id: str, node: str) -> tuple[dict | None, dict | None]:
-    """(heartbeat, exit record) of one node, as the head sees them on its disk."""
-    return node_file(c, run_id, node, "heartbeat.json"), node_file(c, run_id, node, "exit.json")
-
-
-def write_node_file(c, run_id: str, node: str, name: str, data: dict) -> None:
-    local_disk(c).write_json(f"{run_rel(run_id)}/nodes/{safefs.name(node, 'node name')}/{name}", data)
-
-
-def node_status(record: dict, node: str, heartbeat: dict | None, exit_: dict | None, lost_after: float,
+def node_status(record: dict, heartbeat: dict | None, exit_: dict | None, lost_after: float,
                 now: float | None = None) -> str:
     """done / failed (exit code != 0) / running / lost (no heartbeat for lost_after seconds) / starting."""
     now = now or time.time()
@@ -202,12 +126,3 @@ def common_cause(nodes: list[dict], free_bytes: int | None = None) -> str | None
                 "the head (its SFTP sshd, its disk or the tunnel to it) is the likely cause, not the nodes; "
                 "check that the head's sshd runs (`invoke mount` says whether the nodes reach it)")
     return None
-
-
-def fleetwork():
-    """The workloads' shared helper, imported on the head from the repository's workloads/ folder."""
-    folder = str(REPO / "workloads")
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    import fleetwork as fw
-    return fw

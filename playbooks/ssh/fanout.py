@@ -10,7 +10,7 @@ import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import paramiko
 from fabric import Config, Connection
@@ -18,8 +18,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from playbooks.settings import setting
 from playbooks.settings.defaults import state_dir
-from playbooks.providers import Node
+
+if TYPE_CHECKING:                  # any object with the Node's fields will do: the ssh layer is below providers
+    from playbooks.providers import Node
 
 
 @dataclass
@@ -50,9 +53,9 @@ def connect(c, fleet: str, node: Node) -> Connection:
     conn = Connection(
         node.host, user=node.user, port=node.port,
         config=Config(overrides={"load_ssh_configs": False, "run": {"hide": True, "warn": True}}),
-        connect_timeout=float(c.config.fleet.ssh_timeout),
+        connect_timeout=setting(c, "fleet.ssh_timeout"),
         connect_kwargs={"key_filename": str(fleet_key(c, fleet)), "look_for_keys": False,
-                        "allow_agent": False, "banner_timeout": float(c.config.fleet.ssh_timeout)},
+                        "allow_agent": False, "banner_timeout": setting(c, "fleet.ssh_timeout")},
     )
     known = fleet_known_hosts(c, fleet)
     if known.exists():  # none yet: every host is unknown, and RejectPolicy says so
@@ -69,7 +72,7 @@ def openssh_argv(c, fleet: str, node: Node, *options: str) -> list[str]:
             "-o", f"UserKnownHostsFile={fleet_known_hosts(c, fleet)}", "-o", "GlobalKnownHostsFile=/dev/null",
             "-o", "UpdateHostKeys=no", "-o", "IdentitiesOnly=yes", "-i", str(fleet_key(c, fleet)),
             "-o", "ForwardAgent=no", "-o", "ForwardX11=no",
-            "-o", f"ConnectTimeout={max(1, int(float(c.config.fleet.ssh_timeout)))}", "-p", str(node.port),
+            "-o", f"ConnectTimeout={max(1, int(setting(c, 'fleet.ssh_timeout')))}", "-p", str(node.port),
             *options, "--", f"{node.user}@{node.host}"]
 
 
@@ -88,7 +91,7 @@ def describe(exc: BaseException) -> str:
 def fan_out(c, fleet: str, nodes: list[Node], fn: Callable[[Connection, Node], Any], *, step: str,
             max_parallel: int | None = None) -> list[HostResult]:
     """Run ``fn(conn, node)`` on every node, at most ``fleet.max_parallel`` at once; never raises."""
-    cap = max(1, min(int(max_parallel or c.config.fleet.max_parallel), len(nodes) or 1))
+    cap = max(1, min(setting(c, "fleet.max_parallel", max_parallel or None), len(nodes) or 1))
 
     def one(node: Node) -> HostResult:
         conn = None

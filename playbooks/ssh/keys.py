@@ -18,15 +18,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from playbooks.fs import safefs
+from playbooks.fs.public import public_folder
+from playbooks.settings.defaults import fleet_dir, nodes_dir
+
 
 def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    safefs.write_file(path, data, mode)
 
 
 def keypair(path: Path, comment: str) -> str:
@@ -65,3 +63,20 @@ def unpin(known_hosts: Path, host: str, port: int) -> None:
     entry = host_entry(host, port)
     lines = [ln for ln in known_hosts.read_text().splitlines() if ln.split(" ", 1)[0] != entry]
     write_private(known_hosts, ("\n".join(lines) + "\n").encode() if lines else b"", 0o644)
+
+
+def ensure_fleet(c, fleet: str) -> Path:
+    """Keys of the fleet (operator -> nodes, nodes -> head) and the head's host key; idempotent.  The
+    operator's keys stay in the private state folder; what node users must read goes below ``nodes_dir``."""
+    fdir = fleet_dir(c, fleet)
+    for d in (fdir, fdir / "head"):
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o700 if os.geteuid() == 0 else 0o711)
+    if os.geteuid() == 0:
+        public_folder(c, nodes_dir(c, fleet))
+    else:
+        nodes_dir(c, fleet).mkdir(parents=True, exist_ok=True)
+    keypair(fdir / "id_ed25519", f"fleetbook-operator@{fleet}")
+    keypair(fdir / "node_ed25519", f"fleetbook-node@{fleet}")
+    keypair(fdir / "head" / "ssh_host_ed25519_key", f"fleetbook-head@{fleet}")
+    return fdir

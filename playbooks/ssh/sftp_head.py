@@ -24,8 +24,10 @@ from invoke.exceptions import Exit
 
 from playbooks.ssh import daemons as procs
 from playbooks.fs import safefs
-from playbooks.settings.defaults import REPO, public_dir, shared_root, state_dir
-from playbooks.providers import local
+from playbooks.fs.public import public_folder
+from playbooks.settings.defaults import REPO, fleet_dir, public_dir, public_fleet_dir, shared_root, state_dir
+from playbooks.ssh.keys import ensure_fleet
+from playbooks.ssh.sshd import sshd_alive, sshd_config, start_sshd
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,12 @@ class Head:
     remote_path: str  # what a node mounts: "/data" inside the chroot, else the shared root itself
 
 
-class AddressTaken(Exit):
+class HeadError(Exit):
+    """The head's sshd cannot serve the shared root (typed; an ``Exit`` until the steps convert typed errors at
+    their boundary: ``settings.errors.user_errors``)."""
+
+
+class AddressTaken(HeadError):
     """The head's sshd could not listen on its address (another program took it first)."""
 
 
@@ -54,7 +61,7 @@ def sftp_user() -> pwd.struct_passwd:
                                "--shell", "/usr/sbin/nologin", "--user-group", "--password", "*", SFTP_USER],
                               capture_output=True, text=True)
         if made.returncode != 0 and "already exists" not in made.stderr:
-            raise Exit(f"cannot make the SFTP user {SFTP_USER}: {made.stderr.strip()}")
+            raise HeadError(f"cannot make the SFTP user {SFTP_USER}: {made.stderr.strip()}")
         return pwd.getpwnam(SFTP_USER)
 
 
@@ -77,7 +84,7 @@ def give_to_nodes(c, rel: str, *, tree: bool = False) -> None:
 
 
 def chroot_dir(c, fleet: str) -> Path:
-    return local.public_fleet_dir(c, fleet) / "head-root"
+    return public_fleet_dir(c, fleet) / "head-root"
 
 
 def servable(c) -> Path:
@@ -85,35 +92,37 @@ def servable(c) -> Path:
     Called before a fleet is created, so that nothing is started for a shared root that cannot work."""
     root = shared_root(c)
     if root.exists() and not root.is_dir():
-        raise Exit(f"shared.root {root} is not a folder: choose another (INVOKE_SHARED_ROOT)")
+        raise HeadError(f"shared.root {root} is not a folder: choose another (INVOKE_SHARED_ROOT)")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise Exit(f"shared.root {root} cannot be made ({exc.strerror}): choose another (INVOKE_SHARED_ROOT)")
+        raise HeadError(f"shared.root {root} cannot be made ({exc.strerror}): choose another (INVOKE_SHARED_ROOT)")
     if root == Path("/") or any(p == root or p.is_relative_to(root) for p in (state_dir(c), REPO, public_dir(c))):
-        raise Exit(f"shared.root {root} holds the fleet's keys or the checkout, which nodes must never read: "
+        raise HeadError(f"shared.root {root} holds the fleet's keys or the checkout, which nodes must never read: "
                    "choose a folder of its own, e.g. INVOKE_SHARED_ROOT=data (the default)")
     if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
-        raise Exit(f"shared.root {root} is not writable by you: choose another (INVOKE_SHARED_ROOT)")
+        raise HeadError(f"shared.root {root} is not writable by you: choose another (INVOKE_SHARED_ROOT)")
     if os.geteuid() == 0 and not shutil.which("unshare"):
-        raise Exit("unshare is missing (the head's sshd serves the shared root in a mount namespace of its own): "
+        raise HeadError("unshare is missing (the head's sshd serves the shared root in a mount namespace of its own): "
                    "apt-get install util-linux")
     return root
 
 
 def _config(c, fleet: str, root: Path) -> tuple[Path, Head, list[str]]:
-    fdir = local.fleet_dir(c, fleet)
+    fdir = fleet_dir(c, fleet)
     hdir = fdir / "head"
+    if not (hdir / "head.json").exists():      # the address is the provider's choice (local.ensure_head_address)
+        raise HeadError(f"fleet {fleet} has no head address yet: create it first (`invoke fleet.create --name {fleet}`)")
     addr = json.loads((hdir / "head.json").read_text())
     user = pwd.getpwuid(os.geteuid()).pw_name
     authorized = hdir / "authorized_keys"
     wrapper: list[str] = []
     if os.geteuid() == 0:
         user = sftp_user().pw_name
-        chroot = local.public_folder(c, chroot_dir(c, fleet), 0o755)
+        chroot = public_folder(c, chroot_dir(c, fleet), 0o755)
         (chroot / DATA).mkdir(mode=0o755, exist_ok=True)
         # sshd reads the authorized keys as the SFTP user: they sit beside the chroot, root's, 0644
-        authorized = local.public_folder(c, chroot_dir(c, fleet).with_name("head-keys")) / "authorized_keys"
+        authorized = public_folder(c, chroot_dir(c, fleet).with_name("head-keys")) / "authorized_keys"
         extra = ["PermitRootLogin no", f"ChrootDirectory {chroot}", f"ForceCommand internal-sftp -d /{DATA}"]
         head = Head(addr["host"], addr["port"], user, f"/{DATA}")
         # the bind mount lives in the daemon's own mount namespace only, and dies with it
@@ -126,7 +135,7 @@ def _config(c, fleet: str, root: Path) -> tuple[Path, Head, list[str]]:
     authorized.write_text(f"restrict {node_pub}\n")
     os.chmod(authorized, 0o644)
     cfg = hdir / "sshd_config"
-    cfg.write_text(local.sshd_config(
+    cfg.write_text(sshd_config(
         listen=head.host, port=head.port, host_key=hdir / "ssh_host_ed25519_key", pid_file=hdir / "sshd.pid",
         authorized=authorized, user=user,
         extra=extra + ["AllowTcpForwarding no", "AllowAgentForwarding no", "Subsystem sftp internal-sftp"]))
@@ -134,17 +143,17 @@ def _config(c, fleet: str, root: Path) -> tuple[Path, Head, list[str]]:
 
 
 def start(c, fleet: str) -> Head:
-    """Start (or keep) the fleet's head sshd; return where nodes reach it."""
+    """Start (or keep) the fleet's head sshd at the address its provider chose (``head/head.json``: the local
+    provider's ``ensure_head_address``); return where nodes reach it."""
     root = servable(c)
     serve_root(root)
-    local.ensure_fleet(c, fleet)
-    local.ensure_head_address(c, fleet)
+    ensure_fleet(c, fleet)
     cfg, head, wrapper = _config(c, fleet, root)
     hdir = cfg.parent
-    if local.sshd_alive(procs.read_pid(hdir / "sshd.pid"), cfg) is None:
-        pid = local.start_sshd(cfg, hdir / "sshd.log", wrapper)
+    if sshd_alive(procs.read_pid(hdir / "sshd.pid"), cfg) is None:
+        pid = start_sshd(cfg, hdir / "sshd.log", wrapper)
         for _ in range(200):  # until our own daemon listens: an answer from another program does not count
-            proc = local.sshd_alive(pid, cfg)
+            proc = sshd_alive(pid, cfg)
             if proc is None:
                 raise AddressTaken(f"the head sshd did not start on {head.host}:{head.port} (is the address taken by "
                            f"another program?): see {hdir / 'sshd.log'}, then `invoke fleet.down --name {fleet}` "
@@ -153,7 +162,7 @@ def start(c, fleet: str) -> Head:
                 break
             time.sleep(0.05)
         else:
-            raise Exit(f"the head sshd did not start on {head.host}:{head.port}: see {hdir / 'sshd.log'}")
+            raise HeadError(f"the head sshd did not start on {head.host}:{head.port}: see {hdir / 'sshd.log'}")
     return head
 
 
@@ -166,8 +175,8 @@ def _listens(proc, host: str, port: int) -> bool:
 
 
 def stop(c, fleet: str) -> None:
-    hdir = local.fleet_dir(c, fleet) / "head"
-    proc = local.sshd_alive(procs.read_pid(hdir / "sshd.pid"), hdir / "sshd_config")
+    hdir = fleet_dir(c, fleet) / "head"
+    proc = sshd_alive(procs.read_pid(hdir / "sshd.pid"), hdir / "sshd_config")
     if proc is not None:
         procs.kill_all([proc])
     chroot = chroot_dir(c, fleet)

@@ -1,7 +1,7 @@
 """From what the user typed to a store: ``s3://b/p``, ``gs://b/p``, a folder here, or a path in the shared root.
 
 The shared root is on this machine (a local fleet, a cloud fleet with the tunnel head) or on the fleet's head
-instance, reached over SFTP (``runstate.remote``).  Endpoints for tests and proxies: ``data.s3_endpoint`` (else
+instance, reached over SFTP (``runs.disk.shared_disk``).  Endpoints for tests and proxies: ``data.s3_endpoint`` (else
 boto's own ``AWS_ENDPOINT_URL``) and ``data.gcs_endpoint`` (plain ``http://`` = an emulator, no credentials).
 """
 from __future__ import annotations
@@ -33,11 +33,8 @@ def outside(c, spec: str, threads: int):
     return LocalStore(Path(spec).expanduser().resolve())
 
 
-def shared(c, rel: str, head, what: str = "the shared-root side"):
-    """The store of ``rel`` in the shared root: on the head instance ``head`` (a RemoteHead), else here."""
-    from playbooks.settings.defaults import shared_root
+def shared(disk, rel: str, what: str = "the shared-root side"):
+    """The store of ``rel`` in the shared root, on the fleet's shared disk (``runs.disk.shared_disk``: here, or
+    on its head instance)."""
     rel = "" if rel.strip() in ("", ".") else safefs.rel_path(rel.strip(), what)
-    if head is not None:
-        from playbooks.transfer.sftp import SftpStore
-        return SftpStore(head, rel, f"head instance:{rel or '.'}")
-    return LocalStore(shared_root(c) / rel, f"{shared_root(c) / rel} (shared root)")
+    return disk.store(rel)

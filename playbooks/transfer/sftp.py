@@ -130,6 +130,7 @@ class SftpStore:
         if not wanted:
             return {}
         from playbooks.providers import cloud_common as cc
+        from playbooks.runs import head_instance
         from playbooks.ssh.fanout import connect
         from playbooks.transfer.digest import remote_script
         root = f"{cc.HEAD_CHROOT}/{cc.HEAD_DATA}/{self.rel}".rstrip("/")
@@ -137,7 +138,7 @@ class SftpStore:
         try:
             conn.open()
             stdin, stdout, stderr = conn.client.exec_command(
-                f"{shlex.quote(cc.HEAD_PYTHON)} -c {shlex.quote(remote_script())}", timeout=3600)
+                f"{shlex.quote(head_instance.HEAD_PYTHON)} -c {shlex.quote(remote_script())}", timeout=3600)
             stdin.write(json.dumps({"root": root, "files": [[r, k] for r, k in wanted.items()]}))
             stdin.channel.shutdown_write()
             text = stdout.read().decode()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shlex
 import shutil
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from rich.console import Console
 
 from playbooks.engines.errors import EngineError
 from playbooks.engines.launch import preflight
-from playbooks.providers.local import port_free
+from playbooks.ssh import ports
 from playbooks.runs import state as runstate
 from playbooks.settings import setting
 from playbooks.settings.defaults import state_dir
@@ -80,16 +79,15 @@ def start_scheduler(argv: list[str], log: Path) -> int:
 
 def wait_port(host: str, port: int, pid: int, log: Path, timeout: float) -> None:
     import psutil
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def alive() -> bool:
         try:
-            with socket.create_connection((host, port), timeout=1):
-                return
-        except OSError:
-            pass
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            break
-        time.sleep(0.1)
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    if ports.wait_answer(host, port, timeout, alive):
+        return
     tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
     raise EngineError(f"the Dask scheduler did not start on {host}:{port}: {tail[0] if tail else 'no log'} "
                       f"(see {log})")
@@ -133,7 +131,7 @@ def connect_client(address: str, timeout: float = 10.0):
 
 def _check_ports(host: str, port: int, dport: int) -> None:
     for p, what in ((port, "dask.port"), (dport, "dask.dashboard_port")):
-        if not port_free(host, p) and (p == port or dashboard_available()):
+        if not ports.free(host, p) and (p == port or dashboard_available()):
             raise EngineError(f"port {p} on {host} is taken: choose another with {what} "
                               f"(e.g. INVOKE_DASK_{what.split('.')[1].upper()}={p + 10}) or `invoke dask.down`")
 

@@ -1,0 +1,45 @@
+"""OpenSSH daemons of this machine: their config, their start, whether one still runs (the local nodes' sshds
+and the head's SFTP-only sshd use the same three)."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import psutil
+from invoke.exceptions import Exit
+
+from playbooks.ssh import daemons as procs
+
+SSHD = "/usr/sbin/sshd"
+
+
+class SshdRejected(Exit):
+    """sshd -t refused a config (typed; an Exit so that a step shows its one line)."""
+
+
+def sshd_alive(pid: int | None, cfg: Path) -> psutil.Process | None:
+    """The process ``pid`` if it is the sshd started with ``cfg`` (a recycled pid is not ours)."""
+    return procs.ours(pid, lambda proc: str(cfg) in proc.cmdline())
+
+
+def sshd_config(*, listen: str, port: int, host_key: Path, pid_file: Path, authorized: Path, user: str,
+                extra: list[str]) -> str:
+    lines = [
+        f"ListenAddress {listen}:{port}", f"HostKey {host_key}", f"PidFile {pid_file}",
+        f"AuthorizedKeysFile {authorized}", f"AllowUsers {user}",
+        "PubkeyAuthentication yes", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+        "UsePAM no", "StrictModes no", "PrintMotd no", "X11Forwarding no", "PermitTunnel no",
+        "PermitUserEnvironment no", "MaxStartups 100:30:200", "MaxSessions 64", "LogLevel ERROR",
+        "KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org",
+    ]
+    return "\n".join(lines + extra) + "\n"
+
+
+def start_sshd(cfg: Path, log: Path, wrapper: list[str] | None = None) -> int:
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    check = subprocess.run([SSHD, "-t", "-f", str(cfg)], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise SshdRejected(f"sshd rejected {cfg}: {check.stderr.strip().splitlines()[-1]}")
+    return procs.detach([*(wrapper or []), SSHD, "-D", "-e", "-f", str(cfg)], log)
