@@ -9,6 +9,7 @@ from __future__ import annotations
 from invoke import task
 
 from playbooks.engines import batch as engine
+from playbooks.settings.flags import long_only
 
 
 @task(help={
@@ -20,7 +21,7 @@ def setup(c, image="", bucket=""):
     engine.setup(c, image=image, bucket=bucket)
 
 
-@task(auto_shortflags=False, help={  # no short flags: -h for --shards would read as --help
+@task(help={
     "workload": "which workload each job runs (a script in workloads/): resize, edges, features",
     "src": "inputs, s3://bucket/prefix (default: batch.src)",
     "dst": "outputs, s3://bucket/prefix (default: batch.dst)",
@@ -34,6 +35,9 @@ def submit(c, workload="", src="", dst="", shards=0, then="", then_dst="", args=
     """Submit one job per shard (and one dependent job per shard with --then)."""
     engine.submit(c, workload or c.config.job.workload, src=src, dst=dst, shards=shards, then=then,
                   then_dst=then_dst, args=args, then_args=then_args)
+
+
+long_only(submit)  # no short flags: -h for --shards would read as --help
 
 
 @task(help={"run_id": "only this run (default: every run in the queue, newest first)"})

@@ -167,7 +167,7 @@ def busy_notes(named: dict[str, dict | None]) -> list[str]:
 
 def prices(c, provider: str, mtype: str, head: str) -> tuple[float | None, float | None]:
     """(spot price of a node, on-demand price of the head instance or None) per hour, from the price tables."""
-    from playbooks.providers import cloud_common as cc
+    from playbooks.providers import cloud as cc
     if provider == "local":
         return cc.price_per_hour(c, "local", True), None
     node = cc.price_per_hour(c, provider, True, mtype)
@@ -183,7 +183,7 @@ def batch_plan(c, workload: str, items: int, item_s: float) -> dict:
     b = {k: batch.setting(c, k) for k in ENGINE_DEFAULTS["batch"]}
     start_s, threads = float(b["job_start_s"]), int(b["threads"])
     counts = ints(c.config.plan.shards, "plan.shards") + [int(b["shards"])]
-    from playbooks.providers import cloud_common as cc
+    from playbooks.providers import cloud as cc
     price = cc.price_per_hour(c, "aws", True)           # the spot price of aws.instance_type, per vCPU below
     type_vcpus = profiles.type_cores(str(c.config.aws.instance_type))
     vcpu_price = price / type_vcpus if price is not None and type_vcpus else None

@@ -23,7 +23,8 @@ from playbooks import data, fleet
 from playbooks.runs import keep
 from playbooks.settings.defaults import REPO
 from playbooks.providers import FleetSpec, aws, gcp
-from playbooks.providers import cloud_common as cc
+from playbooks.providers import cloud as cc
+from playbooks.providers.cloud import head_instance
 from test_gcp_head_instance import (HEAD_ADDR, head_instance_sshd, point_at_head, pytestmark,  # noqa: F401
                                     sftp_user)
 from transfer_fixtures import make_tree, same_tree
@@ -105,7 +106,7 @@ def test_push_to_a_head_instance_killed_and_resumed_then_pulled(gcp_ctx, gce, fl
     counting_s3.clear()
     data.pull(c, from_="inputs", to="s3://results/in", json_=True)
     assert last_json(capsys)["skipped"] == 1003 and not counting_s3.requests("PUT")
-    cc._REMOTE_HEADS.clear()
+    head_instance._REMOTE_HEADS.clear()
 
 
 def test_create_push_run_down_keeps_the_outputs_until_pulled(gcp_ctx, gce, fleet_sshd, head_instance_sshd, tmp_path,
@@ -127,7 +128,7 @@ def test_create_push_run_down_keeps_the_outputs_until_pulled(gcp_ctx, gce, fleet
     assert _landed(shared / "out") == outputs                          # every output still there, untouched
     with pytest.raises(Exit, match="kept the head instance"):
         teardown.teardown(c, name=FLEET, provider="gcp")               # the same rule for teardown
-    cc._REMOTE_HEADS.clear()
+    head_instance._REMOTE_HEADS.clear()
     data.pull(c, from_="out", to=str(tmp_path / "results"))
     assert {r for r in _landed(tmp_path / "results")} == set(outputs)
     assert json.loads((shared / ".fleetbook" / "pulled.json").read_text())["out"]["files"] == len(outputs)
@@ -173,7 +174,7 @@ def on_aws_head(c, fleet_sshd, head_sshd, tmp_path, monkeypatch):
 
     def find_head(c, name):
         found = real_find(c, name)
-        return (found[0], HEAD_ADDR, found[2]) if found else None
+        return dataclasses.replace(found, private_ip=HEAD_ADDR) if found else None
 
     monkeypatch.setattr(aws, "find_head", find_head)
 
@@ -182,9 +183,9 @@ def on_aws_head(c, fleet_sshd, head_sshd, tmp_path, monkeypatch):
         return [head_key] if cc.is_head(aws._tags(inst)) else [node_key]
 
     monkeypatch.setattr(aws, "host_keys", host_keys)
-    monkeypatch.setattr(cc, "HEAD_CHROOT", str(chroot))
-    monkeypatch.setattr(cc, "HEAD_PYTHON", sys.executable)
-    monkeypatch.setattr(cc, "HEAD_WORKDIR", str(tmp_path / "head-work"))
+    monkeypatch.setattr(head_instance, "HEAD_CHROOT", str(chroot))
+    monkeypatch.setattr(head_instance, "HEAD_PYTHON", sys.executable)
+    monkeypatch.setattr(head_instance, "HEAD_WORKDIR", str(tmp_path / "head-work"))
     aws.create(c, FleetSpec(name=FLEET, count=1, head="instance"))
     aws.wait_ready(c, FLEET, 20)
     return chroot / cc.HEAD_DATA
@@ -215,4 +216,4 @@ def test_aws_down_loses_the_outputs_only_with_discard_results(aws_ctx, gcp_ctx, 
     assert alive() == ["demo-head"]
     fleet.down(c, name=FLEET, provider="aws", discard_results=True)     # the one way to lose them
     assert alive() == []
-    cc._REMOTE_HEADS.clear()
+    head_instance._REMOTE_HEADS.clear()

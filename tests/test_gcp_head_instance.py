@@ -23,7 +23,8 @@ import pytest
 
 from cloud_fixtures import FLEET, SSHD
 from playbooks.providers import FleetSpec, gcp
-from playbooks.providers import cloud_common as cc
+from playbooks.providers import cloud as cc
+from playbooks.providers.cloud import head_instance
 
 HEAD_ADDR = "127.0.0.2"
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="a head instance's chroot and user need root"),
@@ -102,9 +103,9 @@ def point_at_head(c, gce, fleet_sshd, head_instance_sshd, tmp_path, monkeypatch)
     real_node = gcp._node
     monkeypatch.setattr(gcp, "_node", lambda c, inst: dataclasses.replace(
         real_node(c, inst), python=sys.executable, workdir=str(tmp_path / "node-work")))
-    monkeypatch.setattr(cc, "HEAD_CHROOT", str(chroot))
-    monkeypatch.setattr(cc, "HEAD_PYTHON", sys.executable)
-    monkeypatch.setattr(cc, "HEAD_WORKDIR", str(tmp_path / "head-work"))
+    monkeypatch.setattr(head_instance, "HEAD_CHROOT", str(chroot))
+    monkeypatch.setattr(head_instance, "HEAD_PYTHON", sys.executable)
+    monkeypatch.setattr(head_instance, "HEAD_WORKDIR", str(tmp_path / "head-work"))
 
 
 def test_head_instance_end_to_end(gcp_ctx, gce, fleet_sshd, head_instance_sshd, tmp_path, monkeypatch, capsys):
@@ -154,7 +155,7 @@ def test_head_instance_end_to_end(gcp_ctx, gce, fleet_sshd, head_instance_sshd, 
         assert sum(beat["done"] for beat, _ in beats.values()) >= 6  # every output was made by some node
     finally:
         mount.unmount(c, name=FLEET, provider="gcp")
-        cc._REMOTE_HEADS.clear()
+        head_instance._REMOTE_HEADS.clear()
     assert gcp.terminate(c, FLEET) == 2 and gce.instances == {}
 
 
@@ -166,9 +167,9 @@ def test_head_instance_files_are_never_reached_through_a_link(gcp_ctx, fleet_ssh
     from playbooks.fs.safefs import Refused
     port = fleet_sshd[0]
     chroot, head_key = head_instance_sshd
-    monkeypatch.setattr(cc, "HEAD_CHROOT", str(chroot))
-    monkeypatch.setattr(cc, "HEAD_PYTHON", sys.executable)
-    monkeypatch.setattr(cc, "HEAD_WORKDIR", str(tmp_path / "head-work"))
+    monkeypatch.setattr(head_instance, "HEAD_CHROOT", str(chroot))
+    monkeypatch.setattr(head_instance, "HEAD_PYTHON", sys.executable)
+    monkeypatch.setattr(head_instance, "HEAD_WORKDIR", str(tmp_path / "head-work"))
     with open(Path(gcp_ctx.config.fleet.state_dir) / FLEET / "known_hosts", "a") as kh:
         kh.write(f"[{HEAD_ADDR}]:{port} {head_key}\n")
     data = chroot / cc.HEAD_DATA
@@ -179,7 +180,7 @@ def test_head_instance_files_are_never_reached_through_a_link(gcp_ctx, fleet_ssh
     (data / ".fleetbook" / "runs").symlink_to("/" + cc.HEAD_DATA + "/someone-elses")   # as a node makes it
     (data / "src").mkdir()
     (data / "out").symlink_to("/" + cc.HEAD_DATA + "/someone-elses/out")
-    head = cc.RemoteHead(gcp_ctx, FLEET, Node(name="demo-head", host=HEAD_ADDR, port=port, user=getpass.getuser()))
+    head = head_instance.RemoteHead(gcp_ctx, FLEET, Node(name="demo-head", host=HEAD_ADDR, port=port, user=getpass.getuser()))
 
     def as_the_sftp_user():                                   # what a node makes is the SFTP user's
         for p in data.rglob("*"):

@@ -20,12 +20,13 @@ import uuid
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, WaiterError
-from invoke.exceptions import Exit
+from playbooks.providers.types import ProviderError
 
-from playbooks.providers import PENDING, RUNNING, STOPPED, TERMINATED, FleetSpec, Node
+from playbooks.providers import PENDING, RUNNING, STOPPED, TERMINATED, FleetSpec, HeadInstance, Node
 from playbooks.providers import aws_fleet as fleets
 from playbooks.settings.defaults import shared_mountpoint
-from playbooks.providers import cloud_common as cc
+from playbooks.providers import cloud as cc
+from playbooks.providers.cloud import head_instance as on_head
 
 STATES = {"pending": PENDING, "running": RUNNING, "stopping": STOPPED, "stopped": STOPPED,
           "shutting-down": TERMINATED, "terminated": TERMINATED}
@@ -48,13 +49,13 @@ def _code(exc: Exception) -> str:
     return exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else type(exc).__name__
 
 
-def _fail(exc: Exception, what: str) -> Exit:
+def _fail(exc: Exception, what: str) -> ProviderError:
     if isinstance(exc, NoCredentialsError) or _code(exc) in ("AuthFailure", "UnauthorizedOperation",
                                                               "InvalidClientTokenId"):
-        return Exit(f"AWS refused {what}: no valid credentials ({_code(exc)}); run `aws configure` or set "
+        return ProviderError(f"AWS refused {what}: no valid credentials ({_code(exc)}); run `aws configure` or set "
                     "AWS_PROFILE / AWS_ACCESS_KEY_ID")
     msg = exc.response.get("Error", {}).get("Message", "") if isinstance(exc, ClientError) else str(exc)
-    return Exit(f"AWS {what} failed: {_code(exc)}: {msg.splitlines()[0] if msg else ''}".rstrip(": "))
+    return ProviderError(f"AWS {what} failed: {_code(exc)}: {msg.splitlines()[0] if msg else ''}".rstrip(": "))
 
 
 def _waiter(client, name: str, timeout: float, **kw) -> None:
@@ -63,7 +64,7 @@ def _waiter(client, name: str, timeout: float, **kw) -> None:
         client.get_waiter(name).wait(WaiterConfig={"Delay": delay, "MaxAttempts": max(1, math.ceil(timeout / delay))},
                                      **kw)
     except WaiterError as exc:
-        raise Exit(f"AWS: {name.replace('_', ' ')} not reached in {timeout:g} s (aws.waiter_timeout): "
+        raise ProviderError(f"AWS: {name.replace('_', ' ')} not reached in {timeout:g} s (aws.waiter_timeout): "
                    f"{str(exc).splitlines()[0]}") from None
 
 
@@ -110,11 +111,11 @@ def list_nodes(c, name: str) -> list[Node]:
     return [_node(c, i) for _, i in _raw(c, name) if not cc.is_head(_tags(i))]
 
 
-def find_head(c, name: str):
-    """(the head instance as a Node, its private address, its region) or None when the fleet has none."""
+def find_head(c, name: str) -> HeadInstance | None:
+    """The fleet's head instance (as a Node, its private address, its region), or None when it has none."""
     for region, inst in _raw(c, name, ["pending", "running"]):
         if cc.is_head(_tags(inst)):
-            return _node(c, inst), inst.get("PrivateIpAddress", ""), region
+            return HeadInstance(node=_node(c, inst), private_ip=inst.get("PrivateIpAddress", ""), zone=region)
     return None
 
 
@@ -158,12 +159,12 @@ def _vpc(c, client) -> str:
     if subnets:
         vpcs = {s["VpcId"] for s in client.describe_subnets(SubnetIds=subnets)["Subnets"]}
         if len(vpcs) > 1:
-            raise Exit(f"aws.subnets are in {len(vpcs)} VPCs ({', '.join(sorted(vpcs))}): list subnets of one VPC "
+            raise ProviderError(f"aws.subnets are in {len(vpcs)} VPCs ({', '.join(sorted(vpcs))}): list subnets of one VPC "
                        "(one per availability zone); the security group belongs to one")
         return vpcs.pop()
     vpcs = client.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
     if not vpcs:
-        raise Exit(f"no default VPC in {a.region}: set aws.subnet to a subnet with a route to the internet")
+        raise ProviderError(f"no default VPC in {a.region}: set aws.subnet to a subnet with a route to the internet")
     return vpcs[0]["VpcId"]
 
 
@@ -186,7 +187,7 @@ def ensure_security_group(c, client, dry_run: bool = False) -> str:
     a = c.config.aws
     cidr = str(a.ssh_cidr or "")
     if not cidr:
-        raise Exit("set aws.ssh_cidr to the address you connect from, e.g. INVOKE_AWS_SSH_CIDR=203.0.113.7/32")
+        raise ProviderError("set aws.ssh_cidr to the address you connect from, e.g. INVOKE_AWS_SSH_CIDR=203.0.113.7/32")
     vpc = _vpc(c, client)
     groups = client.describe_security_groups(Filters=[{"Name": "group-name", "Values": [str(a.security_group)]},
                                                       {"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"]
@@ -310,10 +311,10 @@ def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
     Fleet over several subnets and instance types (--min checked on what it launched)."""
     name = cc.check_name(spec.name)
     if spec.count < 1:
-        raise Exit("the fleet needs at least one node (-n)")
+        raise ProviderError("the fleet needs at least one node (-n)")
     min_count = spec.min_count or spec.count
     if not 1 <= min_count <= spec.count:
-        raise Exit(f"--min {min_count} must be between 1 and -n {spec.count}")
+        raise ProviderError(f"--min {min_count} must be between 1 and -n {spec.count}")
     with_head = image is None and cc.head_mode(c, "aws", spec.head) == "instance"   # a bake makes no head
     client = ec2(c)
     existing = [n for n in list_nodes(c, name) if n.state in (RUNNING, PENDING)]
@@ -366,7 +367,7 @@ def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
         except (ClientError, BotoCoreError) as exc:
             if ids:
                 client.terminate_instances(InstanceIds=ids)
-            raise Exit(f"AWS could not create the head instance of fleet {name} ({_code(exc)}); terminated the "
+            raise ProviderError(f"AWS could not create the head instance of fleet {name} ({_code(exc)}); terminated the "
                        f"{len(ids)} node(s) this call had started. Try another aws.head_instance_type or "
                        "aws.region, or --head tunnel") from None
     if spec.wait and ids:
@@ -476,7 +477,7 @@ def terminate(c, name: str, dry_run: bool = False, keep_head: bool = False) -> i
             removed |= set(ids)
         raw = listed()
         if raw and time.monotonic() > deadline:
-            raise Exit(f"fleet {name}: {len(raw)} instance(s) still alive after {timeout:g} s; run fleet.down again")
+            raise ProviderError(f"fleet {name}: {len(raw)} instance(s) still alive after {timeout:g} s; run fleet.down again")
     for region in regions(c) if not keep_head else []:   # the kept head still needs the key pair
         try:
             ec2(c, region).delete_key_pair(KeyName=key_name(name))
@@ -537,13 +538,13 @@ def head(c, fleet: str):
     one, else this machine through one reverse tunnel per node."""
     found = find_head(c, fleet)
     if found is not None:
-        return cc.instance_head(c, "aws", fleet, found[0], found[1], list_nodes)
+        return on_head.instance_head(c, "aws", fleet, found.node, found.private_ip, list_nodes)
     return cc.tunnel_head(c, "aws", fleet, list_nodes)
 
 
 def remote_head(c, fleet: str):
     """The head instance's shared root for runstate/progress, or None (tunnel head: this machine's disk)."""
-    return cc.remote_head(c, "aws", fleet, find_head)
+    return on_head.remote_head(c, "aws", fleet, find_head)
 
 
 def stop_head(c, fleet: str) -> int:

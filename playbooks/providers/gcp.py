@@ -21,11 +21,12 @@ from datetime import datetime
 
 from google.api_core import exceptions as gexc
 from google.cloud import compute_v1
-from invoke.exceptions import Exit
+from playbooks.providers.types import ProviderError
 
-from playbooks.providers import PENDING, RUNNING, STOPPED, UNREACHABLE, FleetSpec, Node
+from playbooks.providers import PENDING, RUNNING, STOPPED, UNREACHABLE, FleetSpec, HeadInstance, Node
 from playbooks.settings.defaults import shared_mountpoint
-from playbooks.providers import cloud_common as cc
+from playbooks.providers import cloud as cc
+from playbooks.providers.cloud import head_instance as on_head
 from playbooks.providers import gcp_regional as regional
 
 STATES = {"PROVISIONING": PENDING, "STAGING": PENDING, "RUNNING": RUNNING, "STOPPING": STOPPED,
@@ -52,7 +53,7 @@ class Api:
         self.credentials, project = _credentials(c)
         self.project = str(g.project or project or "")
         if not self.project:
-            raise Exit("no GCP project: set gcp.project (INVOKE_GCP_PROJECT) or `gcloud config set project ...`")
+            raise ProviderError("no GCP project: set gcp.project (INVOKE_GCP_PROJECT) or `gcloud config set project ...`")
         self.timeout = float(g.operation_timeout)
         self._clients: dict[str, object] = {}
 
@@ -92,11 +93,11 @@ class Api:
         return self._client("firewalls", compute_v1.FirewallsClient, "global_operations")
 
     def wait(self, op, what: str):
-        """Wait for an extended operation; GoogleAPICallError on failure, Exit on timeout."""
+        """Wait for an extended operation; GoogleAPICallError on failure, ProviderError on timeout."""
         try:
             return op.result(timeout=self.timeout)
         except TimeoutError:
-            raise Exit(f"GCP {what} did not finish in {self.timeout:g} s (gcp.operation_timeout); "
+            raise ProviderError(f"GCP {what} did not finish in {self.timeout:g} s (gcp.operation_timeout); "
                        "check `invoke fleet.list` and the console") from None
 
 
@@ -115,19 +116,19 @@ def _credentials(c):
         import google.auth
         return google.auth.default(scopes=SCOPES)
     except (OSError, ValueError) as exc:
-        raise Exit(f"cannot read GCP credentials {mode!r}: {exc}") from None
+        raise ProviderError(f"cannot read GCP credentials {mode!r}: {exc}") from None
     except Exception as exc:  # google.auth.exceptions.DefaultCredentialsError
         if type(exc).__name__ == "DefaultCredentialsError":
-            raise Exit("no GCP credentials: run `gcloud auth application-default login` or set gcp.credentials "
+            raise ProviderError("no GCP credentials: run `gcloud auth application-default login` or set gcp.credentials "
                        "to a service-account key file") from None
         raise
 
 
-def _fail(exc: Exception, what: str) -> Exit:
+def _fail(exc: Exception, what: str) -> ProviderError:
     text = _error_text(exc)
     if isinstance(exc, (gexc.Unauthorized, gexc.Forbidden)) and not _is_capacity(exc):
-        return Exit(f"GCP refused {what}: {text}; check the credentials and that the Compute API is enabled")
-    return Exit(f"GCP {what} failed: {text}")
+        return ProviderError(f"GCP refused {what}: {text}; check the credentials and that the Compute API is enabled")
+    return ProviderError(f"GCP {what} failed: {text}")
 
 
 def _error_text(exc: Exception) -> str:
@@ -200,11 +201,11 @@ def _internal(inst) -> str:
     return next((nic.network_i_p for nic in inst.network_interfaces if nic.network_i_p), "")
 
 
-def find_head(c, name: str, api: Api | None = None):
-    """(the head instance as a Node, its internal address, its zone) or None when the fleet has none."""
+def find_head(c, name: str, api: Api | None = None) -> HeadInstance | None:
+    """The fleet's head instance (as a Node, its internal address, its zone), or None when it has none."""
     for zone, inst in _raw(c, api or Api(c), name):
         if cc.is_head(inst.labels) and inst.status not in ("STOPPING", "TERMINATED"):
-            return _node(c, inst), _internal(inst), zone
+            return HeadInstance(node=_node(c, inst), private_ip=_internal(inst), zone=zone)
     return None
 
 
@@ -294,7 +295,7 @@ def ensure_firewall(c, api: Api, dry_run: bool = False) -> None:
     if not c.config.gcp.firewall:
         return
     if not cc.split_list(c.config.gcp.ssh_source_ranges):
-        raise Exit("set gcp.ssh_source_ranges to the address(es) you connect from, e.g. "
+        raise ProviderError("set gcp.ssh_source_ranges to the address(es) you connect from, e.g. "
                    "INVOKE_GCP_SSH_SOURCE_RANGES=203.0.113.7/32 (or gcp.firewall=false to manage it yourself)")
     rule = _existing_firewall(api, FIREWALL)
     if rule is None:
@@ -379,12 +380,12 @@ def _create_head(c, api: Api, spec: FleetSpec, image: str, new_nodes) -> None:
         api.wait(op, "head insert")
         print(f"head instance {cc.head_name(spec.name)}: {c.config.gcp.head_machine_type}, on-demand, "
               f"{c.config.gcp.head_disk_gb} GB; the nodes mount it over the VPC")
-    except (gexc.GoogleAPICallError, Exit) as exc:
+    except (gexc.GoogleAPICallError, ProviderError) as exc:
         new = new_nodes()
         leftover = {cc.head_name(spec.name): zone} if find_head(c, spec.name, api) else {}
         _delete(c, api, {**leftover, **{n.name: n.labels[cc.ZONE_KEY] for n in new}})
-        what = exc.message if isinstance(exc, Exit) else _error_text(exc)
-        raise Exit(f"GCP could not create the head instance of fleet {spec.name} ({what}); deleted it and the "
+        what = exc.message if isinstance(exc, ProviderError) else _error_text(exc)
+        raise ProviderError(f"GCP could not create the head instance of fleet {spec.name} ({what}); deleted it and the "
                    f"{len(new)} node(s) this call had started. Try another gcp.zone or gcp.head_machine_type, "
                    "or --head tunnel") from None
 
@@ -400,10 +401,10 @@ def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
     ``image`` overrides the source image (image.bake starts its template from the base image)."""
     name = cc.check_name(spec.name)
     if spec.count < 1:
-        raise Exit("the fleet needs at least one node (-n)")
+        raise ProviderError("the fleet needs at least one node (-n)")
     min_count = spec.min_count or spec.count
     if not 1 <= min_count <= spec.count:
-        raise Exit(f"--min {min_count} must be between 1 and -n {spec.count}")
+        raise ProviderError(f"--min {min_count} must be between 1 and -n {spec.count}")
     with_head = image is None and cc.head_mode(c, "gcp", spec.head) == "instance"   # a bake makes no head
     regional.check(c)
     api = Api(c)
@@ -473,7 +474,7 @@ def _after_failure(c, api: Api, spec: FleetSpec, before: set[str], min_count: in
     cleaned = f"deleted the {len(new)} node(s) it had started" if new else "nothing was left running"
     if _is_capacity(exc):
         raise regional.capacity_error(c, spec.count, spec.spot, what, cleaned) from None
-    raise Exit(f"GCP could not create fleet {spec.name}: {what}; {cleaned}") from None
+    raise ProviderError(f"GCP could not create fleet {spec.name}: {what}; {cleaned}") from None
 
 
 # --- readiness and host keys ------------------------------------------------------------------------------
@@ -510,8 +511,8 @@ def wait_ready(c, name: str, timeout: float) -> list[Node]:
     if found is not None:   # the head instance: its host key pinned from the cloud, it answers SSH
         def head_lister(c, name):
             again = find_head(c, name, api)
-            return [again[0]] if again else []     # gone: NodesNotReady, one line in fleet.create
-        cc.wait_ready(c, name, timeout, head_lister, lambda node: host_keys(api, found[2], node.name))
+            return [again.node] if again else []     # gone: NodesNotReady, one line in fleet.create
+        cc.wait_ready(c, name, timeout, head_lister, lambda node: host_keys(api, found.zone, node.name))
     return nodes
 
 
@@ -563,7 +564,7 @@ def terminate(c, name: str, dry_run: bool = False, keep_head: bool = False) -> i
         removed |= set(todo)
         raw = listed()
         if raw and time.monotonic() > deadline:
-            raise Exit(f"fleet {name}: {len(raw)} VM(s) still listed after {api.timeout:g} s: "
+            raise ProviderError(f"fleet {name}: {len(raw)} VM(s) still listed after {api.timeout:g} s: "
                        f"{', '.join(i.name for _, i in raw)}; run fleet.down again")
         if raw:
             time.sleep(1.0)
@@ -622,13 +623,13 @@ def head(c, fleet: str):
     one, else this machine through one reverse tunnel per node."""
     found = find_head(c, fleet)
     if found is not None:
-        return cc.instance_head(c, "gcp", fleet, found[0], found[1], list_nodes)
+        return on_head.instance_head(c, "gcp", fleet, found.node, found.private_ip, list_nodes)
     return cc.tunnel_head(c, "gcp", fleet, list_nodes)
 
 
 def remote_head(c, fleet: str):
     """The head instance's shared root for runstate/progress, or None (tunnel head: this machine's disk)."""
-    return cc.remote_head(c, "gcp", fleet, find_head)
+    return on_head.remote_head(c, "gcp", fleet, find_head)
 
 
 def stop_head(c, fleet: str) -> int:

@@ -25,23 +25,20 @@ import time
 from pathlib import Path
 
 import psutil
-from invoke.exceptions import Exit
+from playbooks.providers.types import ProviderError
 
 from playbooks.ssh import daemons as procs
 from playbooks.ssh import keys as sshkeys
-from playbooks.settings.defaults import public_dir, repo_path, shared_mountpoint, state_dir
+from playbooks.settings.defaults import fleet_dir, public_dir, repo_path, shared_mountpoint, state_dir
 from playbooks.providers import netns
 from playbooks.providers import RUNNING, TERMINATED, UNREACHABLE, FleetSpec, Node, NodesNotReady
+from playbooks.providers.types import LOCAL_MAX_FLEET_NAME, check_name
 
 SSHD = "/usr/sbin/sshd"
 MARKER = "FLEETBOOK_NODE"
 
 
 # ---------------------------------------------------------------- where things are
-
-def fleet_dir(c, fleet: str) -> Path:
-    return state_dir(c) / fleet
-
 
 def public_fleet_dir(c, fleet: str) -> Path:
     """What of the fleet other local users must reach (``config.public_dir``): node folders, the head's chroot."""
@@ -59,9 +56,9 @@ def node_dir(c, fleet: str, node: str) -> Path:
 def isolation(c) -> str:
     wanted = str(c.config.local.isolation)
     if wanted not in ("auto", "user", "none"):
-        raise Exit(f"local.isolation is {wanted!r}: use auto, user or none")
+        raise ProviderError(f"local.isolation is {wanted!r}: use auto, user or none")
     if wanted == "user" and os.geteuid() != 0:
-        raise Exit("local.isolation=user needs root: run as root or set INVOKE_LOCAL_ISOLATION=none")
+        raise ProviderError("local.isolation=user needs root: run as root or set INVOKE_LOCAL_ISOLATION=none")
     return "user" if (wanted == "user" or (wanted == "auto" and os.geteuid() == 0)) else "none"
 
 
@@ -69,14 +66,14 @@ def use_netns(c, mode: str) -> bool:
     if not c.config.local.netns:
         return False
     if mode != "user":
-        raise Exit("local.netns needs root (and local.isolation user): unset INVOKE_LOCAL_NETNS or run as root")
+        raise ProviderError("local.netns needs root (and local.isolation user): unset INVOKE_LOCAL_NETNS or run as root")
     return True
 
 
 def _check_tools() -> None:
     missing = [t for t in (SSHD, "sshfs", "fusermount3") if not shutil.which(t)]
     if missing:
-        raise Exit(f"missing {', '.join(missing)}: install openssh-server sshfs fuse3 (./setup.sh does)")
+        raise ProviderError(f"missing {', '.join(missing)}: install openssh-server sshfs fuse3 (./setup.sh does)")
 
 
 # ---------------------------------------------------------------- addresses
@@ -109,7 +106,7 @@ def allocate_address(c, port: int, taken: set[str] | None = None) -> str:
             break
         if host not in used and port_free(host, port):
             return host
-    raise Exit("no free loopback address left for a node: run `invoke fleet.down` on fleets you no longer need")
+    raise ProviderError("no free loopback address left for a node: run `invoke fleet.down` on fleets you no longer need")
 
 
 # ---------------------------------------------------------------- fleet-level material
@@ -124,7 +121,7 @@ def public_folder(c, path: Path, mode: int = 0o711) -> Path:
     for folder in reversed(top.parents):
         st = folder.stat()
         if st.st_uid != 0 or st.st_mode & 0o022 or not st.st_mode & 0o001:
-            raise Exit(f"{folder} must be root's, writable by nobody else and open to others (0755) to hold the "
+            raise ProviderError(f"{folder} must be root's, writable by nobody else and open to others (0755) to hold the "
                        "nodes' folders: fix its mode or set local.public_dir (INVOKE_LOCAL_PUBLIC_DIR)")
     folder = top
     for part in ("", *path.relative_to(top).parts):
@@ -132,7 +129,7 @@ def public_folder(c, path: Path, mode: int = 0o711) -> Path:
         folder.mkdir(mode=mode, exist_ok=True)
         st = folder.lstat()
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
-            raise Exit(f"{folder} is not a folder of root's: remove it, or set local.public_dir")
+            raise ProviderError(f"{folder} is not a folder of root's: remove it, or set local.public_dir")
         os.chmod(folder, 0o711 if folder != path else mode)
     return path
 
@@ -202,7 +199,7 @@ def start_sshd(cfg: Path, log: Path, wrapper: list[str] | None = None) -> int:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     check = subprocess.run([SSHD, "-t", "-f", str(cfg)], capture_output=True, text=True)
     if check.returncode != 0:
-        raise Exit(f"sshd rejected {cfg}: {check.stderr.strip().splitlines()[-1]}")
+        raise ProviderError(f"sshd rejected {cfg}: {check.stderr.strip().splitlines()[-1]}")
     return procs.detach([*(wrapper or []), SSHD, "-D", "-e", "-f", str(cfg)], log)
 
 
@@ -371,11 +368,12 @@ def _fuse_access(mode: str) -> None:
         if os.stat("/dev/fuse").st_mode & 0o006 != 0o006:
             os.chmod("/dev/fuse", 0o666)
     elif not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        raise Exit("/dev/fuse is not open to you: run `sudo chmod 0666 /dev/fuse` (Debian's default) or ./setup.sh")
+        raise ProviderError("/dev/fuse is not open to you: run `sudo chmod 0666 /dev/fuse` (Debian's default) or ./setup.sh")
 
 
 def create(c, spec: FleetSpec) -> list[Node]:
     _check_tools()
+    check_name(spec.name, LOCAL_MAX_FLEET_NAME)
     mode = isolation(c)
     _fuse_access(mode)
     existing = list_nodes(c, spec.name)
@@ -499,5 +497,5 @@ def terminate(c, name: str, dry_run: bool = False) -> int:
         except OSError:
             pass
     if nodes:
-        raise Exit(f"{len(nodes)} node(s) of {name} would not go away: {', '.join(n.name for n in nodes)}")
+        raise ProviderError(f"{len(nodes)} node(s) of {name} would not go away: {', '.join(n.name for n in nodes)}")
     return removed

@@ -83,7 +83,7 @@ def unpulled(head) -> list[dict]:
 
 
 def head_data() -> str:
-    from playbooks.providers import cloud_common as cc
+    from playbooks.providers import cloud as cc
     return cc.HEAD_DATA
 
 
@@ -94,7 +94,7 @@ def check(c, prov, fleet: str) -> Verdict | None:
     if node is None:
         return None
     from playbooks.providers import RUNNING
-    from playbooks.providers import cloud_common as cc
+    from playbooks.providers.cloud import head_instance as cc
     if node.state != RUNNING:
         return Verdict(node.name, False)
     head = cc.RemoteHead(c, fleet, node)
@@ -123,7 +123,7 @@ def plan_line(v: Verdict, hold: bool, cost: str) -> str:
 
 def monthly_cost(c, provider: str) -> str:
     """What a kept head instance costs a month, stopped (its disk) and running (plus its machine)."""
-    from playbooks.providers import cloud_common as cc
+    from playbooks.providers import cloud as cc
     s = c.config[provider]
     gb = int(s.head_disk_gb)
     mtype = str(s.head_machine_type if provider == "gcp" else s.head_instance_type)

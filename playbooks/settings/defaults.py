@@ -102,6 +102,11 @@ def state_dir(c) -> Path:
     return repo_path(c.config.fleet.state_dir or ".fleetbook/fleets")
 
 
+def fleet_dir(c, fleet: str) -> Path:
+    """The fleet's own state on this machine (keys, known_hosts, the head, tunnels): ``<state_dir>/<fleet>``."""
+    return state_dir(c) / fleet
+
+
 def public_dir(c) -> Path:
     """Fleet material that other local users must reach: the nodes' homes and authorized_keys, the head's
     chroot.  As root, a root-owned, world-traversable folder below ``local.public_dir``, one per state folder

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from playbooks.settings.defaults import state_dir
+from playbooks.settings.defaults import fleet_dir, state_dir  # noqa: F401 - fleet_dir: one copy, in settings
 from playbooks.providers import Node
 
 
@@ -29,10 +29,6 @@ class HostResult:
     ok: bool
     value: Any = None
     error: str = ""
-
-
-def fleet_dir(c, fleet: str) -> Path:
-    return state_dir(c) / fleet
 
 
 def fleet_key(c, fleet: str) -> Path:
