@@ -94,7 +94,7 @@ def bake(c, provider="", force=False, dry_run=False, keep=False):
         except NodesNotReady as exc:
             raise Exit(f"bake template {template}: {exc}; the template is deleted, try again") from None
         run_steps(c, template, node, steps, timeout)
-        image = prov.capture_image(c, template, node, digest, image_name)
+        image = prov.capture_image(c, node, digest, image_name)
     finally:
         if keep:
             print(f"kept template {template}: invoke fleet.down --provider {name} --name {template}")

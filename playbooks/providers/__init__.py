@@ -128,9 +128,9 @@ class Provider:
         """The newest baked image holding ``digest``'s steps, or None (cloud)."""
         return self._bake("find_image")(c, digest)
 
-    def capture_image(self, c, template: str, node: Node, digest: str, image_name: str) -> str:
-        """Stop the bake template and capture its disk as ``image_name``; returns the image (cloud)."""
-        return self._bake("capture_image")(c, template, node, digest, image_name)
+    def capture_image(self, c, node: Node, digest: str, image_name: str) -> str:
+        """Stop the bake template ``node`` and capture its disk as ``image_name``; returns the image (cloud)."""
+        return self._bake("capture_image")(c, node, digest, image_name)
 
     def _bake(self, hook: str):
         own = self._own(hook)

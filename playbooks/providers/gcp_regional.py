@@ -22,6 +22,7 @@ from google.cloud import compute_v1
 from playbooks.providers.types import ProviderError
 
 from playbooks.providers import cloud as cc
+from playbooks.settings import setting
 
 TARGET_SHAPES = ("ANY", "BALANCED", "ANY_SINGLE_ZONE")
 
@@ -44,7 +45,7 @@ def region(c) -> str:
     regions = sorted({cc.region_of(z) for z in allowed_zones(c)})
     if len(regions) != 1:
         raise ProviderError(f"gcp.zones spans several regions ({', '.join(regions)}): a fleet's zones must be in one region "
-                   "(one regional bulkInsert); run one fleet per region")
+                            "(one regional bulkInsert); run one fleet per region")
     return regions[0]
 
 
@@ -58,14 +59,14 @@ def check(c) -> None:
 def home_zone(c) -> str:
     """Where a zonal request and a head instance go: gcp.zone when it is allowed, else the first allowed zone."""
     zones = allowed_zones(c)
-    return str(c.config.gcp.zone) if str(c.config.gcp.zone) in zones else zones[0]
+    return setting(c, "gcp.zone") if setting(c, "gcp.zone") in zones else zones[0]
 
 
 def target_shape(c) -> str:
     shape = str(c.config.gcp.get("target_shape") or "ANY").upper()
     if shape not in TARGET_SHAPES:
         raise ProviderError(f"gcp.target_shape is {shape!r}: choose ANY (capacity first: batch work), BALANCED (even "
-                   "spread) or ANY_SINGLE_ZONE (one zone)")
+                            "spread) or ANY_SINGLE_ZONE (one zone)")
     return shape
 
 
@@ -75,7 +76,7 @@ def regional_resource(c, region_zones: list[str], resource: compute_v1.BulkInser
     unknown = [z for z in zones if z not in region_zones]
     if unknown:
         raise ProviderError(f"gcp.zones names {', '.join(unknown)}, not a zone of {region(c)} "
-                   f"({', '.join(region_zones)}): fix gcp.zones")
+                            f"({', '.join(region_zones)}): fix gcp.zones")
     pref = {z: "ALLOW" if z in zones else "DENY" for z in region_zones}
     resource.location_policy = compute_v1.LocationPolicy(
         target_shape=target_shape(c),

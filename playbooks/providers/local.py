@@ -29,62 +29,18 @@ from playbooks.providers.types import ProviderError
 
 from playbooks.ssh import daemons as procs
 from playbooks.ssh import keys as sshkeys
-from playbooks.settings.defaults import fleet_dir, public_dir, repo_path, shared_mountpoint, state_dir
+from playbooks.settings.defaults import fleet_dir, public_dir, shared_mountpoint, state_dir
 from playbooks.providers import netns
 from playbooks.providers import RUNNING, TERMINATED, UNREACHABLE, FleetSpec, Node, NodesNotReady
 from playbooks.providers.types import LOCAL_MAX_FLEET_NAME, check_name
+from playbooks.providers.local_setup import (SSHD, _check_tools, _used_addresses, ensure_fleet, isolation,  # noqa: F401
+                                            node_dir, nodes_dir, public_fleet_dir, public_folder, use_netns)
+from playbooks.settings import setting
 
-SSHD = "/usr/sbin/sshd"
 MARKER = "FLEETBOOK_NODE"
 
 
-# ---------------------------------------------------------------- where things are
-
-def public_fleet_dir(c, fleet: str) -> Path:
-    """What of the fleet other local users must reach (``config.public_dir``): node folders, the head's chroot."""
-    return public_dir(c) / fleet
-
-
-def nodes_dir(c, fleet: str) -> Path:
-    return public_fleet_dir(c, fleet) / "nodes"
-
-
-def node_dir(c, fleet: str, node: str) -> Path:
-    return nodes_dir(c, fleet) / node
-
-
-def isolation(c) -> str:
-    wanted = str(c.config.local.isolation)
-    if wanted not in ("auto", "user", "none"):
-        raise ProviderError(f"local.isolation is {wanted!r}: use auto, user or none")
-    if wanted == "user" and os.geteuid() != 0:
-        raise ProviderError("local.isolation=user needs root: run as root or set INVOKE_LOCAL_ISOLATION=none")
-    return "user" if (wanted == "user" or (wanted == "auto" and os.geteuid() == 0)) else "none"
-
-
-def use_netns(c, mode: str) -> bool:
-    if not c.config.local.netns:
-        return False
-    if mode != "user":
-        raise ProviderError("local.netns needs root (and local.isolation user): unset INVOKE_LOCAL_NETNS or run as root")
-    return True
-
-
-def _check_tools() -> None:
-    missing = [t for t in (SSHD, "sshfs", "fusermount3") if not shutil.which(t)]
-    if missing:
-        raise ProviderError(f"missing {', '.join(missing)}: install openssh-server sshfs fuse3 (./setup.sh does)")
-
-
 # ---------------------------------------------------------------- addresses
-
-def _used_addresses(c) -> set[str]:
-    used = set()
-    for labels in public_dir(c).glob("*/nodes/*/node.json"):
-        used.add(json.loads(labels.read_text())["host"])
-    for head in state_dir(c).glob("*/head/head.json"):
-        used.add(json.loads(head.read_text())["host"])
-    return used
 
 
 def port_free(host: str, port: int) -> bool:
@@ -107,48 +63,6 @@ def allocate_address(c, port: int, taken: set[str] | None = None) -> str:
         if host not in used and port_free(host, port):
             return host
     raise ProviderError("no free loopback address left for a node: run `invoke fleet.down` on fleets you no longer need")
-
-
-# ---------------------------------------------------------------- fleet-level material
-
-def public_folder(c, path: Path, mode: int = 0o711) -> Path:
-    """Make ``path`` below ``local.public_dir`` a root-owned folder of ``mode`` (0711: node users pass through
-    to their own folder and can neither list nor change anything on the way), with every folder above it
-    root's and writable by nobody else, so that no other user can swap what the nodes are given."""
-    top = repo_path(str(c.config.local.public_dir))
-    if not path.is_relative_to(top):
-        raise ValueError(f"{path} is not below {top}")
-    for folder in reversed(top.parents):
-        st = folder.stat()
-        if st.st_uid != 0 or st.st_mode & 0o022 or not st.st_mode & 0o001:
-            raise ProviderError(f"{folder} must be root's, writable by nobody else and open to others (0755) to hold the "
-                       "nodes' folders: fix its mode or set local.public_dir (INVOKE_LOCAL_PUBLIC_DIR)")
-    folder = top
-    for part in ("", *path.relative_to(top).parts):
-        folder = folder / part
-        folder.mkdir(mode=mode, exist_ok=True)
-        st = folder.lstat()
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
-            raise ProviderError(f"{folder} is not a folder of root's: remove it, or set local.public_dir")
-        os.chmod(folder, 0o711 if folder != path else mode)
-    return path
-
-
-def ensure_fleet(c, fleet: str) -> Path:
-    """Keys of the fleet (operator -> nodes, nodes -> head) and the head's host key; idempotent.  The
-    operator's keys stay in the private state folder; what node users must read goes below ``nodes_dir``."""
-    fdir = fleet_dir(c, fleet)
-    for d in (fdir, fdir / "head"):
-        d.mkdir(parents=True, exist_ok=True)
-        os.chmod(d, 0o700 if os.geteuid() == 0 else 0o711)
-    if os.geteuid() == 0:
-        public_folder(c, nodes_dir(c, fleet))
-    else:
-        nodes_dir(c, fleet).mkdir(parents=True, exist_ok=True)
-    sshkeys.keypair(fdir / "id_ed25519", f"fleetbook-operator@{fleet}")
-    sshkeys.keypair(fdir / "node_ed25519", f"fleetbook-node@{fleet}")
-    sshkeys.keypair(fdir / "head" / "ssh_host_ed25519_key", f"fleetbook-head@{fleet}")
-    return fdir
 
 
 # ---------------------------------------------------------------- processes
@@ -279,7 +193,7 @@ def _create_node(c, fleet: str, index: int, host: str, mode: str, net: dict | No
     home = ndir / "home"
     (home / ".ssh").mkdir(parents=True)
     os.chmod(ndir, 0o711)
-    port = int(c.config.local.port)
+    port = setting(c, "local.port")
     user = pwd.getpwuid(os.geteuid()).pw_name
     wrapper = None
     mountpoint = str(ndir / "mnt")
@@ -355,7 +269,7 @@ def ensure_head_address(c, fleet: str) -> dict:
     head_json = fleet_dir(c, fleet) / "head" / "head.json"
     if head_json.exists():
         return json.loads(head_json.read_text())
-    port = int(c.config.local.head_port)
+    port = setting(c, "local.head_port")
     net = netns.read(fleet_dir(c, fleet))
     head = {"host": net["gateway"] if net else allocate_address(c, port), "port": port}
     head_json.write_text(json.dumps(head))
@@ -396,7 +310,7 @@ def create(c, spec: FleetSpec) -> list[Node]:
         taken: set[str] = set()
         net = netns.read(fleet_dir(c, spec.name))
         for index in indices:
-            host = netns.node_address(net, index) if net else allocate_address(c, int(c.config.local.port), taken)
+            host = netns.node_address(net, index) if net else allocate_address(c, setting(c, "local.port"), taken)
             taken.add(host)
             created.append(_create_node(c, spec.name, index, host, mode, net))
     except BaseException:

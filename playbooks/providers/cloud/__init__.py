@@ -16,6 +16,7 @@ from playbooks.providers.cloud.hostkeys import (forget_hosts, known_entry, parse
                                                 pin_keys, public_key, scan_host_key, ssh_answers, wait_ready)
 from playbooks.providers.cloud.names import (DEADLINE_LABEL, FLEET_LABEL, IMAGE_HASH_LABEL,  # noqa: F401
                                              LABEL_VALUE_RE, NETWORK_TAG, SPOT_LABEL, check_labels, check_name,
+                                             check_spec,
                                              deadline, fleet_labels, node_facts, region_of, split_list)
 from playbooks.providers.cloud.prices import (TYPE_SETTINGS, capacity_line, estimate, machine_types,  # noqa: F401
                                               price_per_hour)

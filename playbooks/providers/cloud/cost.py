@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from playbooks.providers.cloud.names import SPOT_LABEL
-from playbooks.providers.cloud.prices import _settings, price_per_hour
+from playbooks.providers.cloud.prices import HEAD_TYPE, _settings, price_per_hour
 from playbooks.providers.types import TYPE_KEY, ZONE_KEY, Node
 from playbooks.settings import setting
 
@@ -56,8 +56,7 @@ def run_cost(c, provider: str, record, elapsed: float | None, list_nodes, max_ag
         total = cost_so_far(c, mine, provider)
         if total is not None and head is not None:
             s = _settings(c, provider)
-            price = price_per_hour(c, provider, False, s.head_machine_type if provider == "gcp" else
-                                   s.head_instance_type)
+            price = price_per_hour(c, provider, False, s[HEAD_TYPE[provider]])
             if price is None or head.started_at is None:
                 return None
             total = round(total + max(0.0, time.time() - head.started_at) / 3600 * price, 4)

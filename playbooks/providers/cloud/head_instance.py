@@ -28,7 +28,7 @@ def instance_head(c, provider: str, fleet: str, head_node: Node, internal: str, 
                  if ln.split(" ", 1)[0] == entry), None)
     if line is None:
         raise ProviderError(f"fleet {fleet}: the head instance's host key is not pinned yet: run "
-                   f"`invoke fleet.create --provider {provider} --name {fleet} -n N` (it waits for the head)")
+                            f"`invoke fleet.create --provider {provider} --name {fleet} -n N` (it waits for the head)")
     nodes = [n for n in list_nodes(c, fleet) if n.state == RUNNING]
     install_head_access(c, fleet, nodes, host_entry(internal, port), line.split(" ", 1)[1])
     return Head(host=internal, port=port, user=HEAD_SFTP_USER, remote_path=f"/{HEAD_DATA}")

@@ -16,6 +16,17 @@ LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
 LABEL_KEY_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
+def check_spec(spec) -> tuple[str, int]:
+    """What every cloud create checks first: the fleet name, -n and --min; returns (name, min_count)."""
+    name = check_name(spec.name)
+    if spec.count < 1:
+        raise ProviderError("the fleet needs at least one node (-n)")
+    min_count = spec.min_count or spec.count
+    if not 1 <= min_count <= spec.count:
+        raise ProviderError(f"--min {min_count} must be between 1 and -n {spec.count}")
+    return name, min_count
+
+
 def check_labels(labels: dict) -> dict:
     for key, value in labels.items():
         if not LABEL_KEY_RE.match(key) or not LABEL_VALUE_RE.match(str(value)):

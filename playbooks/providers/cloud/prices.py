@@ -5,6 +5,7 @@ from __future__ import annotations
 from playbooks.providers.cloud.names import region_of, split_list
 from playbooks.settings import setting
 
+HEAD_TYPE = {"gcp": "head_machine_type", "aws": "head_instance_type"}   # the head instance's machine type
 TYPE_SETTINGS = {"gcp": ("machine_type", "machine_types"), "aws": ("instance_type", "instance_types")}
 
 

@@ -85,7 +85,7 @@ def install_head_access(c, fleet: str, nodes: list[Node], entry: str, host_key: 
     results = fan_out(c, fleet, nodes, install, step="head")
     if show_failures(results):
         raise ProviderError(f"fleet {fleet}: could not give every node access to the head (table above); "
-                   "retry `invoke mount`, or remove the failed nodes")
+                            "retry `invoke mount`, or remove the failed nodes")
 
 
 def tunnel_head(c, provider: str, fleet: str, list_nodes):
