@@ -10,7 +10,7 @@ from playbooks import mount as mount_tasks
 from playbooks import run as run_tasks
 from playbooks.runs import state as runstate
 from playbooks.engines import dask as dask_engine
-from playbooks.settings.errors import user_errors
+from playbooks.settings.errors import FleetbookError, user_errors
 
 console = Console()
 
@@ -29,8 +29,8 @@ def teardown(c, name="", provider="", dry_run=False, discard_results=False):
         try:
             if runstate.load_run(c, provider=provider, fleet=name).get("fleet") == name:
                 run_tasks.stop(c, name=name, provider=provider)
-        except Exit:
-            pass  # no run yet
+        except (Exit, FleetbookError):
+            pass  # no run yet (runs/state.py raises Exit), or a head instance the provider cannot reach
         try:
             mount_tasks.unmount(c, name=name, provider=provider)
         except Exit as exc:  # no running node, or a node that cannot unmount: the nodes go anyway
