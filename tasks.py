@@ -8,6 +8,7 @@ from playbooks import (batch_tasks, bench, dask_tasks, data, deploy, demo, fleet
                        run, shell, teardown)
 from playbooks.settings.flags import allow_double_dash_short_options
 from playbooks.settings.defaults import DEFAULTS
+from playbooks.settings.errors import at_task_boundary
 from playbooks import plan  # noqa: E402,I001 - its own line: `invoke plan` (issue 16)
 
 allow_double_dash_short_options()  # `invoke fleet.create --n 20` as well as `-n 20`
@@ -25,3 +26,4 @@ ns = Collection(
 )
 ns.add_task(plan.plan)
 ns.configure(DEFAULTS)
+at_task_boundary(ns)  # every step ends a library error (FleetbookError) as Invoke's one-line Exit

@@ -25,7 +25,7 @@ from playbooks.measure.report import write_outputs
 from playbooks.measure.suite import SCALES, load_benchmarks, suite_command
 from playbooks.settings import setting
 from playbooks.settings.defaults import REPO, profile_path
-from playbooks.settings.errors import exit_on_error
+from playbooks.settings.errors import user_errors
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -41,7 +41,7 @@ from playbooks.settings.errors import exit_on_error
     "src": "with --node: the inputs to sample, relative to shared.root, read on the node (default: job.src)",
     "sample": "with --node: how many inputs each workload is timed on (default: 8 small, 24 default, 100 large)",
 })
-@exit_on_error()
+@user_errors()
 def run(c, scale=None, from_json=None, pytest_args="", fleet=False, node="", name="", provider="", src="",
         sample=0):
     """Benchmark this machine (pytest bench/), or one fleet node (--node), and write its profile."""

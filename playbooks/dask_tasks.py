@@ -10,7 +10,7 @@ from invoke import task
 from playbooks.engines import dask as engine
 from playbooks.fleet import fleet_name, nodes_or_exit, provider_of
 from playbooks.settings import setting
-from playbooks.settings.errors import exit_on_error
+from playbooks.settings.errors import user_errors
 
 
 @task(help={
@@ -19,7 +19,7 @@ from playbooks.settings.errors import exit_on_error
     "nworkers": "worker processes per node (default: dask.nworkers, 0 = the node's cores)",
     "port": "scheduler port on the head (default: dask.port)",
 })
-@exit_on_error()
+@user_errors()
 def up(c, name="", provider="", nworkers=0, port=0):
     """Start a Dask scheduler on the head and Dask workers on every node."""
     name, nodes = nodes_or_exit(c, name, provider)
@@ -27,7 +27,7 @@ def up(c, name="", provider="", nworkers=0, port=0):
 
 
 @task(help={"name": "fleet name (default: fleet.name)", "provider": "local, gcp or aws (default: fleet.provider)"})
-@exit_on_error()
+@user_errors()
 def down(c, name="", provider=""):
     """Stop the Dask workers on every node and the scheduler on the head (a second call does nothing)."""
     name = fleet_name(c, name)

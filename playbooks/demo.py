@@ -16,7 +16,7 @@ from playbooks import run as run_tasks
 from playbooks.runs import state as runstate
 from playbooks import teardown as teardown_tasks
 from playbooks.settings.defaults import shared_root
-from playbooks.settings.errors import exit_on_error
+from playbooks.settings.errors import user_errors
 from playbooks.runs.samples import make_samples
 
 console = Console()
@@ -35,7 +35,7 @@ def prepare(c, src: str, dst: str, images: int) -> int:
 
 @task(help={"n": "how many nodes (default 3)", "images": "how many sample images to make (default 60)",
             "name": "fleet name for the demo (default: demo)", "keep": "keep the fleet running afterwards"})
-@exit_on_error()
+@user_errors()
 def demo(c, n=3, images=60, name="demo", keep=False):
     """Make sample images, then create -> mount -> deploy -> run resize -> progress -> teardown."""
     src, dst = "demo/src", "demo/out"

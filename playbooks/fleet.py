@@ -5,7 +5,6 @@ A fleet is found by its label ``fleet=<name>`` at the provider, never by a local
 from __future__ import annotations
 
 import json
-import re
 import time
 
 from invoke import task
@@ -13,27 +12,28 @@ from invoke.exceptions import Exit
 from rich.console import Console
 from rich.table import Table
 
-from playbooks.ssh import sftp_head as local_head
 from playbooks import providers
+from playbooks.providers import FleetSpec, NodesNotReady, supports
+from playbooks.providers.cloud import head_mode
 from playbooks.runs import keep
-from playbooks.providers import FleetSpec, NodesNotReady
-from playbooks.providers.cloud_common import head_mode
+from playbooks.settings import SettingError, setting
+from playbooks.settings.errors import user_errors
+from playbooks.settings.flags import long_only
+from playbooks.ssh import sftp_head as local_head
 
-NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
 console = Console()
 err = Console(stderr=True)
 
 
 def fleet_name(c, name: str) -> str:
-    name = name or c.config.fleet.name
-    if not NAME_RE.match(name):
-        raise Exit(f"fleet name {name!r} is not valid: use 1-20 lowercase letters, digits and '-', "
-                   "starting with a letter and not ending with '-' (it prefixes instance names)")
-    return name
+    """``name`` (default: fleet.name), checked by the one fleet-name rule (``providers.check_name``)."""
+    with user_errors():
+        return providers.check_name(name or setting(c, "fleet.name"))
 
 
-def provider_of(c, provider: str):
-    return providers.get(provider or c.config.fleet.provider)
+def provider_of(c, provider: str) -> providers.Provider:
+    with user_errors():
+        return providers.get(setting(c, "fleet.provider", provider))
 
 
 def dry(c, dry_run: bool) -> bool:
@@ -44,7 +44,8 @@ def dry(c, dry_run: bool) -> bool:
 def nodes_or_exit(c, name: str, provider: str = "", *, running: bool = True):
     """The fleet's nodes (only running ones by default), or a one-line error when there are none."""
     name = fleet_name(c, name)
-    nodes = provider_of(c, provider).list_nodes(c, name)
+    with user_errors():
+        nodes = provider_of(c, provider).list_nodes(c, name)
     alive = [n for n in nodes if n.state == providers.RUNNING] if running else nodes
     if not alive:
         raise Exit(f"no running fleet named {name!r}: start one with `invoke fleet.create -n 3 --name {name}`")
@@ -85,25 +86,25 @@ def show(nodes, title: str) -> None:
     "wait": "wait until every node answers SSH (--no-wait returns once the provider accepted them)",
     "head": "cloud: tunnel (this machine is the head) or instance (one on-demand head VM; default: <provider>.head)",
 })
+@user_errors
 def create(c, n=0, name="", provider="", spot=True, min=0, ttl="", dry_run=False, wait=True, head=""):
     """Start a fleet of N nodes, or grow one to N (idempotent)."""
     if n < 1:
         raise Exit("say how many nodes: invoke fleet.create -n 3 (or --n 3)")
     try:
-        ttl_hours = float(ttl) if ttl else float(c.config.fleet.ttl_hours)
-    except ValueError:
+        ttl_hours = setting(c, "fleet.ttl_hours", ttl or None)
+    except SettingError:
         raise Exit(f"--ttl {ttl!r} is not a number of hours: e.g. --ttl 2.5") from None
     name = fleet_name(c, name)
     prov = provider_of(c, provider)
-    if head and not hasattr(prov, "head"):
-        raise Exit(f"--head is for cloud fleets (gcp, aws): a {provider or c.config.fleet.provider} fleet's head "
-                   "is this machine")
-    spec = FleetSpec(name=name, count=n, provider=prov.__name__.rsplit(".", 1)[-1], spot=spot,
+    if head and not supports(prov, "head"):
+        raise Exit(f"--head is for cloud fleets (gcp, aws): a {prov.name} fleet's head is this machine")
+    spec = FleetSpec(name=name, count=n, provider=prov.name, spot=spot,
                      min_count=min or None, ttl_hours=ttl_hours,
                      dry_run=dry(c, dry_run), wait=wait, head=head)
-    if not spec.dry_run and (not hasattr(prov, "head") or head_mode(c, spec.provider, head) == "tunnel"):
+    if not spec.dry_run and (not supports(prov, "head") or head_mode(c, spec.provider, head) == "tunnel"):
         local_head.servable(c)  # this machine serves the shared root: a root it cannot serve stops us here
-    if hasattr(prov, "estimate"):
+    if supports(prov, "estimate"):
         console.print(prov.estimate(c, spec))
     before = [x for x in prov.list_nodes(c, name) if x.state != providers.TERMINATED]
     nodes = prov.create(c, spec)  # with spec.dry_run a provider prints the requests it would send, sends none
@@ -112,24 +113,13 @@ def create(c, n=0, name="", provider="", spot=True, min=0, ttl="", dry_run=False
         return
     if wait:
         try:
-            nodes = prov.wait_ready(c, name, float(c.config.fleet.ready_timeout))
+            nodes = prov.wait_ready(c, name, setting(c, "fleet.ready_timeout"))
         except NodesNotReady as exc:
             raise Exit(f"fleet {name}: {exc}; see `invoke fleet.list --name {name}`") from None
     show(nodes, f"fleet {name}: {max(0, len(nodes) - len(before))} created, {len(nodes)} in all")
 
 
-def _no_short_h(get_arguments):
-    """``--head`` without Invoke's automatic ``-h``: ``invoke fleet.create -h`` stays the task's help."""
-    def arguments(*args, **kwargs):
-        found = get_arguments(*args, **kwargs)
-        for arg in found:
-            if arg.name == "head":
-                arg.names = ("head",)
-        return found
-    return arguments
-
-
-create.get_arguments = _no_short_h(create.get_arguments)
+long_only(create, "head")  # no automatic -h for --head: `invoke fleet.create -h` stays the task's help
 
 
 @task(name="list", help={
@@ -138,10 +128,11 @@ create.get_arguments = _no_short_h(create.get_arguments)
     "all": "cloud: every instance with a fleet label in every configured zone/region, orphans included",
     "json": "print the nodes as JSON",
 })
+@user_errors
 def list_(c, name="", provider="", all=False, json_=False):
     """Show the fleet's nodes as they are now (checked live): address, state, uptime (cloud: zone, type)."""
     prov = provider_of(c, provider)
-    if all and hasattr(prov, "list_all"):
+    if all and supports(prov, "list_all"):
         nodes = prov.list_all(c)
         title = "every fleetbook instance"
     else:
@@ -166,11 +157,12 @@ def list_(c, name="", provider="", all=False, json_=False):
     "dry_run": "print what would be deleted (nodes, and the data on a head instance) and delete nothing",
     "discard_results": "delete a head instance even though its outputs were not pulled since their run ended",
 })
+@user_errors
 def down(c, name="", provider="", dry_run=False, discard_results=False):
     """Stop and delete every node of the fleet (a head instance only once its outputs are pulled)."""
     name = fleet_name(c, name)
     prov = provider_of(c, provider)
-    pname = prov.__name__.rsplit(".", 1)[-1]
+    pname = prov.name
     verdict = keep.check(c, prov, name)      # None: no head instance, the shared root is on this machine
     hold = verdict is not None and not verdict.safe and not discard_results
     kw = {"keep_head": hold} if verdict is not None else {}   # the local provider knows no head instance

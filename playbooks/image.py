@@ -14,6 +14,8 @@ from invoke.exceptions import Exit
 
 from playbooks import providers
 from playbooks.providers import FleetSpec, Node, NodesNotReady
+from playbooks.settings import setting
+from playbooks.settings.errors import user_errors
 
 
 def steps_of(c) -> list[str]:
@@ -61,6 +63,7 @@ def cloud_provider(c, provider: str):
     "dry_run": "print the hash, the steps and the template request; create nothing",
     "keep": "keep the template instance after baking (to debug a step); delete it with fleet.down",
 })
+@user_errors
 def bake(c, provider="", force=False, dry_run=False, keep=False):
     """Bake an image from the base image and image.steps (skipped when one with the same steps exists)."""
     name, prov = cloud_provider(c, provider)
@@ -72,7 +75,7 @@ def bake(c, provider="", force=False, dry_run=False, keep=False):
         print(f"image {found} already holds these steps (hash {digest}): nothing to bake")
         return found
     template = f"bake-{digest[:8]}"
-    timeout = float(c.config.image.timeout)
+    timeout = setting(c, "image.timeout")
     spec = FleetSpec(name=template, count=1, provider=name, spot=False, ttl_hours=max(1.0, timeout / 3600 + 0.5),
                      min_count=1, dry_run=dry_run)
     image_name = f"{c.config.image.family}-{digest}-{int(time.time())}"
@@ -87,11 +90,11 @@ def bake(c, provider="", force=False, dry_run=False, keep=False):
     try:
         prov.create(c, spec, image=base)
         try:
-            node = prov.wait_ready(c, template, float(c.config.fleet.ready_timeout))[0]
+            node = prov.wait_ready(c, template, setting(c, "fleet.ready_timeout"))[0]
         except NodesNotReady as exc:
             raise Exit(f"bake template {template}: {exc}; the template is deleted, try again") from None
         run_steps(c, template, node, steps, timeout)
-        image = prov.capture_image(c, template, node, digest, image_name)
+        image = prov.capture_image(c, node, digest, image_name)
     finally:
         if keep:
             print(f"kept template {template}: invoke fleet.down --provider {name} --name {template}")

@@ -12,6 +12,8 @@ from rich.console import Console
 from playbooks.engines.launch import is_mounted  # one shell test of a mount, shared with preflight
 from playbooks.ssh import sftp_head as local_head
 from playbooks.fleet import nodes_or_exit, provider_of
+from playbooks.settings import setting
+from playbooks.settings.errors import user_errors
 from playbooks.ssh.fanout import fan_out, q, run_checked, show_failures
 
 console = Console()
@@ -24,10 +26,8 @@ def home(node) -> str:
 
 
 def head_for(c, fleet: str, provider: str):
-    prov = provider_of(c, provider)
-    if hasattr(prov, "head"):
-        return prov.head(c, fleet)
-    return local_head.start(c, fleet)
+    """Where the nodes mount from: the provider's ``head`` hook (default: this machine's SFTP-only sshd)."""
+    return provider_of(c, provider).head(c, fleet)
 
 
 def repair_dead(mp: str) -> str:
@@ -63,12 +63,13 @@ def unmount_command(node) -> str:
 
 def mount_all(c, fleet: str, nodes, provider: str = ""):
     head = head_for(c, fleet, provider)
-    timeout = float(c.config.fleet.ssh_timeout)
+    timeout = setting(c, "fleet.ssh_timeout")
     return fan_out(c, fleet, nodes, lambda conn, n: run_checked(conn, mount_command(n, head), timeout).strip(),
                    step="mount")
 
 
 @task(help={"name": "fleet name (default: fleet.name)", "provider": "local, gcp or aws (default: fleet.provider)"})
+@user_errors
 def mount(c, name="", provider=""):
     """Mount the shared disk (shared.root) on every node."""
     name, nodes = nodes_or_exit(c, name, provider)
@@ -80,10 +81,11 @@ def mount(c, name="", provider=""):
 
 
 @task(help={"name": "fleet name (default: fleet.name)", "provider": "local, gcp or aws (default: fleet.provider)"})
+@user_errors
 def unmount(c, name="", provider=""):
     """Unmount the shared disk from every node."""
     name, nodes = nodes_or_exit(c, name, provider)
-    timeout = float(c.config.fleet.ssh_timeout)
+    timeout = setting(c, "fleet.ssh_timeout")
     results = fan_out(c, name, nodes, lambda conn, n: run_checked(conn, unmount_command(n), timeout).strip(),
                       step="unmount")
     console.print(f"shared disk unmounted from {sum(r.ok for r in results)}/{len(nodes)} node(s)")

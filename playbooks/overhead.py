@@ -19,6 +19,7 @@ from pathlib import Path
 from invoke import task
 from invoke.exceptions import Exit
 
+from playbooks.settings.errors import FleetbookError
 from playbooks.ssh import fanout as remote
 from playbooks.runs import disk as rundisk
 from playbooks.runs import state as runstate
@@ -79,7 +80,7 @@ def read_run_state(c, nodes, provider: str = "", fleet: str = "") -> dict:
     instance's over SSH); {} without a run.  status is runstate's: done / failed / running / lost / starting."""
     try:
         record = runstate.load_run(c, provider=provider, fleet=fleet)
-    except Exit:
+    except (Exit, FleetbookError):   # no run yet; or a head instance the provider cannot reach
         return {}
     tally = rundisk.shared_disk(c, provider, fleet).tally(record, count=False)
     in_run = {e["name"] for e in record.get("nodes", [])}

@@ -26,7 +26,7 @@ from playbooks.providers import PROVIDERS
 from playbooks.runs import state as runstate
 from playbooks.settings import setting
 from playbooks.settings.defaults import profile_path, shared_root
-from playbooks.settings.errors import exit_on_error
+from playbooks.settings.errors import user_errors
 
 console = Console()
 BOOT_S = {"local": 1.0, "gcp": 60.0, "aws": 90.0}     # plan.boot_s = -1: seconds until a new node answers SSH
@@ -170,7 +170,7 @@ def busy_notes(named: dict[str, dict | None]) -> list[str]:
 
 def prices(c, provider: str, mtype: str, head: str) -> tuple[float | None, float | None]:
     """(spot price of a node, on-demand price of the head instance or None) per hour, from the price tables."""
-    from playbooks.providers import cloud_common as cc
+    from playbooks.providers import cloud as cc
     if provider == "local":
         return cc.price_per_hour(c, "local", True), None
     node = cc.price_per_hour(c, provider, True, mtype)
@@ -188,7 +188,7 @@ def batch_plan(c, workload: str, items: int, item_s: float) -> dict:
     """AWS Batch shard counts: jobs, items per job, overhead share, wall, cost; the recommended count."""
     start_s, threads = setting(c, "batch.job_start_s"), setting(c, "batch.threads")
     counts = ints(setting(c, "plan.shards"), "plan.shards") + [setting(c, "batch.shards")]
-    from playbooks.providers import cloud_common as cc
+    from playbooks.providers import cloud as cc
     price = cc.price_per_hour(c, "aws", True)           # the spot price of aws.instance_type, per vCPU below
     type_vcpus = profiles.type_cores(setting(c, "aws.instance_type"))
     vcpu_price = price / type_vcpus if price is not None and type_vcpus else None
@@ -222,7 +222,7 @@ def batch_plan(c, workload: str, items: int, item_s: float) -> dict:
     "engine": "local (a fleet, the default) or batch (AWS Batch: shards and jobs)",
     "json": "print only JSON: options, recommended, inputs, notes",
 })
-@exit_on_error()
+@user_errors()
 def plan(c, workload="", items=0, src="", args="", provider="", machine_type="", deadline="", budget="",
          sizes="", engine="local", json_=False):
     """Fleet sizes with wall time, cost and bottleneck, from measured per-item times; recommend one."""

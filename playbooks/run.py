@@ -24,7 +24,7 @@ from playbooks.runs import state as runstate
 from playbooks.runs.ids import new_run_id
 from playbooks.settings import setting
 from playbooks.settings.defaults import shared_root
-from playbooks.settings.errors import exit_on_error
+from playbooks.settings.errors import user_errors
 from playbooks.ssh.fanout import fan_out, q, run_checked, show_failures
 
 console = Console()
@@ -97,7 +97,7 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
     "engine": "local (default: one detached process per node) or dask (chunks of items on the cluster that "
               "`invoke dask.up` started; waits, with a progress bar; items per task: --args '--chunksize N')",
 })
-@exit_on_error()
+@user_errors()
 def run_(c, workload="", src="", dst="", args="", wait=False, name="", provider="", engine="local"):
     """Start a workload on every node of the fleet, each on its share of the inputs."""
     # paths below the shared root: relative, never leaving it (checked once, here, for both engines)

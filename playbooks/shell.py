@@ -28,6 +28,8 @@ from rich.text import Text
 
 from playbooks.fleet import nodes_or_exit
 from playbooks.providers import RUNNING, TERMINATED, Node
+from playbooks.settings import SettingError, setting
+from playbooks.settings.errors import user_errors
 from playbooks.ssh.fanout import fan_out, openssh_argv, q
 
 console = Console()
@@ -124,13 +126,14 @@ def failed_line(rows: list[dict]) -> str:
     "timeout": "seconds each node may take before its command is stopped (default: fleet.exec_timeout, 600)",
     "json": "print only JSON: a list of {node, host, exit, stdout, stderr, error}",
 })
+@user_errors
 def exec_(c, command=None, name="", provider="", nodes="", timeout="", json_=False):
     """Run one shell command on every node of the fleet; each node's exit code and output."""
     if not (command or "").strip():
         raise Exit('say what to run, as one quoted string: invoke exec "python3 -V"')
     try:
-        limit = float(timeout or c.config.fleet.exec_timeout)
-    except ValueError:
+        limit = setting(c, "fleet.exec_timeout", timeout or None)
+    except SettingError:
         limit = 0.0
     if not 0 < limit < float("inf"):
         raise Exit(f"--timeout {timeout!r} is not a positive number of seconds: e.g. --timeout 120")
@@ -161,6 +164,7 @@ def exec_(c, command=None, name="", provider="", nodes="", timeout="", json_=Fal
     "name": "fleet name (default: fleet.name)",
     "provider": "local, gcp or aws (default: fleet.provider)",
 })
+@user_errors
 def ssh(c, node=None, command="", name="", provider=""):
     """A shell on one node (the system ssh client, with the fleet's key and pinned host keys)."""
     node = (node or "").strip()

@@ -10,6 +10,7 @@ from playbooks import mount as mount_tasks
 from playbooks import run as run_tasks
 from playbooks.runs import state as runstate
 from playbooks.engines import dask as dask_engine
+from playbooks.settings.errors import FleetbookError, user_errors
 
 console = Console()
 
@@ -17,6 +18,7 @@ console = Console()
 @task(help={"name": "fleet name (default: fleet.name)", "provider": "local, gcp or aws (default: fleet.provider)",
             "dry_run": "print what would be stopped and deleted (the data on a head instance too), do nothing",
             "discard_results": "delete a head instance even though its outputs were not pulled since their run ended"})
+@user_errors
 def teardown(c, name="", provider="", dry_run=False, discard_results=False):
     """Stop workloads, unmount, and delete every node of the fleet (a head instance once its outputs are pulled)."""
     name = fleet_tasks.fleet_name(c, name)
@@ -27,8 +29,8 @@ def teardown(c, name="", provider="", dry_run=False, discard_results=False):
         try:
             if runstate.load_run(c, provider=provider, fleet=name).get("fleet") == name:
                 run_tasks.stop(c, name=name, provider=provider)
-        except Exit:
-            pass  # no run yet
+        except (Exit, FleetbookError):
+            pass  # no run yet (runs/state.py raises Exit), or a head instance the provider cannot reach
         try:
             mount_tasks.unmount(c, name=name, provider=provider)
         except Exit as exc:  # no running node, or a node that cannot unmount: the nodes go anyway

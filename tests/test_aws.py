@@ -7,12 +7,12 @@ import time
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from invoke.exceptions import Exit
 
 from cloud_fixtures import FLEET
 from playbooks import image
+from playbooks.providers import ProviderError
 from playbooks.providers import FleetSpec, aws
-from playbooks.providers import cloud_common as cc
+from playbooks.providers import cloud as cc
 
 
 def client():
@@ -107,7 +107,7 @@ def _patched_run(monkeypatch, start_first: int):
 @pytest.mark.parametrize("started", [0, 1])
 def test_capacity_error_leaks_nothing(aws_ctx, monkeypatch, started):
     _patched_run(monkeypatch, started)
-    with pytest.raises(Exit, match="no capacity or quota .*InsufficientInstanceCapacity.*--no-spot"):
+    with pytest.raises(ProviderError, match="no capacity or quota .*InsufficientInstanceCapacity.*--no-spot"):
         aws.create(aws_ctx, FleetSpec(name=FLEET, count=3))
     assert live(FLEET) == []
 
@@ -116,15 +116,15 @@ def test_no_credentials_is_one_line(aws_ctx, monkeypatch):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)   # boto3 caches the credentials it found
-    with pytest.raises(Exit, match="no valid credentials"):
+    with pytest.raises(ProviderError, match="no valid credentials"):
         aws.list_nodes(aws_ctx, FLEET)
 
 
 def test_missing_ssh_cidr_and_bad_name(aws_ctx):
     aws_ctx.config.aws.ssh_cidr = ""
-    with pytest.raises(Exit, match="aws.ssh_cidr"):
+    with pytest.raises(ProviderError, match="aws.ssh_cidr"):
         aws.create(aws_ctx, FleetSpec(name=FLEET, count=1))
-    with pytest.raises(Exit, match="invalid fleet name"):
+    with pytest.raises(ProviderError, match="invalid fleet name"):
         aws.create(aws_ctx, FleetSpec(name="Bad_Name", count=1))
     assert live() == []
 
@@ -218,7 +218,7 @@ def test_head_instance_is_a_separate_on_demand_run_tagged_role_head(aws_ctx):
                if p.get("UserIdGroupPairs"))
     assert {n.name for n in aws.list_nodes(aws_ctx, FLEET)} == {"demo-0", "demo-1"}
     assert "demo-head" in {n.name for n in aws.list_all(aws_ctx)}
-    assert aws.find_head(aws_ctx, FLEET)[1] == head["PrivateIpAddress"]
+    assert aws.find_head(aws_ctx, FLEET).private_ip == head["PrivateIpAddress"]
     aws.create(aws_ctx, FleetSpec(name=FLEET, count=2, head="instance"))      # idempotent: no second head
     assert len(client().describe_instances()["Reservations"]) == 2
     assert aws.terminate(aws_ctx, FLEET) == 3 and live(FLEET) == []
@@ -242,6 +242,6 @@ def test_head_instance_dry_run_and_failure_leave_nothing(aws_ctx, capsys, monkey
         cl.run_instances = run_instances
         return cl
     monkeypatch.setattr(aws, "ec2", fake_ec2)
-    with pytest.raises(Exit, match="could not create the head instance.*terminated the 2 node"):
+    with pytest.raises(ProviderError, match="could not create the head instance.*terminated the 2 node"):
         aws.create(aws_ctx, FleetSpec(name=FLEET, count=2, head="instance"))
     assert live(FLEET) == []

@@ -9,11 +9,11 @@ from collections import Counter
 
 import boto3
 import pytest
-from invoke.exceptions import Exit
 
 from cloud_fixtures import FLEET
+from playbooks.providers import ProviderError
 from playbooks.providers import FleetSpec, aws
-from playbooks.providers import cloud_common as cc
+from playbooks.providers import cloud as cc
 
 TYPES = ["c6i.large", "m6i.large"]
 
@@ -103,7 +103,7 @@ def test_refill_after_losing_5_is_one_more_fleet_for_5_and_down_leaves_0(aws_fle
 def test_every_pool_exhausted_is_one_line_and_leaves_nothing(aws_fleet_ctx, ec2_fleet):
     ctx = aws_fleet_ctx
     ec2_fleet.capacity = {s: 0 for s in subnets(ctx)}
-    with pytest.raises(Exit) as err:
+    with pytest.raises(ProviderError) as err:
         aws.create(ctx, FleetSpec(name=FLEET, count=6))
     msg = err.value.message
     assert "\n" not in msg and live() == []
@@ -117,7 +117,7 @@ def test_every_pool_exhausted_is_one_line_and_leaves_nothing(aws_fleet_ctx, ec2_
 def test_partial_fleet_below_min_is_terminated_and_above_min_kept(aws_fleet_ctx, ec2_fleet, capsys):
     ctx = aws_fleet_ctx
     ec2_fleet.capacity = {subnets(ctx)[0]: 3, subnets(ctx)[1]: 0, subnets(ctx)[2]: 0}
-    with pytest.raises(Exit, match=r"no capacity or quota for 5 x .*terminated the 3 instance\(s\) it had started"):
+    with pytest.raises(ProviderError, match=r"no capacity or quota for 5 x .*terminated the 3 instance\(s\) it had started"):
         aws.create(ctx, FleetSpec(name=FLEET, count=5))
     assert live() == []
     ec2_fleet.capacity = {subnets(ctx)[0]: 3, subnets(ctx)[1]: 0, subnets(ctx)[2]: 0}
@@ -160,6 +160,6 @@ def test_subnets_of_two_vpcs_fail_before_anything_is_created(aws_fleet_ctx, ec2_
     vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     other = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24", AvailabilityZone="us-east-1b")["Subnet"]["SubnetId"]
     ctx.config.aws.subnets = [subnets(ctx)[0], other]
-    with pytest.raises(Exit, match="aws.subnets are in 2 VPCs"):
+    with pytest.raises(ProviderError, match="aws.subnets are in 2 VPCs"):
         aws.create(ctx, FleetSpec(name=FLEET, count=2))
     assert ec2_fleet.calls["CreateFleet"] == 0 and live() == []

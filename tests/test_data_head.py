@@ -23,7 +23,7 @@ from playbooks import data, fleet
 from playbooks.runs import keep
 from playbooks.settings.defaults import REPO
 from playbooks.providers import FleetSpec, aws, gcp
-from playbooks.providers import cloud_common as cc
+from playbooks.providers import cloud as cc
 from playbooks.runs import head_instance as hi
 from test_gcp_head_instance import (HEAD_ADDR, head_instance_sshd, point_at_head, pytestmark,  # noqa: F401
                                     sftp_user)
@@ -174,7 +174,7 @@ def on_aws_head(c, fleet_sshd, head_sshd, tmp_path, monkeypatch):
 
     def find_head(c, name):
         found = real_find(c, name)
-        return (found[0], HEAD_ADDR, found[2]) if found else None
+        return dataclasses.replace(found, private_ip=HEAD_ADDR) if found else None
 
     monkeypatch.setattr(aws, "find_head", find_head)
 

@@ -8,6 +8,7 @@ import pytest
 from invoke.exceptions import Exit
 
 from cloud_fixtures import FLEET, free_port, make_context
+from playbooks.providers import ProviderError
 from playbooks.providers import FleetSpec, NodesNotReady, gcp
 
 ZONE_OPS = "/zones/us-central1-a/operations/"
@@ -82,14 +83,14 @@ def test_dry_run_sends_nothing(gcp_ctx, gce, capsys):
 
 @pytest.mark.parametrize("bad", ["Demo", "9lives", "a_b", "x" * 60, "end-"])
 def test_invalid_fleet_name_fails_before_any_request(gcp_ctx, gce, bad):
-    with pytest.raises(Exit, match="invalid fleet name"):
+    with pytest.raises(ProviderError, match="invalid fleet name"):
         gcp.create(gcp_ctx, FleetSpec(name=bad, count=1))
     assert gce.requests == []
 
 
 def test_capacity_503_on_request_leaves_nothing(gcp_ctx, gce):
     gce.http_error_next = (503, "ZONE_RESOURCE_POOL_EXHAUSTED")
-    with pytest.raises(Exit, match="no capacity or quota for 3 x e2-standard-2 \\(spot\\) in us-central1-a .*"
+    with pytest.raises(ProviderError, match="no capacity or quota for 3 x e2-standard-2 \\(spot\\) in us-central1-a .*"
                                   "ZONE_RESOURCE_POOL_EXHAUSTED.*Widen gcp.zones"):
         gcp.create(gcp_ctx, FleetSpec(name=FLEET, count=3))
     assert gce.instances == {}
@@ -97,7 +98,7 @@ def test_capacity_503_on_request_leaves_nothing(gcp_ctx, gce):
 
 def test_capacity_below_min_count_in_operation(gcp_ctx, gce):
     gce.capacity["us-central1-a"] = 2
-    with pytest.raises(Exit, match="no capacity or quota"):
+    with pytest.raises(ProviderError, match="no capacity or quota"):
         gcp.create(gcp_ctx, FleetSpec(name=FLEET, count=3))
     assert gce.instances == {}
     assert len(gcp.create(gcp_ctx, FleetSpec(name=FLEET, count=3, min_count=2))) == 2
@@ -105,7 +106,7 @@ def test_capacity_below_min_count_in_operation(gcp_ctx, gce):
 
 def test_partial_bulk_failure_is_cleaned_up_below_min(gcp_ctx, gce, capsys):
     gce.fail_after = 1          # one VM starts, then the operation fails
-    with pytest.raises(Exit, match="deleted the 1 node"):
+    with pytest.raises(ProviderError, match="deleted the 1 node"):
         gcp.create(gcp_ctx, FleetSpec(name=FLEET, count=3))
     assert gce.instances == {}
     gce.fail_after = 2
@@ -115,7 +116,7 @@ def test_partial_bulk_failure_is_cleaned_up_below_min(gcp_ctx, gce, capsys):
 
 def test_no_credentials_is_one_line(isolated_env, tmp_path):
     c = make_context({"fleet": {"state_dir": str(tmp_path)}, "gcp": {"project": "p"}})
-    with pytest.raises(Exit, match="no GCP credentials"):
+    with pytest.raises(ProviderError, match="no GCP credentials"):
         gcp.list_nodes(c, FLEET)
 
 
@@ -267,7 +268,7 @@ def test_head_instance_is_created_once_on_demand_and_excluded_from_nodes(gcp_ctx
     # nodes are workers only; the head is in list_all and goes with terminate
     assert {n.name for n in gcp.list_nodes(gcp_ctx, FLEET)} == {"demo-0001", "demo-0002"}
     assert "demo-head" in {n.name for n in gcp.list_all(gcp_ctx)}
-    assert gcp.find_head(gcp_ctx, FLEET)[0].name == "demo-head"
+    assert gcp.find_head(gcp_ctx, FLEET).node.name == "demo-head"
     # idempotent: a second create makes neither nodes nor a second head; growing adds nodes only
     gcp.create(gcp_ctx, FleetSpec(name=FLEET, count=2, head="instance"))
     assert len(bulk_bodies(gce)) == 1 and len(head_inserts(gce)) == 1
@@ -289,13 +290,13 @@ def test_head_setting_and_bad_value(gcp_ctx, gce):
     gcp_ctx.config.gcp.head = "instance"
     gcp.create(gcp_ctx, FleetSpec(name=FLEET, count=1))
     assert len(head_inserts(gce)) == 1
-    with pytest.raises(Exit, match="choose tunnel or instance"):
+    with pytest.raises(ProviderError, match="choose tunnel or instance"):
         gcp.create(gcp_ctx, FleetSpec(name="other", count=1, head="vm"))
 
 
 def test_failed_head_creation_deletes_the_new_nodes(gcp_ctx, gce):
     gce.capacity["us-central1-a"] = 2          # the two nodes fit, the head does not
-    with pytest.raises(Exit, match="could not create the head instance.*deleted it and the 2 node"):
+    with pytest.raises(ProviderError, match="could not create the head instance.*deleted it and the 2 node"):
         gcp.create(gcp_ctx, FleetSpec(name=FLEET, count=2, head="instance"))
     assert gce.instances == {}
 

@@ -6,11 +6,11 @@ import time
 from collections import Counter
 
 import pytest
-from invoke.exceptions import Exit
 
 from cloud_fixtures import FLEET
+from playbooks.providers import ProviderError
 from playbooks.providers import FleetSpec, gcp
-from playbooks.providers import cloud_common as cc
+from playbooks.providers import cloud as cc
 
 A, B, C, F = (f"us-central1-{x}" for x in "abcf")
 E2, N2 = "e2-standard-2", "n2-standard-2"
@@ -92,7 +92,7 @@ def test_refill_after_losing_5_sends_one_request_for_5_and_down_leaves_0(ctx, gc
 
 def test_every_allowed_zone_exhausted_is_one_line_and_leaves_nothing(ctx, gce):
     gce.capacity = {A: 0, B: 0, C: 0}                  # F has room, but it is not allowed
-    with pytest.raises(Exit) as err:
+    with pytest.raises(ProviderError) as err:
         gcp.create(ctx, FleetSpec(name=FLEET, count=6))
     msg = err.value.message
     assert "\n" not in msg
@@ -105,7 +105,7 @@ def test_every_allowed_zone_exhausted_is_one_line_and_leaves_nothing(ctx, gce):
 def test_partial_creation_below_min_is_deleted_in_every_zone_and_above_min_kept(ctx, gce, capsys):
     gce.capacity = {A: 2, B: 1}
     gce.fail_after = 3                                  # 2 VMs in A and 1 in B start, then the operation fails
-    with pytest.raises(Exit, match="deleted the 3 node"):
+    with pytest.raises(ProviderError, match="deleted the 3 node"):
         gcp.create(ctx, FleetSpec(name=FLEET, count=6))
     assert gce.instances == {}
     assert {p.split("/")[6] for m, p in gce.requests if m == "DELETE"} == {A, B}
@@ -153,14 +153,14 @@ def test_target_shape_is_sent_and_followed(ctx, gce, shape, capacity, expected):
 ])
 def test_bad_zone_settings_fail_before_any_request(ctx, gce, setting, value, error):
     ctx.config.gcp[setting] = value
-    with pytest.raises(Exit, match=error):
+    with pytest.raises(ProviderError, match=error):
         gcp.create(ctx, FleetSpec(name=FLEET, count=2))
     assert gce.requests == []
 
 
 def test_a_zone_outside_the_region_fails_before_creating(ctx, gce):
     ctx.config.gcp.zones = [A, "us-central1-z"]
-    with pytest.raises(Exit, match="us-central1-z, not a zone of us-central1"):
+    with pytest.raises(ProviderError, match="us-central1-z, not a zone of us-central1"):
         gcp.create(ctx, FleetSpec(name=FLEET, count=2))
     assert gce.bodies == []
 
@@ -200,5 +200,5 @@ def test_head_instance_goes_to_an_allowed_zone(ctx, gce):
     gcp.create(ctx, FleetSpec(name=FLEET, count=2, head="instance"))
     assert [p for p, _ in gce.bodies if p.endswith("/instances") and "/zones/" in p] == \
         [f"/compute/v1/projects/fake-project/zones/{B}/instances"]
-    assert gcp.find_head(ctx, FLEET)[2] == B
+    assert gcp.find_head(ctx, FLEET).zone == B
     assert gcp.terminate(ctx, FLEET) == 3 and gce.instances == {}

@@ -4,12 +4,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from invoke.exceptions import Exit
 
 from cloud_fixtures import make_context
 from playbooks.settings.cloud import CLOUD_DEFAULTS
-from playbooks.providers import Node
-from playbooks.providers import cloud_common as cc
+from playbooks.providers import ProviderError
+from playbooks.providers import HeadInstance, Node
+from playbooks.providers import cloud as cc
 
 
 def test_every_cloud_setting_has_a_default():
@@ -27,9 +27,9 @@ def test_labels_are_valid_gcp_label_values():
     labels = cc.fleet_labels("demo", 1.5, spot=False)
     assert labels["fleetbook-spot"] == "false"
     assert all(cc.LABEL_VALUE_RE.match(v) for v in labels.values())
-    with pytest.raises(Exit, match="--ttl"):
+    with pytest.raises(ProviderError, match="--ttl"):
         cc.fleet_labels("demo", 0, spot=True)
-    with pytest.raises(Exit, match="invalid label"):
+    with pytest.raises(ProviderError, match="invalid label"):
         cc.check_labels({"fleet": "Has Space"})
 
 
@@ -62,7 +62,7 @@ def test_cost_of_a_run_counts_the_head_instance_at_its_on_demand_price():
              for i in range(2)]
     head = Node(name="hc-head", host="h", started_at=now - 3600, labels={"role": "head"})
     record = {"fleet": "hc", "nodes": [{"name": n.name} for n in nodes]}
-    cost = cc.run_cost(c, "gcp", record, 3600, lambda c, f: nodes, find_head=lambda c, f: (head, "10.0.0.2", "z"))
+    cost = cc.run_cost(c, "gcp", record, 3600, lambda c, f: nodes, find_head=lambda c, f: HeadInstance(head, "10.0.0.2", "z"))
     assert cost == pytest.approx(2 * 0.0201 + 0.1340, abs=1e-3)  # 2 spot e2-standard-2 + 1 on-demand e2-standard-4
     cc._COST_CACHE.clear()
     alone = cc.run_cost(c, "gcp", record, 3600, lambda c, f: nodes)

@@ -23,7 +23,7 @@ import pytest
 
 from cloud_fixtures import FLEET, SSHD
 from playbooks.providers import FleetSpec, gcp
-from playbooks.providers import cloud_common as cc
+from playbooks.providers import cloud as cc
 from playbooks.runs import head_instance as hi
 
 HEAD_ADDR = "127.0.0.2"

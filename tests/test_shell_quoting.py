@@ -13,7 +13,8 @@ import pytest
 from playbooks import mount, run, shell
 from playbooks.engines import dask as dask_engine
 from playbooks.ssh.sftp_head import Head
-from playbooks.providers import Node, cloud_common, local
+from playbooks.providers import Node, local
+from playbooks.providers import cloud as cloud_common
 
 TRICKS = ["x;touch {c};:", "x$(touch {c})", "x`touch {c}`", "x' ; touch {c}; '", 'x" && touch {c} && "',
           "x\ntouch {c}\n", "x|touch {c}", "x&touch {c}&"]

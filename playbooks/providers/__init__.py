@@ -1,96 +1,158 @@
-"""The provider contract, shared by ``local``, ``gcp`` and ``aws``.
+"""The provider contract, shared by ``local``, ``gcp`` and ``aws``: every hook a caller may use, declared here.
 
-A provider is a module with these functions (plain functions and frozen dataclasses, as in SkyPilot's
-``sky/provision``).  Labels/tags on the machines are the only truth about a fleet: nothing here keeps a local
-list of nodes that could drift from what really runs.
+A provider is a module of plain functions (as in SkyPilot's ``sky/provision``); ``get(name)`` returns it as a
+``Provider``, whose methods below are the whole contract.  A required hook is one every provider module defines;
+an optional hook has a default here (as in Ray's ``NodeProvider``) and ``supports(prov, "hook")`` is the one
+capability check (does the module define it itself?).  What crosses the contract is frozen data
+(``types.py``: ``FleetSpec``, ``Node``, ``HeadInstance``, the states) and typed errors (``ProviderError``, turned
+into Invoke's one-line ``Exit`` at the task boundary, ``playbooks/settings/errors.py``).
 
-``create(c, spec: FleetSpec) -> list[Node]``
-    Idempotent: counts the nodes that already carry ``fleet=<spec.name>`` and creates only the gap up to
-    ``spec.count``.  Returns the fleet's nodes after creation.  With ``spec.dry_run`` it sends nothing and
-    returns the nodes that exist.
-``list_nodes(c, name: str) -> list[Node]``
-    The fleet's nodes as the provider sees them now, with a live ``state``.
-``wait_ready(c, name: str, timeout: float) -> list[Node]``
-    Waits until every node answers SSH and its host key is pinned in the fleet's known_hosts; raises
-    ``NodesNotReady`` naming the nodes that never came up.
-``terminate(c, name: str, dry_run=False) -> int``
-    Stops and deletes every node of the fleet, re-listing until none remain; "already gone" is success.
-    Returns how many nodes it removed.
-``head(c, fleet) -> Head`` (optional; cloud providers)
-    Where the nodes mount the shared disk from (the operator's machine through tunnels, or the head instance).
-``find_head(c, fleet)`` (cloud providers)
-    The fleet's running head instance (its Node, internal address, zone) or None: where the shared disk lives
-    when it is not on this machine (``runs/disk.py`` reads run state and progress there).
-``kill_node(c, name: str, node: str)`` (optional, for fault tests)
-    Makes one node vanish as a whole, like a preempted VM.
-
-``c`` is the Invoke context (settings are read as ``c.config.<subtree>``).  SDKs are imported lazily: the
-registry below imports ``playbooks.providers.<name>`` only when that provider is used, so boto3 loads only for
-``aws``.
+Labels/tags on the machines are the only truth about a fleet: nothing here keeps a local list of nodes that could
+drift from what really runs.  ``c`` is the Invoke context (settings are read with ``playbooks.settings.setting``).
+SDKs are imported lazily: ``get`` imports ``playbooks.providers.<name>`` only when that provider is used, so boto3
+loads only for ``aws``.
 """
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
 from types import ModuleType
 
-from invoke.exceptions import Exit
+from playbooks.providers.types import (PENDING, PROVIDERS, RUNNING, STOPPED, TERMINATED, TYPE_KEY,  # noqa: F401
+                                       UNREACHABLE, ZONE_KEY, FleetSpec, HeadInstance, Node, NodesNotReady,
+                                       ProviderError, check_name)
 
-PROVIDERS = ("local", "gcp", "aws")
-
-# Node states, one vocabulary for every provider.
-RUNNING = "running"
-PENDING = "pending"
-UNREACHABLE = "unreachable"
-STOPPED = "stopped"
-TERMINATED = "terminated"
-
-# Node.labels keys a cloud provider adds from the instance itself: where it runs and its machine/instance type.
-ZONE_KEY = "zone"
-TYPE_KEY = "machine_type"
+REQUIRED = ("create", "list_nodes", "wait_ready", "terminate")
 
 
-@dataclass(frozen=True)
-class FleetSpec:
-    name: str
-    count: int
-    provider: str = "local"
-    spot: bool = True
-    min_count: int | None = None
-    ttl_hours: float = 4.0
-    dry_run: bool = False
-    wait: bool = True
-    head: str = ""      # cloud: "tunnel" or "instance" ("" = the provider's <provider>.head setting)
+class Provider:
+    """One provider behind the contract.  Each method calls the module's own function of that name, looked up at
+    call time (so a test may replace one), or does the default written here."""
+
+    def __init__(self, name: str, module: ModuleType):
+        self.name, self.module = name, module
+
+    def __repr__(self) -> str:
+        return f"<provider {self.name}>"
+
+    def _own(self, hook: str):
+        return getattr(self.module, hook, None)
+
+    # --- required ------------------------------------------------------------------------------------------
+
+    def create(self, c, spec: FleetSpec, **kw) -> list[Node]:
+        """Idempotent: counts the nodes that already carry ``fleet=<spec.name>`` and creates only the gap up to
+        ``spec.count``.  Returns the fleet's nodes after creation.  With ``spec.dry_run`` it sends nothing (it
+        prints the requests it would send) and returns the nodes that exist.  (``image=`` for a bake: cloud.)"""
+        return self.module.create(c, spec, **kw)
+
+    def list_nodes(self, c, name: str) -> list[Node]:
+        """The fleet's nodes as the provider sees them now, with a live ``state``."""
+        return self.module.list_nodes(c, name)
+
+    def wait_ready(self, c, name: str, timeout: float) -> list[Node]:
+        """Waits until every node answers SSH and its host key is pinned in the fleet's known_hosts; raises
+        ``NodesNotReady`` naming the nodes that never came up."""
+        return self.module.wait_ready(c, name, timeout)
+
+    def terminate(self, c, name: str, dry_run: bool = False, **kw) -> int:
+        """Stops and deletes every node of the fleet, re-listing until none remain; "already gone" is success
+        (a second call removes 0).  Returns how many nodes it removed.  ``keep_head=True`` (cloud) keeps the head
+        instance."""
+        return self.module.terminate(c, name, dry_run=dry_run, **kw)
+
+    # --- optional, with defaults ---------------------------------------------------------------------------
+
+    def list_all(self, c) -> list[Node]:
+        """Every node of every fleet this provider can see (cloud: orphans included).  Default: none."""
+        own = self._own("list_all")
+        return own(c) if own else []
+
+    def estimate(self, c, spec: FleetSpec) -> str:
+        """One line on what the fleet costs, printed before creating.  Default: "" (nothing to say)."""
+        own = self._own("estimate")
+        return own(c, spec) if own else ""
+
+    def head(self, c, fleet: str):
+        """Where the nodes mount the shared disk from (an ``ssh.sftp_head.Head``).  Default: this machine's
+        SFTP-only head sshd, started if needed (cloud: through tunnels, or the head instance)."""
+        own = self._own("head")
+        if own:
+            return own(c, fleet)
+        from playbooks.ssh import sftp_head
+        return sftp_head.start(c, fleet)
+
+    def find_head(self, c, fleet: str) -> HeadInstance | None:
+        """The fleet's head instance, when its shared disk lives on one.  Default: None."""
+        own = self._own("find_head")
+        return own(c, fleet) if own else None
+
+    def head_node(self, c, fleet: str) -> Node | None:
+        """The head instance as a Node, whatever its state (for ``fleet.down``'s keep check).  Default: None."""
+        own = self._own("head_node")
+        return own(c, fleet) if own else None
+
+    def stop_head(self, c, fleet: str) -> int:
+        """Close what serves the shared disk from this machine (tunnels, the local head sshd); returns the
+        tunnels closed.  Default: 0."""
+        own = self._own("stop_head")
+        return own(c, fleet) if own else 0
+
+    def cost_so_far(self, c, record, elapsed: float | None = None) -> float | None:
+        """USD a run (or a list of nodes) has cost so far.  Default: ``fleet.price_per_hour`` x nodes x
+        elapsed, None without a price."""
+        own = self._own("cost_so_far")
+        if own:
+            return own(c, record, elapsed)
+        from playbooks.settings import setting
+        price = setting(c, "fleet.price_per_hour")
+        nodes = record if isinstance(record, (list, tuple)) else record.get("nodes", [])
+        return round(price * len(nodes) * elapsed / 3600, 4) if price and elapsed is not None else None
+
+    def kill_node(self, c, name: str, node: str) -> None:
+        """Makes one node vanish as a whole, like a preempted VM (fault tests)."""
+        own = self._own("kill_node")
+        if not own:
+            raise ProviderError(f"the {self.name} provider cannot kill one node")
+        own(c, name, node)
+
+    def base_image(self, c) -> str:
+        """The image a bake starts from (cloud)."""
+        return self._bake("base_image")(c)
+
+    def find_image(self, c, digest: str) -> str | None:
+        """The newest baked image holding ``digest``'s steps, or None (cloud)."""
+        return self._bake("find_image")(c, digest)
+
+    def capture_image(self, c, node: Node, digest: str, image_name: str) -> str:
+        """Stop the bake template ``node`` and capture its disk as ``image_name``; returns the image (cloud)."""
+        return self._bake("capture_image")(c, node, digest, image_name)
+
+    def _bake(self, hook: str):
+        own = self._own(hook)
+        if not own:
+            raise ProviderError(f"the {self.name} provider bakes no images: use --provider gcp or aws")
+        return own
 
 
-@dataclass(frozen=True)
-class Node:
-    """One machine of a fleet, as seen by its provider right now."""
-
-    name: str          # unique inside the fleet, e.g. "fb-demo-0"
-    host: str          # address the operator's machine connects to
-    port: int = 22
-    user: str = "root"  # login user on the node
-    state: str = RUNNING
-    id: str = ""       # provider's id (instance id, pid, ...)
-    labels: dict = field(default_factory=dict, compare=False, hash=False)
-    started_at: float | None = None  # epoch seconds, for uptime
-    mountpoint: str = "/mnt/fleetbook"  # where the shared disk appears on this node
-    python: str = "python3"             # interpreter the workloads run with on this node
-    workdir: str = "fleetbook"          # where deploy puts workloads/, relative to the login home
+def supports(prov: Provider, hook: str) -> bool:
+    """The one capability check: does this provider implement ``hook`` itself (not the contract's default)?"""
+    return callable(getattr(prov.module, hook, None))
 
 
-class NodesNotReady(Exception):
-    def __init__(self, nodes: list[str], why: str = "did not answer SSH in time"):
-        super().__init__(f"{len(nodes)} node(s) {why}: {', '.join(nodes)}")
-        self.nodes = nodes
+_CACHE: dict[str, Provider] = {}
 
 
-def get(name: str) -> ModuleType:
-    """Import the provider module ``name`` (lazily), or end with a one-line error."""
+def get(name: str) -> Provider:
+    """The provider ``name`` (its module imported lazily), or a ProviderError saying which ones exist."""
     if name not in PROVIDERS:
-        raise Exit(f"unknown provider {name!r}: choose one of {', '.join(PROVIDERS)} (--provider or fleet.provider)")
-    try:
-        return importlib.import_module(f"playbooks.providers.{name}")
-    except ImportError as exc:  # an SDK extra is missing
-        raise Exit(f"provider {name!r} needs {exc.name}: pip install -e '.[cloud]'") from None
+        raise ProviderError(f"unknown provider {name!r}: choose one of {', '.join(PROVIDERS)} "
+                            "(--provider or fleet.provider)")
+    if name not in _CACHE:
+        try:
+            module = importlib.import_module(f"playbooks.providers.{name}")
+        except ImportError as exc:  # an SDK extra is missing
+            raise ProviderError(f"provider {name!r} needs {exc.name}: pip install -e '.[cloud]'") from None
+        missing = [h for h in REQUIRED if not callable(getattr(module, h, None))]
+        assert not missing, f"playbooks.providers.{name} lacks the required hooks {missing}"
+        _CACHE[name] = Provider(name, module)
+    return _CACHE[name]

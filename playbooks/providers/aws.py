@@ -12,31 +12,31 @@ on first use into the fleet's own known_hosts.  boto3 honours ``AWS_ENDPOINT_URL
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import time
 import uuid
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, WaiterError
-from invoke.exceptions import Exit
+from botocore.exceptions import BotoCoreError, ClientError
 
-from playbooks.providers import PENDING, RUNNING, STOPPED, TERMINATED, FleetSpec, Node
+from playbooks.providers import PENDING, RUNNING, STOPPED, TERMINATED, FleetSpec, HeadInstance, Node
 from playbooks.providers import aws_fleet as fleets
+from playbooks.providers import cloud as cc
+from playbooks.providers.aws_setup import (CAPACITY_CODES, _code, _fail, _tags, _waiter, block_devices,  # noqa: F401
+                                           ensure_head_ingress, ensure_key_pair, ensure_security_group, key_name,
+                                           source_image)
+from playbooks.providers.cloud.hooks import fleet_estimate, shared_hooks
+from playbooks.providers.types import ProviderError
 from playbooks.settings.defaults import shared_mountpoint
-from playbooks.providers import cloud_common as cc
+from playbooks.settings import setting
 
 STATES = {"pending": PENDING, "running": RUNNING, "stopping": STOPPED, "stopped": STOPPED,
           "shutting-down": TERMINATED, "terminated": TERMINATED}
 LIVE = ["pending", "running", "stopping", "stopped"]
-CAPACITY_CODES = ("InsufficientInstanceCapacity", "InsufficientCapacity", "InstanceLimitExceeded",
-                  "MaxSpotInstanceCountExceeded", "VcpuLimitExceeded", "SpotMaxPriceTooLow",
-                  "InsufficientFreeAddressesInSubnet", "Unsupported")
 
 
 def ec2(c, region: str | None = None):
-    return boto3.client("ec2", region_name=region or str(c.config.aws.region))
+    return boto3.client("ec2", region_name=region or setting(c, "aws.region"))
 
 
 def regions(c) -> list[str]:
@@ -44,39 +44,12 @@ def regions(c) -> list[str]:
     return list(dict.fromkeys([str(a.region), *cc.split_list(a.regions)]))
 
 
-def _code(exc: Exception) -> str:
-    return exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else type(exc).__name__
-
-
-def _fail(exc: Exception, what: str) -> Exit:
-    if isinstance(exc, NoCredentialsError) or _code(exc) in ("AuthFailure", "UnauthorizedOperation",
-                                                              "InvalidClientTokenId"):
-        return Exit(f"AWS refused {what}: no valid credentials ({_code(exc)}); run `aws configure` or set "
-                    "AWS_PROFILE / AWS_ACCESS_KEY_ID")
-    msg = exc.response.get("Error", {}).get("Message", "") if isinstance(exc, ClientError) else str(exc)
-    return Exit(f"AWS {what} failed: {_code(exc)}: {msg.splitlines()[0] if msg else ''}".rstrip(": "))
-
-
-def _waiter(client, name: str, timeout: float, **kw) -> None:
-    delay = 2 if timeout < 60 else 5
-    try:
-        client.get_waiter(name).wait(WaiterConfig={"Delay": delay, "MaxAttempts": max(1, math.ceil(timeout / delay))},
-                                     **kw)
-    except WaiterError as exc:
-        raise Exit(f"AWS: {name.replace('_', ' ')} not reached in {timeout:g} s (aws.waiter_timeout): "
-                   f"{str(exc).splitlines()[0]}") from None
-
-
 # --- instances -> nodes -----------------------------------------------------------------------------------
-
-def _tags(inst: dict) -> dict:
-    return {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
-
 
 def _node(c, inst: dict) -> Node:
     tags = _tags(inst)
     return Node(name=tags.get("Name") or inst["InstanceId"], host=inst.get("PublicIpAddress")
-                or inst.get("PrivateIpAddress", ""), port=int(c.config.aws.ssh_port), user=str(c.config.aws.user),
+                or inst.get("PrivateIpAddress", ""), port=setting(c, "aws.ssh_port"), user=setting(c, "aws.user"),
                 state=STATES.get(inst["State"]["Name"], PENDING), id=inst["InstanceId"],
                 labels=cc.node_facts(tags, inst.get("Placement", {}).get("AvailabilityZone", ""),
                                      inst.get("InstanceType", "")),
@@ -110,11 +83,11 @@ def list_nodes(c, name: str) -> list[Node]:
     return [_node(c, i) for _, i in _raw(c, name) if not cc.is_head(_tags(i))]
 
 
-def find_head(c, name: str):
-    """(the head instance as a Node, its private address, its region) or None when the fleet has none."""
+def find_head(c, name: str) -> HeadInstance | None:
+    """The fleet's head instance (as a Node, its private address, its region), or None when it has none."""
     for region, inst in _raw(c, name, ["pending", "running"]):
         if cc.is_head(_tags(inst)):
-            return _node(c, inst), inst.get("PrivateIpAddress", ""), region
+            return HeadInstance(node=_node(c, inst), private_ip=inst.get("PrivateIpAddress", ""), zone=region)
     return None
 
 
@@ -123,138 +96,10 @@ def list_all(c) -> list[Node]:
     return [_node(c, i) for _, i in _raw(c, None)]
 
 
-# --- key pair, security group, image ----------------------------------------------------------------------
-
-def key_name(name: str) -> str:
-    return f"fleetbook-{name}"
-
-
-def ensure_key_pair(c, client, name: str, dry_run: bool = False) -> str:
-    """Import the fleet's public key as key pair ``fleetbook-<fleet>`` (re-import when the local key changed)."""
-    pub = cc.public_key(c, name)
-    digest = hashlib.sha256(pub.split()[1].encode()).hexdigest()[:32]
-    kn = key_name(name)
-    try:
-        pairs = client.describe_key_pairs(KeyNames=[kn])["KeyPairs"]
-    except ClientError as exc:
-        if _code(exc) != "InvalidKeyPair.NotFound":
-            raise _fail(exc, "reading key pairs") from None
-        pairs = []
-    if pairs and _tags(pairs[0]).get("fleetbook-pub") == digest:
-        return kn
-    if dry_run:
-        print(f"[dry run] would send ImportKeyPair {kn} (the fleet's ed25519 public key)")
-        return kn
-    if pairs:
-        client.delete_key_pair(KeyName=kn)
-    client.import_key_pair(KeyName=kn, PublicKeyMaterial=pub.encode(), TagSpecifications=[
-        {"ResourceType": "key-pair", "Tags": [{"Key": "fleetbook-pub", "Value": digest}]}])
-    return kn
-
-
-def _vpc(c, client) -> str:
-    a = c.config.aws
-    subnets = fleets.subnets(c)
-    if subnets:
-        vpcs = {s["VpcId"] for s in client.describe_subnets(SubnetIds=subnets)["Subnets"]}
-        if len(vpcs) > 1:
-            raise Exit(f"aws.subnets are in {len(vpcs)} VPCs ({', '.join(sorted(vpcs))}): list subnets of one VPC "
-                       "(one per availability zone); the security group belongs to one")
-        return vpcs.pop()
-    vpcs = client.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
-    if not vpcs:
-        raise Exit(f"no default VPC in {a.region}: set aws.subnet to a subnet with a route to the internet")
-    return vpcs[0]["VpcId"]
-
-
-def ensure_head_ingress(c, client, gid: str, dry_run: bool = False) -> None:
-    """Members of the group (the nodes) may reach the head instance's SSH over the VPC."""
-    port = int(c.config.aws.ssh_port)
-    if dry_run:
-        print(f"[dry run] would send AuthorizeSecurityGroupIngress tcp/{port} from the group itself (head)")
-        return
-    try:
-        client.authorize_security_group_ingress(GroupId=gid, IpPermissions=[{
-            "IpProtocol": "tcp", "FromPort": port, "ToPort": port,
-            "UserIdGroupPairs": [{"GroupId": gid, "Description": "fleetbook nodes to the head"}]}])
-    except ClientError as exc:
-        if _code(exc) != "InvalidPermission.Duplicate":
-            raise _fail(exc, "opening the head's SSH to the nodes") from None
-
-
-def ensure_security_group(c, client, dry_run: bool = False) -> str:
-    a = c.config.aws
-    cidr = str(a.ssh_cidr or "")
-    if not cidr:
-        raise Exit("set aws.ssh_cidr to the address you connect from, e.g. INVOKE_AWS_SSH_CIDR=203.0.113.7/32")
-    vpc = _vpc(c, client)
-    groups = client.describe_security_groups(Filters=[{"Name": "group-name", "Values": [str(a.security_group)]},
-                                                      {"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"]
-    port = int(a.ssh_port)
-    perm = {"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
-            "IpRanges": [{"CidrIp": cidr, "Description": "fleetbook operator"}]}
-    if dry_run:
-        if not groups:
-            print(f"[dry run] would send CreateSecurityGroup {a.security_group} in {vpc}")
-        print(f"[dry run] would send AuthorizeSecurityGroupIngress tcp/{port} from {cidr}")
-        return groups[0]["GroupId"] if groups else "sg-(new)"
-    if groups:
-        gid = groups[0]["GroupId"]
-        others = {r["CidrIp"] for p in groups[0].get("IpPermissions", []) for r in p.get("IpRanges", [])} - {cidr}
-        if others:
-            print(f"warning: security group {a.security_group} also admits {', '.join(sorted(others))}")
-    else:
-        gid = client.create_security_group(GroupName=str(a.security_group), VpcId=vpc,
-                                           Description="fleetbook: SSH from the operator only")["GroupId"]
-    try:
-        client.authorize_security_group_ingress(GroupId=gid, IpPermissions=[perm])
-    except ClientError as exc:
-        if _code(exc) != "InvalidPermission.Duplicate":
-            raise _fail(exc, "opening SSH in the security group") from None
-    return gid
-
-
-def newest_baked(c, client) -> dict | None:
-    try:
-        images = client.describe_images(Owners=["self"], Filters=[
-            {"Name": "tag-key", "Values": [cc.IMAGE_HASH_LABEL]}, {"Name": "state", "Values": ["available"]}])["Images"]
-    except ClientError:
-        return None
-    return max(images, key=lambda i: i.get("CreationDate", ""), default=None)
-
-
-def source_image(c, client, base: bool = False) -> str:
-    if not base and c.config.image.use_baked:
-        baked = newest_baked(c, client)
-        if baked:
-            return baked["ImageId"]
-    return str(c.config.aws.ami)
-
-
-def block_devices(c, client, image: str) -> list[dict]:
-    """A root volume of ``aws.disk_gb`` (gp3, deleted with the instance); [] when the AMI cannot be read."""
-    try:
-        if image.startswith("resolve:ssm:"):
-            image = boto3.client("ssm", region_name=str(c.config.aws.region)).get_parameter(
-                Name=image[len("resolve:ssm:"):])["Parameter"]["Value"]
-        (info,) = client.describe_images(ImageIds=[image])["Images"]
-    except (ClientError, BotoCoreError, ValueError):
-        print(f"warning: cannot read AMI {image}: the root volume keeps the AMI's size (aws.disk_gb ignored)")
-        return []
-    return [{"DeviceName": info["RootDeviceName"], "Ebs": {
-        "VolumeSize": int(c.config.aws.disk_gb), "VolumeType": "gp3", "DeleteOnTermination": True}}]
-
-
 # --- create -----------------------------------------------------------------------------------------------
 
 def estimate(c, spec: FleetSpec) -> str:
-    line = cc.estimate(c, "aws", spec.count, spec.spot, spec.ttl_hours)
-    if cc.head_mode(c, "aws", spec.head) == "instance":
-        a = c.config.aws
-        price = cc.price_per_hour(c, "aws", False, str(a.head_instance_type))
-        line += (f"\n      + head instance 1 x {a.head_instance_type} (on-demand, {a.head_disk_gb} GB disk) at "
-                 + (f"${price:.4f}/h" if price is not None else "an unknown price (aws.price_on_demand)"))
-    return line
+    return fleet_estimate(c, "aws", spec)
 
 
 def head_params(c, name: str, ttl_hours: float, image: str, key: str, group: str, devices: list[dict]) -> dict:
@@ -268,7 +113,7 @@ def head_params(c, name: str, ttl_hours: float, image: str, key: str, group: str
     params.update(InstanceType=str(a.head_instance_type), InstanceInitiatedShutdownBehavior="stop", TagSpecifications=[
         {"ResourceType": "instance", "Tags": tags}, {"ResourceType": "volume", "Tags": tags}],
         UserData=cc.aws_head_user_data(c, name, int(labels[cc.DEADLINE_LABEL])),
-        BlockDeviceMappings=[{**d, "Ebs": {**d["Ebs"], "VolumeSize": int(a.head_disk_gb)}} for d in devices])
+        BlockDeviceMappings=[{**d, "Ebs": {**d["Ebs"], "VolumeSize": setting(c, "aws.head_disk_gb")}} for d in devices])
     return params
 
 
@@ -308,12 +153,7 @@ def _name_instances(client, name: str, existing: list[Node], new_ids: list[str])
 def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
     """Start the gap up to ``spec.count`` with one run_instances (MinCount = what --min still needs), or one EC2
     Fleet over several subnets and instance types (--min checked on what it launched)."""
-    name = cc.check_name(spec.name)
-    if spec.count < 1:
-        raise Exit("the fleet needs at least one node (-n)")
-    min_count = spec.min_count or spec.count
-    if not 1 <= min_count <= spec.count:
-        raise Exit(f"--min {min_count} must be between 1 and -n {spec.count}")
+    name, min_count = cc.check_spec(spec)
     with_head = image is None and cc.head_mode(c, "aws", spec.head) == "instance"   # a bake makes no head
     client = ec2(c)
     existing = [n for n in list_nodes(c, name) if n.state in (RUNNING, PENDING)]
@@ -366,11 +206,11 @@ def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
         except (ClientError, BotoCoreError) as exc:
             if ids:
                 client.terminate_instances(InstanceIds=ids)
-            raise Exit(f"AWS could not create the head instance of fleet {name} ({_code(exc)}); terminated the "
-                       f"{len(ids)} node(s) this call had started. Try another aws.head_instance_type or "
-                       "aws.region, or --head tunnel") from None
+            raise ProviderError(f"AWS could not create the head instance of fleet {name} ({_code(exc)}); terminated the "
+                                f"{len(ids)} node(s) this call had started. Try another aws.head_instance_type or "
+                                "aws.region, or --head tunnel") from None
     if spec.wait and ids:
-        _waiter(client, "instance_running", float(c.config.aws.waiter_timeout), InstanceIds=ids)
+        _waiter(client, "instance_running", setting(c, "aws.waiter_timeout"), InstanceIds=ids)
     nodes = [n for n in list_nodes(c, name) if n.state in (RUNNING, PENDING)]
     if len(nodes) < spec.count:
         print(f"warning: fleet {name}: {len(nodes)} of {spec.count} instances started (at least --min {min_count})")
@@ -456,7 +296,7 @@ def terminate(c, name: str, dry_run: bool = False, keep_head: bool = False) -> i
         for region, inst in raw:
             print(f"[dry run] would send TerminateInstances {inst['InstanceId']} ({region})")
         return len(raw)
-    timeout = float(c.config.aws.waiter_timeout)
+    timeout = setting(c, "aws.waiter_timeout")
     removed: set[str] = set()
     deadline = time.monotonic() + timeout
     cc.forget_hosts(c, name, [_node(c, inst) for _, inst in raw])
@@ -476,7 +316,7 @@ def terminate(c, name: str, dry_run: bool = False, keep_head: bool = False) -> i
             removed |= set(ids)
         raw = listed()
         if raw and time.monotonic() > deadline:
-            raise Exit(f"fleet {name}: {len(raw)} instance(s) still alive after {timeout:g} s; run fleet.down again")
+            raise ProviderError(f"fleet {name}: {len(raw)} instance(s) still alive after {timeout:g} s; run fleet.down again")
     for region in regions(c) if not keep_head else []:   # the kept head still needs the key pair
         try:
             ec2(c, region).delete_key_pair(KeyName=key_name(name))
@@ -509,10 +349,10 @@ def find_image(c, digest: str) -> str | None:
     return images[0]["ImageId"] if images else None
 
 
-def capture_image(c, template: str, node: Node, digest: str, image_name: str) -> str:
+def capture_image(c, node: Node, digest: str, image_name: str) -> str:
     """Stop the template instance and create AMI ``image_name`` tagged with the steps' hash; wait until usable."""
     client = ec2(c)
-    timeout = float(c.config.aws.waiter_timeout)
+    timeout = setting(c, "aws.waiter_timeout")
     try:
         client.stop_instances(InstanceIds=[node.id])
         _waiter(client, "instance_stopped", timeout, InstanceIds=[node.id])
@@ -520,27 +360,11 @@ def capture_image(c, template: str, node: Node, digest: str, image_name: str) ->
             InstanceId=node.id, Name=image_name, Description=f"fleetbook image.bake, setup steps {digest}",
             TagSpecifications=[{"ResourceType": "image", "Tags": [
                 {"Key": cc.IMAGE_HASH_LABEL, "Value": digest}, {"Key": "fleetbook-family",
-                                                                "Value": str(c.config.image.family)}]}])["ImageId"]
+                                                                "Value": setting(c, "image.family")}]}])["ImageId"]
         _waiter(client, "image_available", timeout, ImageIds=[image_id])
     except (ClientError, BotoCoreError) as exc:
         raise _fail(exc, f"creating image {image_name}") from None
     return image_id
 
 
-def cost_so_far(c, record, elapsed: float | None = None) -> float | None:
-    """USD spent so far by a run's nodes (a run record) or by a list of Nodes; None when the price is unknown."""
-    return cc.run_cost(c, "aws", record, elapsed, list_nodes, find_head=find_head)
-
-
-def head(c, fleet: str):
-    """Where the nodes mount the shared disk from: the fleet's head instance (its private address) when it has
-    one, else this machine through one reverse tunnel per node."""
-    found = find_head(c, fleet)
-    if found is not None:
-        return cc.instance_head(c, "aws", fleet, found[0], found[1], list_nodes)
-    return cc.tunnel_head(c, "aws", fleet, list_nodes)
-
-
-def stop_head(c, fleet: str) -> int:
-    """Close the fleet's reverse tunnels and stop its head sshd (fleet.down does this too)."""
-    return cc.stop_head(c, fleet)
+cost_so_far, head, stop_head = shared_hooks("aws")   # the hooks gcp and aws share

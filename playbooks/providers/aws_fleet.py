@@ -25,9 +25,9 @@ import base64
 import uuid
 
 from botocore.exceptions import ClientError
-from invoke.exceptions import Exit
+from playbooks.providers.types import ProviderError
 
-from playbooks.providers import cloud_common as cc
+from playbooks.providers import cloud as cc
 
 TEMPLATE_FIELDS = ("ImageId", "KeyName", "SecurityGroupIds", "InstanceInitiatedShutdownBehavior", "MetadataOptions",
                    "BlockDeviceMappings")
@@ -125,7 +125,7 @@ def places(c, client) -> list[str]:
     return [f"{s} ({zone[s]})" if s in zone else s for s in subs]
 
 
-def capacity_error(c, client, count: int, spot: bool, what: str, cleaned: str) -> Exit:
-    return Exit(cc.capacity_line("AWS", count, spot, instance_types(c), places(c, client), "subnet", what, cleaned,
+def capacity_error(c, client, count: int, spot: bool, what: str, cleaned: str) -> ProviderError:
+    return ProviderError(cc.capacity_line("AWS", count, spot, instance_types(c), places(c, client), "subnet", what, cleaned,
                                  "aws.subnets (one per availability zone) or aws.instance_types, try another "
                                  "aws.region"))

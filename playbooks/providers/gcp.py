@@ -13,145 +13,33 @@ console, else on first use into the fleet's own known_hosts.
 """
 from __future__ import annotations
 
-import json
-import re
 import time
 import uuid
 from datetime import datetime
 
 from google.api_core import exceptions as gexc
 from google.cloud import compute_v1
-from invoke.exceptions import Exit
 
-from playbooks.providers import PENDING, RUNNING, STOPPED, UNREACHABLE, FleetSpec, Node
-from playbooks.settings.defaults import shared_mountpoint
-from playbooks.providers import cloud_common as cc
+from playbooks.providers import PENDING, RUNNING, STOPPED, UNREACHABLE, FleetSpec, HeadInstance, Node
+from playbooks.providers import cloud as cc
 from playbooks.providers import gcp_regional as regional
+from playbooks.providers.cloud.hooks import fleet_estimate, shared_hooks
+from playbooks.providers.gcp_api import Api, _error_text, _fail, _is_capacity
+from playbooks.providers.gcp_setup import (_show, base_image, ensure_firewall, ensure_head_firewall,  # noqa: F401
+                                          find_image, head_instance, instance_properties, source_image)
+from playbooks.providers.types import ProviderError
+from playbooks.settings.defaults import shared_mountpoint
+from playbooks.settings import setting
 
 STATES = {"PROVISIONING": PENDING, "STAGING": PENDING, "RUNNING": RUNNING, "STOPPING": STOPPED,
           "SUSPENDING": STOPPED, "SUSPENDED": STOPPED, "TERMINATED": STOPPED, "REPAIRING": UNREACHABLE}
-FIREWALL = "fleetbook-ssh"
-HEAD_FIREWALL = "fleetbook-head"
-HEAD_TAG = "fleetbook-head"
-SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
-OPERATIONS = {"zone_operations": compute_v1.ZoneOperationsClient,
-              "region_operations": compute_v1.RegionOperationsClient,
-              "global_operations": compute_v1.GlobalOperationsClient}
-CAPACITY_REASONS = ("ZONE_RESOURCE_POOL_EXHAUSTED", "RESOURCE_POOL_EXHAUSTED", "QUOTA_EXCEEDED",
-                    "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS", "resourceExhausted")
-
-
-# --- clients ----------------------------------------------------------------------------------------------
-
-class Api:
-    """The Compute clients for one call, all on ``gcp.endpoint`` when it is set (operations polling too)."""
-
-    def __init__(self, c):
-        g = c.config.gcp
-        self.endpoint = str(g.endpoint or "")
-        self.credentials, project = _credentials(c)
-        self.project = str(g.project or project or "")
-        if not self.project:
-            raise Exit("no GCP project: set gcp.project (INVOKE_GCP_PROJECT) or `gcloud config set project ...`")
-        self.timeout = float(g.operation_timeout)
-        self._clients: dict[str, object] = {}
-
-    def _make(self, cls):
-        kw = {"credentials": self.credentials, "transport": "rest"}
-        if self.endpoint:
-            kw["client_options"] = {"api_endpoint": self.endpoint}
-        return cls(**kw)
-
-    def _client(self, key: str, cls, ops: str | None):
-        if key not in self._clients:
-            client = self._make(cls)
-            if ops and self.endpoint:
-                # result() polls through a lazily built operations client on the DEFAULT endpoint: point it here
-                client._transport._extended_operations_services[ops] = self._make(OPERATIONS[ops])
-            self._clients[key] = client
-        return self._clients[key]
-
-    @property
-    def instances(self) -> compute_v1.InstancesClient:
-        return self._client("instances", compute_v1.InstancesClient, "zone_operations")
-
-    @property
-    def region_instances(self) -> compute_v1.RegionInstancesClient:
-        return self._client("region_instances", compute_v1.RegionInstancesClient, "region_operations")
-
-    @property
-    def regions(self) -> compute_v1.RegionsClient:
-        return self._client("regions", compute_v1.RegionsClient, None)
-
-    @property
-    def images(self) -> compute_v1.ImagesClient:
-        return self._client("images", compute_v1.ImagesClient, "global_operations")
-
-    @property
-    def firewalls(self) -> compute_v1.FirewallsClient:
-        return self._client("firewalls", compute_v1.FirewallsClient, "global_operations")
-
-    def wait(self, op, what: str):
-        """Wait for an extended operation; GoogleAPICallError on failure, Exit on timeout."""
-        try:
-            return op.result(timeout=self.timeout)
-        except TimeoutError:
-            raise Exit(f"GCP {what} did not finish in {self.timeout:g} s (gcp.operation_timeout); "
-                       "check `invoke fleet.list` and the console") from None
-
-
-def _credentials(c):
-    g = c.config.gcp
-    mode = str(g.credentials or "")
-    if mode == "anonymous" or (not mode and str(g.endpoint or "").startswith("http://")):
-        # plain http is a fake or a local proxy: never send a real token over it
-        from google.auth.credentials import AnonymousCredentials
-        return AnonymousCredentials(), ""
-    try:
-        if mode:
-            from google.oauth2 import service_account
-            creds = service_account.Credentials.from_service_account_file(mode, scopes=SCOPES)
-            return creds, creds.project_id
-        import google.auth
-        return google.auth.default(scopes=SCOPES)
-    except (OSError, ValueError) as exc:
-        raise Exit(f"cannot read GCP credentials {mode!r}: {exc}") from None
-    except Exception as exc:  # google.auth.exceptions.DefaultCredentialsError
-        if type(exc).__name__ == "DefaultCredentialsError":
-            raise Exit("no GCP credentials: run `gcloud auth application-default login` or set gcp.credentials "
-                       "to a service-account key file") from None
-        raise
-
-
-def _fail(exc: Exception, what: str) -> Exit:
-    text = _error_text(exc)
-    if isinstance(exc, (gexc.Unauthorized, gexc.Forbidden)) and not _is_capacity(exc):
-        return Exit(f"GCP refused {what}: {text}; check the credentials and that the Compute API is enabled")
-    return Exit(f"GCP {what} failed: {text}")
-
-
-def _error_text(exc: Exception) -> str:
-    reasons = []
-    for e in getattr(exc, "errors", None) or []:
-        if isinstance(e, dict):
-            reasons.append(str(e.get("reason") or e.get("code") or ""))
-        else:
-            reasons.append(str(getattr(e, "code", "") or getattr(e, "reason", "") or ""))
-    msg = re.sub(r"^(GET|POST|PUT|PATCH|DELETE) \S+: ", "", str(getattr(exc, "message", None) or exc))  # no URL
-    reasons = [r for r in reasons if r and r not in msg]
-    return " ".join([*reasons, str(msg).splitlines()[0] if msg else type(exc).__name__]).strip()
-
-
-def _is_capacity(exc: Exception) -> bool:
-    text = _error_text(exc) + str(exc)
-    return isinstance(exc, gexc.ServiceUnavailable) or any(r in text for r in CAPACITY_REASONS)
 
 
 # --- instances -> nodes -----------------------------------------------------------------------------------
 
 def zones(c) -> list[str]:
     """Every zone the fleet's VMs may be in: gcp.zone and the allowed zones (list, wait and delete scan them)."""
-    return list(dict.fromkeys([str(c.config.gcp.zone), *regional.allowed_zones(c)]))
+    return list(dict.fromkeys([setting(c, "gcp.zone"), *regional.allowed_zones(c)]))
 
 
 def _short(url: str) -> str:
@@ -171,7 +59,7 @@ def _node(c, inst) -> Node:
         for ac in nic.access_configs:
             host = host or ac.nat_i_p
         host = host or nic.network_i_p
-    return Node(name=inst.name, host=host, port=int(c.config.gcp.ssh_port), user=str(c.config.gcp.user),
+    return Node(name=inst.name, host=host, port=setting(c, "gcp.ssh_port"), user=setting(c, "gcp.user"),
                 state=STATES.get(inst.status, PENDING), id=str(inst.id),
                 labels=cc.node_facts(dict(inst.labels), _short(inst.zone), _short(inst.machine_type)),
                 started_at=_epoch(inst.last_start_timestamp or inst.creation_timestamp),
@@ -200,11 +88,11 @@ def _internal(inst) -> str:
     return next((nic.network_i_p for nic in inst.network_interfaces if nic.network_i_p), "")
 
 
-def find_head(c, name: str, api: Api | None = None):
-    """(the head instance as a Node, its internal address, its zone) or None when the fleet has none."""
+def find_head(c, name: str, api: Api | None = None) -> HeadInstance | None:
+    """The fleet's head instance (as a Node, its internal address, its zone), or None when it has none."""
     for zone, inst in _raw(c, api or Api(c), name):
         if cc.is_head(inst.labels) and inst.status not in ("STOPPING", "TERMINATED"):
-            return _node(c, inst), _internal(inst), zone
+            return HeadInstance(node=_node(c, inst), private_ip=_internal(inst), zone=zone)
     return None
 
 
@@ -224,148 +112,10 @@ def list_all(c) -> list[Node]:
     return nodes
 
 
-# --- images and firewall ----------------------------------------------------------------------------------
-
-def newest_baked(c, api: Api):
-    """The newest image baked by ``image.bake`` in the project, or None."""
-    req = compute_v1.ListImagesRequest(project=api.project, filter=f"labels.{cc.IMAGE_HASH_LABEL}:*")
-    try:
-        images = [i for i in api.images.list(request=req) if i.status in ("READY", "")]
-    except gexc.NotFound:
-        return None
-    return max(images, key=lambda i: i.creation_timestamp, default=None)
-
-
-def source_image(c, api: Api, base: bool = False) -> str:
-    g = c.config.gcp
-    if not base and c.config.image.use_baked:
-        baked = newest_baked(c, api)
-        if baked is not None:
-            return f"projects/{api.project}/global/images/{baked.name}"
-    if g.image:
-        return str(g.image)
-    return f"projects/{g.image_project}/global/images/family/{g.image_family}"
-
-
-def _firewall_rule(c) -> compute_v1.Firewall:
-    ranges = cc.split_list(c.config.gcp.ssh_source_ranges)
-    return compute_v1.Firewall(
-        name=FIREWALL, network=str(c.config.gcp.network), direction="INGRESS", source_ranges=ranges,
-        target_tags=[cc.NETWORK_TAG], description="fleetbook: SSH to fleet nodes from the operator only",
-        allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=[str(c.config.gcp.ssh_port)])])
-
-
-def _head_rule(c) -> compute_v1.Firewall:
-    return compute_v1.Firewall(
-        name=HEAD_FIREWALL, network=str(c.config.gcp.network), direction="INGRESS", source_tags=[cc.NETWORK_TAG],
-        target_tags=[HEAD_TAG], description="fleetbook: the nodes reach the head instance's SFTP over the VPC",
-        allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=[str(c.config.gcp.ssh_port)])])
-
-
-def _existing_firewall(api: Api, name: str):
-    """The firewall rule ``name``, or None when there is none."""
-    try:
-        return api.firewalls.get(project=api.project, firewall=name)
-    except gexc.NotFound:
-        return None
-    except gexc.GoogleAPICallError as exc:
-        raise _fail(exc, f"reading firewall {name}") from None
-
-
-def _insert_firewall(api: Api, rule: compute_v1.Firewall, dry_run: bool) -> None:
-    if dry_run:
-        _show("POST", f"projects/{api.project}/global/firewalls", compute_v1.Firewall.to_json(rule))
-        return
-    try:
-        api.wait(api.firewalls.insert(project=api.project, firewall_resource=rule), f"firewall {rule.name}")
-    except gexc.Conflict:
-        pass
-    except gexc.GoogleAPICallError as exc:
-        raise _fail(exc, f"creating firewall {rule.name}") from None
-
-
-def ensure_head_firewall(c, api: Api, dry_run: bool = False) -> None:
-    """The rule letting the nodes (tag fleetbook) reach the head instance (tag fleetbook-head) on SSH."""
-    if c.config.gcp.firewall and _existing_firewall(api, HEAD_FIREWALL) is None:
-        _insert_firewall(api, _head_rule(c), dry_run)
-
-
-def ensure_firewall(c, api: Api, dry_run: bool = False) -> None:
-    if not c.config.gcp.firewall:
-        return
-    if not cc.split_list(c.config.gcp.ssh_source_ranges):
-        raise Exit("set gcp.ssh_source_ranges to the address(es) you connect from, e.g. "
-                   "INVOKE_GCP_SSH_SOURCE_RANGES=203.0.113.7/32 (or gcp.firewall=false to manage it yourself)")
-    rule = _existing_firewall(api, FIREWALL)
-    if rule is None:
-        _insert_firewall(api, _firewall_rule(c), dry_run)
-    elif sorted(rule.source_ranges) != sorted(cc.split_list(c.config.gcp.ssh_source_ranges)):
-        print(f"warning: firewall {FIREWALL} admits {', '.join(rule.source_ranges)}, not "
-              f"gcp.ssh_source_ranges; update it in the console or delete it to let fleetbook recreate it")
-
-
 # --- create -----------------------------------------------------------------------------------------------
 
-def _show(method: str, path: str, body_json: str | None = None) -> None:
-    print(f"[dry run] would send {method} {path}")
-    if body_json:
-        print(json.dumps(json.loads(body_json), indent=1, sort_keys=True))
-
-
-def instance_properties(c, name: str, spot: bool, ttl_hours: float, image: str,
-                        labels: dict | None = None) -> compute_v1.InstanceProperties:
-    g = c.config.gcp
-    labels = labels or cc.fleet_labels(name, ttl_hours, spot)
-    user = str(g.user)
-    sched = compute_v1.Scheduling(
-        provisioning_model="SPOT" if spot else "STANDARD",
-        instance_termination_action="DELETE",
-        max_run_duration=compute_v1.Duration(seconds=int(ttl_hours * 3600)),
-        automatic_restart=False, on_host_maintenance="TERMINATE")
-    metadata = compute_v1.Metadata(items=[
-        compute_v1.Items(key="ssh-keys", value=f"{user}:{cc.public_key(c, name)}"),
-        compute_v1.Items(key="enable-oslogin", value="FALSE"),        # else ssh-keys metadata is ignored
-        compute_v1.Items(key="enable-guest-attributes", value="TRUE"),  # guest agent publishes hostkeys/
-        compute_v1.Items(key="startup-script", value=cc.startup_script(None, shared_mountpoint(c))),
-    ])
-    nic = compute_v1.NetworkInterface(
-        network=str(g.network),
-        access_configs=[compute_v1.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")])
-    if g.subnetwork:
-        nic.subnetwork = str(g.subnetwork)
-    disk = compute_v1.AttachedDisk(
-        boot=True, auto_delete=True,
-        initialize_params=compute_v1.AttachedDiskInitializeParams(source_image=image, disk_size_gb=int(g.disk_gb)))
-    return compute_v1.InstanceProperties(
-        machine_type=str(g.machine_type), labels=labels, metadata=metadata, scheduling=sched, disks=[disk],
-        network_interfaces=[nic], tags=compute_v1.Tags(items=[cc.NETWORK_TAG]))
-
-
 def estimate(c, spec: FleetSpec) -> str:
-    line = cc.estimate(c, "gcp", spec.count, spec.spot, spec.ttl_hours, zones=regional.allowed_zones(c))
-    if cc.head_mode(c, "gcp", spec.head) == "instance":
-        g = c.config.gcp
-        price = cc.price_per_hour(c, "gcp", False, str(g.head_machine_type))
-        line += (f"\n      + head instance 1 x {g.head_machine_type} (on-demand, {g.head_disk_gb} GB disk) at "
-                 + (f"${price:.4f}/h" if price is not None else "an unknown price (gcp.price_on_demand)"))
-    return line
-
-
-def head_instance(c, name: str, ttl_hours: float, image: str) -> compute_v1.Instance:
-    """The head instance: on-demand (STANDARD), role=head, its own machine type and disk, the same TTL (which
-    STOPS it, keeping its disk and the shared root on it), the fleet's key, and a startup script that makes the
-    SFTP-only shared root (cloud_common.head_script)."""
-    g = c.config.gcp
-    props = instance_properties(c, name, False, ttl_hours, image, labels=cc.head_labels(name, ttl_hours))
-    for item in props.metadata.items:
-        if item.key == "startup-script":
-            item.value = cc.head_script(c, name)
-    props.disks[0].initialize_params.disk_size_gb = int(g.head_disk_gb)
-    props.scheduling.instance_termination_action = "STOP"   # its TTL stops it: the shared root stays (keep.py)
-    return compute_v1.Instance(
-        name=cc.head_name(name), machine_type=f"zones/{regional.home_zone(c)}/machineTypes/{g.head_machine_type}",
-        labels=props.labels, metadata=props.metadata, scheduling=props.scheduling, disks=props.disks,
-        network_interfaces=props.network_interfaces, tags=compute_v1.Tags(items=[cc.NETWORK_TAG, HEAD_TAG]))
+    return fleet_estimate(c, "gcp", spec, zones=regional.allowed_zones(c))
 
 
 def _create_head(c, api: Api, spec: FleetSpec, image: str, new_nodes) -> None:
@@ -379,14 +129,14 @@ def _create_head(c, api: Api, spec: FleetSpec, image: str, new_nodes) -> None:
         api.wait(op, "head insert")
         print(f"head instance {cc.head_name(spec.name)}: {c.config.gcp.head_machine_type}, on-demand, "
               f"{c.config.gcp.head_disk_gb} GB; the nodes mount it over the VPC")
-    except (gexc.GoogleAPICallError, Exit) as exc:
+    except (gexc.GoogleAPICallError, ProviderError) as exc:
         new = new_nodes()
         leftover = {cc.head_name(spec.name): zone} if find_head(c, spec.name, api) else {}
         _delete(c, api, {**leftover, **{n.name: n.labels[cc.ZONE_KEY] for n in new}})
-        what = exc.message if isinstance(exc, Exit) else _error_text(exc)
-        raise Exit(f"GCP could not create the head instance of fleet {spec.name} ({what}); deleted it and the "
-                   f"{len(new)} node(s) this call had started. Try another gcp.zone or gcp.head_machine_type, "
-                   "or --head tunnel") from None
+        what = exc.message if isinstance(exc, ProviderError) else _error_text(exc)
+        raise ProviderError(f"GCP could not create the head instance of fleet {spec.name} ({what}); deleted it and the "
+                            f"{len(new)} node(s) this call had started. Try another gcp.zone or gcp.head_machine_type, "
+                            "or --head tunnel") from None
 
 
 def _alive(nodes: list[Node]) -> list[Node]:
@@ -398,12 +148,7 @@ def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
     types); clean up when fewer than min_count start.
 
     ``image`` overrides the source image (image.bake starts its template from the base image)."""
-    name = cc.check_name(spec.name)
-    if spec.count < 1:
-        raise Exit("the fleet needs at least one node (-n)")
-    min_count = spec.min_count or spec.count
-    if not 1 <= min_count <= spec.count:
-        raise Exit(f"--min {min_count} must be between 1 and -n {spec.count}")
+    name, min_count = cc.check_spec(spec)
     with_head = image is None and cc.head_mode(c, "gcp", spec.head) == "instance"   # a bake makes no head
     regional.check(c)
     api = Api(c)
@@ -473,7 +218,7 @@ def _after_failure(c, api: Api, spec: FleetSpec, before: set[str], min_count: in
     cleaned = f"deleted the {len(new)} node(s) it had started" if new else "nothing was left running"
     if _is_capacity(exc):
         raise regional.capacity_error(c, spec.count, spec.spot, what, cleaned) from None
-    raise Exit(f"GCP could not create fleet {spec.name}: {what}; {cleaned}") from None
+    raise ProviderError(f"GCP could not create fleet {spec.name}: {what}; {cleaned}") from None
 
 
 # --- readiness and host keys ------------------------------------------------------------------------------
@@ -510,8 +255,8 @@ def wait_ready(c, name: str, timeout: float) -> list[Node]:
     if found is not None:   # the head instance: its host key pinned from the cloud, it answers SSH
         def head_lister(c, name):
             again = find_head(c, name, api)
-            return [again[0]] if again else []     # gone: NodesNotReady, one line in fleet.create
-        cc.wait_ready(c, name, timeout, head_lister, lambda node: host_keys(api, found[2], node.name))
+            return [again.node] if again else []     # gone: NodesNotReady, one line in fleet.create
+        cc.wait_ready(c, name, timeout, head_lister, lambda node: host_keys(api, found.zone, node.name))
     return nodes
 
 
@@ -563,8 +308,8 @@ def terminate(c, name: str, dry_run: bool = False, keep_head: bool = False) -> i
         removed |= set(todo)
         raw = listed()
         if raw and time.monotonic() > deadline:
-            raise Exit(f"fleet {name}: {len(raw)} VM(s) still listed after {api.timeout:g} s: "
-                       f"{', '.join(i.name for _, i in raw)}; run fleet.down again")
+            raise ProviderError(f"fleet {name}: {len(raw)} VM(s) still listed after {api.timeout:g} s: "
+                                f"{', '.join(i.name for _, i in raw)}; run fleet.down again")
         if raw:
             time.sleep(1.0)
     return len(removed)
@@ -580,29 +325,15 @@ def kill_node(c, name: str, node: str) -> None:
 
 # --- image bake (driven by playbooks/image.py) ------------------------------------------------------------
 
-def base_image(c) -> str:
-    return source_image(c, Api(c), base=True)
 
-
-def find_image(c, digest: str) -> str | None:
-    """The name of a baked image carrying ``fleetbook-image-hash=<digest>``, or None."""
-    api = Api(c)
-    req = compute_v1.ListImagesRequest(project=api.project, filter=f'labels.{cc.IMAGE_HASH_LABEL} = "{digest}"')
-    try:
-        names = [i.name for i in api.images.list(request=req)]
-    except gexc.GoogleAPICallError as exc:
-        raise _fail(exc, "listing images") from None
-    return names[0] if names else None
-
-
-def capture_image(c, template: str, node: Node, digest: str, image_name: str) -> str:
+def capture_image(c, node: Node, digest: str, image_name: str) -> str:
     """Stop the template VM and create image ``image_name`` (family ``image.family``) from its boot disk."""
     api = Api(c)
-    zone = next((z for z, inst in _raw(c, api, template) if inst.name == node.name), str(c.config.gcp.zone))
+    zone = str(node.labels.get(cc.ZONE_KEY) or c.config.gcp.zone)   # where it runs, as listed
     try:
         api.wait(api.instances.stop(project=api.project, zone=zone, instance=node.name), f"stop {node.name}")
         image = compute_v1.Image(
-            name=image_name, family=str(c.config.image.family),
+            name=image_name, family=setting(c, "image.family"),
             source_disk=f"projects/{api.project}/zones/{zone}/disks/{node.name}",
             labels=cc.check_labels({cc.IMAGE_HASH_LABEL: digest}),
             description=f"fleetbook image.bake, setup steps {digest}")
@@ -612,20 +343,4 @@ def capture_image(c, template: str, node: Node, digest: str, image_name: str) ->
     return image_name
 
 
-def cost_so_far(c, record, elapsed: float | None = None) -> float | None:
-    """USD spent so far by a run's nodes (a run record) or by a list of Nodes; None when the price is unknown."""
-    return cc.run_cost(c, "gcp", record, elapsed, list_nodes, find_head=find_head)
-
-
-def head(c, fleet: str):
-    """Where the nodes mount the shared disk from: the fleet's head instance (its internal address) when it has
-    one, else this machine through one reverse tunnel per node."""
-    found = find_head(c, fleet)
-    if found is not None:
-        return cc.instance_head(c, "gcp", fleet, found[0], found[1], list_nodes)
-    return cc.tunnel_head(c, "gcp", fleet, list_nodes)
-
-
-def stop_head(c, fleet: str) -> int:
-    """Close the fleet's reverse tunnels and stop its head sshd (fleet.down does this too)."""
-    return cc.stop_head(c, fleet)
+cost_so_far, head, stop_head = shared_hooks("gcp")   # the hooks gcp and aws share

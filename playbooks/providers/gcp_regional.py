@@ -19,9 +19,10 @@ request.  The operation is a region operation, polled with ``regionOperations.ge
 from __future__ import annotations
 
 from google.cloud import compute_v1
-from invoke.exceptions import Exit
+from playbooks.providers.types import ProviderError
 
-from playbooks.providers import cloud_common as cc
+from playbooks.providers import cloud as cc
+from playbooks.settings import setting
 
 TARGET_SHAPES = ("ANY", "BALANCED", "ANY_SINGLE_ZONE")
 
@@ -40,11 +41,11 @@ def is_regional(c) -> bool:
 
 
 def region(c) -> str:
-    """The one region of the allowed zones, or a one-line Exit."""
+    """The one region of the allowed zones, or a one-line ProviderError."""
     regions = sorted({cc.region_of(z) for z in allowed_zones(c)})
     if len(regions) != 1:
-        raise Exit(f"gcp.zones spans several regions ({', '.join(regions)}): a fleet's zones must be in one region "
-                   "(one regional bulkInsert); run one fleet per region")
+        raise ProviderError(f"gcp.zones spans several regions ({', '.join(regions)}): a fleet's zones must be in one region "
+                            "(one regional bulkInsert); run one fleet per region")
     return regions[0]
 
 
@@ -58,14 +59,14 @@ def check(c) -> None:
 def home_zone(c) -> str:
     """Where a zonal request and a head instance go: gcp.zone when it is allowed, else the first allowed zone."""
     zones = allowed_zones(c)
-    return str(c.config.gcp.zone) if str(c.config.gcp.zone) in zones else zones[0]
+    return setting(c, "gcp.zone") if setting(c, "gcp.zone") in zones else zones[0]
 
 
 def target_shape(c) -> str:
     shape = str(c.config.gcp.get("target_shape") or "ANY").upper()
     if shape not in TARGET_SHAPES:
-        raise Exit(f"gcp.target_shape is {shape!r}: choose ANY (capacity first: batch work), BALANCED (even "
-                   "spread) or ANY_SINGLE_ZONE (one zone)")
+        raise ProviderError(f"gcp.target_shape is {shape!r}: choose ANY (capacity first: batch work), BALANCED (even "
+                            "spread) or ANY_SINGLE_ZONE (one zone)")
     return shape
 
 
@@ -74,8 +75,8 @@ def regional_resource(c, region_zones: list[str], resource: compute_v1.BulkInser
     zones = allowed_zones(c)
     unknown = [z for z in zones if z not in region_zones]
     if unknown:
-        raise Exit(f"gcp.zones names {', '.join(unknown)}, not a zone of {region(c)} "
-                   f"({', '.join(region_zones)}): fix gcp.zones")
+        raise ProviderError(f"gcp.zones names {', '.join(unknown)}, not a zone of {region(c)} "
+                            f"({', '.join(region_zones)}): fix gcp.zones")
     pref = {z: "ALLOW" if z in zones else "DENY" for z in region_zones}
     resource.location_policy = compute_v1.LocationPolicy(
         target_shape=target_shape(c),
@@ -93,7 +94,7 @@ def region_zones(api, name: str) -> list[str]:
     return sorted(str(z).rstrip("/").rsplit("/", 1)[-1] for z in found.zones)
 
 
-def capacity_error(c, count: int, spot: bool, what: str, cleaned: str) -> Exit:
+def capacity_error(c, count: int, spot: bool, what: str, cleaned: str) -> ProviderError:
     zones = allowed_zones(c)
-    return Exit(cc.capacity_line("GCP", count, spot, machine_types(c), zones, "zone", what, cleaned,
+    return ProviderError(cc.capacity_line("GCP", count, spot, machine_types(c), zones, "zone", what, cleaned,
                                  f"gcp.zones (more zones of {cc.region_of(zones[0])}) or gcp.machine_types"))

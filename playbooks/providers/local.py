@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import psutil
-from invoke.exceptions import Exit
+from playbooks.providers.types import ProviderError
 
 from playbooks.fs.public import public_folder  # noqa: F401 - also the provider's, for its node folders
 from playbooks.ssh import daemons as procs
@@ -36,48 +36,14 @@ from playbooks.settings.defaults import (fleet_dir, nodes_dir, public_dir, publi
                                          shared_mountpoint, state_dir)
 from playbooks.providers import netns
 from playbooks.providers import RUNNING, TERMINATED, UNREACHABLE, FleetSpec, Node, NodesNotReady
+from playbooks.providers.types import LOCAL_MAX_FLEET_NAME, check_name
+from playbooks.providers.local_setup import _check_tools, _used_addresses, isolation, node_dir, use_netns  # noqa: F401
+from playbooks.settings import setting
 
 MARKER = "FLEETBOOK_NODE"
 
 
-# ---------------------------------------------------------------- where things are
-
-def node_dir(c, fleet: str, node: str) -> Path:
-    return nodes_dir(c, fleet) / node
-
-
-def isolation(c) -> str:
-    wanted = str(c.config.local.isolation)
-    if wanted not in ("auto", "user", "none"):
-        raise Exit(f"local.isolation is {wanted!r}: use auto, user or none")
-    if wanted == "user" and os.geteuid() != 0:
-        raise Exit("local.isolation=user needs root: run as root or set INVOKE_LOCAL_ISOLATION=none")
-    return "user" if (wanted == "user" or (wanted == "auto" and os.geteuid() == 0)) else "none"
-
-
-def use_netns(c, mode: str) -> bool:
-    if not c.config.local.netns:
-        return False
-    if mode != "user":
-        raise Exit("local.netns needs root (and local.isolation user): unset INVOKE_LOCAL_NETNS or run as root")
-    return True
-
-
-def _check_tools() -> None:
-    missing = [t for t in (SSHD, "sshfs", "fusermount3") if not shutil.which(t)]
-    if missing:
-        raise Exit(f"missing {', '.join(missing)}: install openssh-server sshfs fuse3 (./setup.sh does)")
-
-
 # ---------------------------------------------------------------- addresses
-
-def _used_addresses(c) -> set[str]:
-    used = set()
-    for labels in public_dir(c).glob("*/nodes/*/node.json"):
-        used.add(json.loads(labels.read_text())["host"])
-    for head in state_dir(c).glob("*/head/head.json"):
-        used.add(json.loads(head.read_text())["host"])
-    return used
 
 
 def allocate_address(c, port: int, taken: set[str] | None = None) -> str:
@@ -90,10 +56,8 @@ def allocate_address(c, port: int, taken: set[str] | None = None) -> str:
             break
         if host not in used and ports.free(host, port):
             return host
-    raise Exit("no free loopback address left for a node: run `invoke fleet.down` on fleets you no longer need")
+    raise ProviderError("no free loopback address left for a node: run `invoke fleet.down` on fleets you no longer need")
 
-
-# ---------------------------------------------------------------- fleet-level material
 
 # ---------------------------------------------------------------- processes
 
@@ -186,7 +150,7 @@ def _create_node(c, fleet: str, index: int, host: str, mode: str, net: dict | No
     home = ndir / "home"
     (home / ".ssh").mkdir(parents=True)
     os.chmod(ndir, 0o711)
-    port = int(c.config.local.port)
+    port = setting(c, "local.port")
     user = pwd.getpwuid(os.geteuid()).pw_name
     wrapper = None
     mountpoint = str(ndir / "mnt")
@@ -262,7 +226,7 @@ def ensure_head_address(c, fleet: str) -> dict:
     head_json = fleet_dir(c, fleet) / "head" / "head.json"
     if head_json.exists():
         return json.loads(head_json.read_text())
-    port = int(c.config.local.head_port)
+    port = setting(c, "local.head_port")
     net = netns.read(fleet_dir(c, fleet))
     head = {"host": net["gateway"] if net else allocate_address(c, port), "port": port}
     head_json.write_text(json.dumps(head))
@@ -275,11 +239,12 @@ def _fuse_access(mode: str) -> None:
         if os.stat("/dev/fuse").st_mode & 0o006 != 0o006:
             os.chmod("/dev/fuse", 0o666)
     elif not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        raise Exit("/dev/fuse is not open to you: run `sudo chmod 0666 /dev/fuse` (Debian's default) or ./setup.sh")
+        raise ProviderError("/dev/fuse is not open to you: run `sudo chmod 0666 /dev/fuse` (Debian's default) or ./setup.sh")
 
 
 def create(c, spec: FleetSpec) -> list[Node]:
     _check_tools()
+    check_name(spec.name, LOCAL_MAX_FLEET_NAME)
     mode = isolation(c)
     _fuse_access(mode)
     existing = list_nodes(c, spec.name)
@@ -302,7 +267,7 @@ def create(c, spec: FleetSpec) -> list[Node]:
         taken: set[str] = set()
         net = netns.read(fleet_dir(c, spec.name))
         for index in indices:
-            host = netns.node_address(net, index) if net else allocate_address(c, int(c.config.local.port), taken)
+            host = netns.node_address(net, index) if net else allocate_address(c, setting(c, "local.port"), taken)
             taken.add(host)
             created.append(_create_node(c, spec.name, index, host, mode, net))
     except BaseException:
@@ -404,5 +369,5 @@ def terminate(c, name: str, dry_run: bool = False) -> int:
         except OSError:
             pass
     if nodes:
-        raise Exit(f"{len(nodes)} node(s) of {name} would not go away: {', '.join(n.name for n in nodes)}")
+        raise ProviderError(f"{len(nodes)} node(s) of {name} would not go away: {', '.join(n.name for n in nodes)}")
     return removed

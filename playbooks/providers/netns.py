@@ -13,7 +13,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from invoke.exceptions import Exit
+from playbooks.providers.types import ProviderError
 
 NET = "10.213"
 
@@ -21,7 +21,7 @@ NET = "10.213"
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(["ip", *args], capture_output=True, text=True)
     if check and result.returncode != 0:
-        raise Exit(f"ip {' '.join(args)}: {result.stderr.strip()}")
+        raise ProviderError(f"ip {' '.join(args)}: {result.stderr.strip()}")
     return result
 
 
@@ -46,7 +46,7 @@ def read(fdir: Path) -> dict | None:
 
 def node_address(net: dict, index: int) -> str:
     if index > 200:
-        raise Exit("a netns fleet holds at most 200 nodes")
+        raise ProviderError("a netns fleet holds at most 200 nodes")
     return f"{NET}.{net['subnet']}.{10 + index}"
 
 
@@ -57,7 +57,7 @@ def ensure_bridge(state: Path, fdir: Path, fleet: str) -> dict:
         in_use = _ip("-o", "-4", "addr", "show").stdout
         subnet = next((k for k in range(1, 255) if k not in used and f" {NET}.{k}." not in in_use), None)
         if subnet is None:
-            raise Exit("no free 10.213.x.0/24 subnet for another netns fleet: bring a fleet down first")
+            raise ProviderError("no free 10.213.x.0/24 subnet for another netns fleet: bring a fleet down first")
         net = {"bridge": f"fbb{_tag(fleet)}", "subnet": subnet, "gateway": f"{NET}.{subnet}.1"}
         (fdir / "net.json").write_text(json.dumps(net))
     if _ip("link", "show", net["bridge"], check=False).returncode != 0:

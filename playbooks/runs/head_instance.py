@@ -1,6 +1,6 @@
 """The fleet's head instance as the operator reaches it: its shared root over SFTP, and counting run there.
 
-Moved out of ``providers/cloud_common.py`` (the providers know nothing of the workloads): a provider only says
+Moved out of the providers (the providers know nothing of the workloads): a provider only says
 where the head instance is (``find_head(c, fleet)``); what lives on its disk, and the counting that ships the
 workloads' own code there (every ``workloads/*.py``) and runs ``import fleetwork``, is the run layer's.
 ``runs/disk.py`` wraps it as the shared disk of a fleet with a head instance.
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 from playbooks.fs.safefs import Refused, rel_path
 from playbooks.providers import RUNNING, get
-from playbooks.providers import cloud_common as cc
+from playbooks.providers import cloud as cc
 from playbooks.settings import setting
-from playbooks.settings.defaults import REPO
+from playbooks.settings.defaults import REPO, fleet_dir
 from playbooks.ssh.fanout import connect, run_checked
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ def remote_head(c, provider: str, fleet: str) -> RemoteHead | None:
     """A RemoteHead when the fleet has a running head instance (its ``role=head`` label says so, whatever
     ``<provider>.head`` says now), else None: the provider's ``find_head(c, fleet)`` says where it is.  Looked
     up once per process."""
-    key = (provider, fleet, str(cc.fleet_dir(c, fleet)))
+    key = (provider, fleet, str(fleet_dir(c, fleet)))
     if key not in _REMOTE_HEADS:
         found = get(provider).find_head(c, fleet)
         node = head_node(found) if found else None

@@ -84,7 +84,7 @@ def unpulled(head) -> list[dict]:
 
 
 def head_data() -> str:
-    from playbooks.providers import cloud_common as cc
+    from playbooks.providers import cloud as cc
     return cc.HEAD_DATA
 
 
@@ -124,7 +124,7 @@ def plan_line(v: Verdict, hold: bool, cost: str) -> str:
 
 def monthly_cost(c, provider: str) -> str:
     """What a kept head instance costs a month, stopped (its disk) and running (plus its machine)."""
-    from playbooks.providers import cloud_common as cc
+    from playbooks.providers import cloud as cc
     gb = setting(c, f"{provider}.head_disk_gb")
     mtype = setting(c, f"{provider}.head_machine_type" if provider == "gcp" else f"{provider}.head_instance_type")
     disk = gb * DISK_USD_PER_GB_MONTH.get(provider, 0.10)

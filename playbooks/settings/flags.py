@@ -1,7 +1,10 @@
-"""Let a one-letter task option be written with two dashes too: `--n 20` as well as `-n 20`.
+"""How a task option may be spelled, in one place: every one-letter option also with two dashes (`--n 20` as
+well as `-n 20`), and ``long_only`` for options that must not get Invoke's automatic short flag.
 
-Invoke gives a one-letter parameter only its short flag.  This adds, for each one-letter argument, the alias
-``--x`` for ``-x`` when a task's parser context is built; nothing else of Invoke's parsing changes.
+Invoke gives a one-letter parameter only its short flag.  ``allow_double_dash_short_options`` adds, for each
+one-letter argument, the alias ``--x`` for ``-x`` when a task's parser context is built; nothing else of Invoke's
+parsing changes.  ``long_only(task, "head")`` drops the automatic ``-h`` of ``--head`` (so ``-h`` stays help);
+``long_only(task)`` drops every automatic short flag of the task.
 """
 from __future__ import annotations
 
@@ -20,3 +23,18 @@ def _add_arg_with_long_alias(self, *args, **kwargs):
 def allow_double_dash_short_options() -> None:
     if ParserContext.add_arg is _add_arg:
         ParserContext.add_arg = _add_arg_with_long_alias
+
+
+def long_only(task, *names: str):
+    """Give the task's options ``names`` (default: all of them) no automatic short flag; returns the task."""
+    get_arguments = task.get_arguments
+
+    def arguments(*args, **kwargs):
+        found = get_arguments(*args, **kwargs)
+        for arg in found:
+            if (not names or arg.name in names) and len(arg.name) > 1:
+                arg.names = tuple(n for n in arg.names if len(n) > 1)
+        return found
+
+    task.get_arguments = arguments
+    return task

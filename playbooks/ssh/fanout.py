@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from playbooks.settings import setting
-from playbooks.settings.defaults import state_dir
+from playbooks.settings.defaults import fleet_dir, state_dir  # noqa: F401 - fleet_dir: one copy, in settings
 
 if TYPE_CHECKING:                  # any object with the Node's fields will do: the ssh layer is below providers
     from playbooks.providers import Node
@@ -32,10 +32,6 @@ class HostResult:
     ok: bool
     value: Any = None
     error: str = ""
-
-
-def fleet_dir(c, fleet: str) -> Path:
-    return state_dir(c) / fleet
 
 
 def fleet_key(c, fleet: str) -> Path:

@@ -23,7 +23,7 @@ class SftpStore:
     kind = "files"
 
     def __init__(self, head, rel: str, label: str = ""):
-        from playbooks.providers import cloud_common as cc
+        from playbooks.providers.cloud import head_instance as cc
         self.head, self.rel = head, rel
         self.base = f"/{cc.HEAD_DATA}/{rel}".rstrip("/")
         self.label = label or f"head instance:{rel or '.'}"
@@ -129,7 +129,7 @@ class SftpStore:
         """Computed on the head by one command (the operator's login), reading the files there."""
         if not wanted:
             return {}
-        from playbooks.providers import cloud_common as cc
+        from playbooks.providers import cloud as cc
         from playbooks.runs import head_instance
         from playbooks.ssh.fanout import connect
         from playbooks.transfer.digest import remote_script
