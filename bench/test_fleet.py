@@ -27,8 +27,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-from fleet_fixtures import make_ctx  # noqa: E402
+from tests.support.fleet import make_ctx  # noqa: E402
 
 from playbooks import deploy, fleet, mount, progress, run, teardown  # noqa: E402
 from playbooks.runs import state as runstate

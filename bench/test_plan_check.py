@@ -27,8 +27,7 @@ import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-from fleet_fixtures import fleet_base, make_ctx  # noqa: E402,F401 - fleet_base: a fixture
+from tests.support.fleet import fleet_base, make_ctx  # noqa: E402,F401 - fleet_base: a fixture
 
 from playbooks import bench, deploy, fleet, mount, plan, progress, run, teardown  # noqa: E402
 from playbooks.measure import planning

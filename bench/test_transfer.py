@@ -23,9 +23,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-from cloud_fixtures import moto_endpoint  # noqa: E402,F401  (a fixture: one moto server for this module)
-from transfer_fixtures import CountingProxy  # noqa: E402
+from tests.support.cloud import moto_endpoint  # noqa: E402,F401  (a fixture: one moto server for this module)
+from tests.support.transfer import CountingProxy  # noqa: E402
 
 from playbooks.transfer import transfer  # noqa: E402
 from playbooks.transfer.objects import S3Store  # noqa: E402

@@ -6,7 +6,7 @@ the fake's VMs, and Invoke contexts pointing at them.  transfer_fixtures: a coun
 emulator, trees of files to move.  Their plain helpers (``make_ctx``, ``invoke_cli``, ``free_port``, ...) are
 imported by name.
 """
-from cloud_fixtures import (aws_ctx, aws_env, aws_fleet_ctx, ec2_fleet, fleet_sshd, gce, gcp_ctx,  # noqa: F401
+from tests.support.cloud import (aws_ctx, aws_env, aws_fleet_ctx, ec2_fleet, fleet_sshd, gce, gcp_ctx,  # noqa: F401
                             head_root, isolated_env, moto_ami, moto_endpoint)
-from fleet_fixtures import fleet_base  # noqa: F401
-from transfer_fixtures import counting_s3, gcs_emulator  # noqa: F401
+from tests.support.fleet import fleet_base  # noqa: F401
+from tests.support.transfer import counting_s3, gcs_emulator  # noqa: F401

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from fleet_fixtures import ROOT, invoke_cli, make_ctx
+from tests.support.fleet import ROOT, invoke_cli, make_ctx
 from invoke.exceptions import Exit
 
 from playbooks import demo, deploy, fleet, mount, progress, run, teardown

@@ -8,7 +8,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from cloud_fixtures import FLEET
+from tests.support.cloud import FLEET
 from playbooks import image
 from playbooks.providers import ProviderError
 from playbooks.providers import FleetSpec, aws

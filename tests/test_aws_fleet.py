@@ -1,5 +1,5 @@
 """Spot capacity across subnets and instance types: one EC2 Fleet (create_fleet, Type=instant) against moto, with
-the CreateFleet layer of tests/fake_ec2_fleet.py where moto falls short (its docstring says where, exactly)."""
+the CreateFleet layer of tests/support/fake_ec2_fleet.py where moto falls short (its docstring says where, exactly)."""
 from __future__ import annotations
 
 import base64
@@ -10,7 +10,7 @@ from collections import Counter
 import boto3
 import pytest
 
-from cloud_fixtures import FLEET
+from tests.support.cloud import FLEET
 from playbooks.providers import ProviderError
 from playbooks.providers import FleetSpec, aws
 from playbooks.providers import cloud as cc

@@ -17,7 +17,7 @@ import boto3
 import pytest
 from PIL import Image
 
-from cloud_fixtures import make_context
+from tests.support.cloud import make_context
 from playbooks import batch_tasks
 from playbooks.runs import state as runstate
 from playbooks.settings.defaults import REPO

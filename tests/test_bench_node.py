@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from invoke.exceptions import Exit
 
-from fleet_fixtures import make_ctx
+from tests.support.fleet import make_ctx
 
 from playbooks import bench, deploy, fleet, mount, teardown
 from playbooks.measure import profiles

@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 
 import pytest
-from fleet_fixtures import fleet_processes, invoke_cli
+from tests.support.fleet import fleet_processes, invoke_cli
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(300)]
 NAME = "err" + secrets.token_hex(2)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from fleet_fixtures import check_resized, cmdline, fleet_processes, outputs
+from tests.support.fleet import check_resized, cmdline, fleet_processes, outputs
 from invoke import Config, Context
 
 from playbooks import dask_tasks, deploy, fleet, mount, progress, run, teardown

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from invoke.exceptions import Exit
 
-from cloud_fixtures import make_context
+from tests.support.cloud import make_context
 from playbooks import run
 from playbooks.engines import dask as engine
 from playbooks.engines.errors import EngineError

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from invoke.exceptions import Exit
 
-from cloud_fixtures import FLEET
+from tests.support.cloud import FLEET
 from playbooks import data, fleet
 from playbooks.runs import keep
 from playbooks.settings.defaults import REPO
@@ -27,7 +27,7 @@ from playbooks.providers import cloud as cc
 from playbooks.runs import head_instance as hi
 from test_gcp_head_instance import (HEAD_ADDR, head_instance_sshd, point_at_head, pytestmark,  # noqa: F401
                                     sftp_user)
-from transfer_fixtures import make_tree, same_tree
+from tests.support.transfer import make_tree, same_tree
 
 
 def last_json(capsys) -> dict:

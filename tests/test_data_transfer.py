@@ -14,11 +14,11 @@ import time
 import pytest
 from invoke.exceptions import Exit
 
-from cloud_fixtures import make_context
+from tests.support.cloud import make_context
 from playbooks import data
 from playbooks.settings.defaults import REPO
 from playbooks.transfer.stores import temp_name
-from transfer_fixtures import make_tree, same_tree
+from tests.support.transfer import make_tree, same_tree
 
 N_SMALL, N_BIG = 1000, 3
 

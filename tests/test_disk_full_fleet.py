@@ -10,7 +10,7 @@ import secrets
 import subprocess
 
 import pytest
-from fleet_fixtures import ROOT, make_ctx
+from tests.support.fleet import ROOT, make_ctx
 from invoke.exceptions import Exit
 
 from playbooks import deploy, fleet, mount, progress, run, teardown

@@ -1,4 +1,4 @@
-"""The gcp provider against tests/fake_gce.py, through the real google-cloud-compute client."""
+"""The gcp provider against tests/support/fake_gce.py, through the real google-cloud-compute client."""
 from __future__ import annotations
 
 import time
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from invoke.exceptions import Exit
 
-from cloud_fixtures import FLEET, free_port, make_context
+from tests.support.cloud import FLEET, free_port, make_context
 from playbooks.providers import ProviderError
 from playbooks.providers import FleetSpec, NodesNotReady, gcp
 

@@ -1,4 +1,4 @@
-"""Spot capacity across zones and machine types: one regionInstances.bulkInsert, against tests/fake_gce.py."""
+"""Spot capacity across zones and machine types: one regionInstances.bulkInsert, against tests/support/fake_gce.py."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from cloud_fixtures import FLEET
+from tests.support.cloud import FLEET
 from playbooks.providers import ProviderError
 from playbooks.providers import FleetSpec, gcp
 from playbooks.providers import cloud as cc

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from cloud_fixtures import make_context
+from tests.support.cloud import make_context
 from playbooks.settings.cloud import CLOUD_DEFAULTS
 from playbooks.providers import ProviderError
 from playbooks.providers import HeadInstance, Node

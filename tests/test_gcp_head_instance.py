@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_fixtures import FLEET, SSHD
+from tests.support.cloud import FLEET, SSHD
 from playbooks.providers import FleetSpec, gcp
 from playbooks.providers import cloud as cc
 from playbooks.runs import head_instance as hi

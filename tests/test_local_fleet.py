@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from fleet_fixtures import ROOT, check_resized, cmdline, fleet_processes, invoke_cli, make_ctx, outputs
+from tests.support.fleet import ROOT, check_resized, cmdline, fleet_processes, invoke_cli, make_ctx, outputs
 from invoke.exceptions import Exit
 
 from playbooks import deploy, fleet, mount, progress, run, teardown

@@ -5,7 +5,7 @@ import secrets
 import subprocess
 
 import pytest
-from fleet_fixtures import ROOT, fleet_processes, make_ctx
+from tests.support.fleet import ROOT, fleet_processes, make_ctx
 
 from playbooks import deploy, fleet, mount, progress, run, teardown
 from playbooks.providers import local, netns

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fleet_fixtures import make_ctx
+from tests.support.fleet import make_ctx
 
 from playbooks import fleet, mount, teardown
 from playbooks.ssh import sftp_head as head

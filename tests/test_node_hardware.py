@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from cloud_fixtures import FLEET
-from fleet_fixtures import make_ctx
-from workloads_support import fleetwork, many_jpegs, run
+from tests.support.cloud import FLEET
+from tests.support.fleet import make_ctx
+from tests.support.workloads import fleetwork, many_jpegs, run
 
 from playbooks import deploy, fleet, mount, progress, run as run_step, teardown
 from playbooks.measure import profiles

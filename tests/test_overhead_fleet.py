@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fleet_fixtures import invoke_cli, make_ctx
+from tests.support.fleet import invoke_cli, make_ctx
 from PIL import Image
 
 from playbooks import fleet, overhead

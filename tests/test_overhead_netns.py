@@ -15,7 +15,7 @@ import subprocess
 import time
 
 import pytest
-from fleet_fixtures import make_ctx
+from tests.support.fleet import make_ctx
 
 from playbooks import fleet, mount, overhead, teardown
 from playbooks.ssh import fanout as remote

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cloud_fixtures import FLEET
-from fleet_fixtures import invoke_cli, make_ctx
+from tests.support.cloud import FLEET
+from tests.support.fleet import invoke_cli, make_ctx
 
 from playbooks import plan
 from playbooks.measure import profiles

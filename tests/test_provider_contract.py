@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import pytest
-from fleet_fixtures import fleet_processes, make_ctx
+from tests.support.fleet import fleet_processes, make_ctx
 
 from playbooks import providers
 from playbooks.providers import PENDING, RUNNING, TERMINATED, FleetSpec, Provider, supports

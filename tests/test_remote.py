@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 
-from fleet_fixtures import make_ctx
+from tests.support.fleet import make_ctx
 from rich.console import Console
 
 from playbooks.providers import Node, local

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from cloud_fixtures import FLEET
-from fleet_fixtures import make_ctx
+from tests.support.cloud import FLEET
+from tests.support.fleet import make_ctx
 from playbooks.providers import FleetSpec, gcp
-from playbooks.providers import cloud_common as cc
+from playbooks.providers import cloud as cc
 from playbooks.runs import disk as rundisk
 from playbooks.runs import head_instance as hi
 from playbooks.runs import state as runstate

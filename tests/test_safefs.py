@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fleet_fixtures import invoke_cli, make_ctx
+from tests.support.fleet import invoke_cli, make_ctx
 
 from playbooks import demo
 from playbooks.runs import state as runstate

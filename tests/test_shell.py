@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fleet_fixtures import fleet_processes, invoke_cli, make_ctx
+from tests.support.fleet import fleet_processes, invoke_cli, make_ctx
 
 from playbooks import deploy, fleet, mount, progress, run, teardown
 from playbooks.runs import state as runstate

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from cloud_fixtures import FLEET
-from fleet_fixtures import invoke_cli, make_ctx
+from tests.support.cloud import FLEET
+from tests.support.fleet import invoke_cli, make_ctx
 from invoke.exceptions import Exit
 from rich.console import Console
 

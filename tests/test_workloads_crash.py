@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from workloads_support import PY, check_jpeg_outputs, fleetwork, many_jpegs, run, script, summary_of, temp_files
+from tests.support.workloads import PY, check_jpeg_outputs, fleetwork, many_jpegs, run, script, summary_of, temp_files
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from workloads_support import PY, check_jpeg_outputs, fleetwork, many_jpegs, run, script, summary_of, temp_files
+from tests.support.workloads import PY, check_jpeg_outputs, fleetwork, many_jpegs, run, script, summary_of, temp_files
 
 import fw_items  # noqa: E402 - workloads/ is on sys.path (workloads_support)
 import fw_outputs  # noqa: E402

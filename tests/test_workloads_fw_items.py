@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from workloads_support import fleetwork
+from tests.support.workloads import fleetwork
 
 import fw_items  # noqa: E402 - workloads/ is on sys.path (workloads_support)
 from fw_items import Job, Result, Task

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 
-from workloads_support import fleetwork
+from tests.support.workloads import fleetwork
 
 import fw_pool  # noqa: E402 - workloads/ is on sys.path (workloads_support)
 

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-import workloads_support  # noqa: F401 - puts workloads/ on sys.path
+from tests.support import workloads as workloads_support  # noqa: F401 - puts workloads/ on sys.path
 
 import fw_stop  # noqa: E402
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from workloads_support import SKIMAGE_DATA, check_jpeg_outputs, fleetwork, run, summary_of
+from tests.support.workloads import SKIMAGE_DATA, check_jpeg_outputs, fleetwork, run, summary_of
 
 import fw_outputs  # noqa: E402 - workloads/ is on sys.path (workloads_support)
 

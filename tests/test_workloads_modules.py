@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from workloads_support import PY, WORKLOADS
+from tests.support.workloads import PY, WORKLOADS
 
 MODULES = {p.stem: p for p in sorted(WORKLOADS.glob("*.py"))}
 WORKLOAD_SCRIPTS = ("resize", "edges", "features", "gridsearch")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from workloads_support import (PY, SKIMAGE_DATA, awkward_set, bad_set, check_jpeg_outputs, fleetwork, real_set,
+from tests.support.workloads import (PY, SKIMAGE_DATA, awkward_set, bad_set, check_jpeg_outputs, fleetwork, real_set,
                                run, script, summary_of, temp_files)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from workloads_support import SKIMAGE_DATA, bad_set, fleetwork, real_set, run, summary_of, temp_files
+from tests.support.workloads import SKIMAGE_DATA, bad_set, fleetwork, real_set, run, summary_of, temp_files
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_image_stages_on_awkward_and_bad_inputs(tmp_path, name):
     """The second stages decode like resize: awkward images work (orientation applied), bad ones are recorded."""
     from PIL import ImageOps
 
-    from workloads_support import awkward_set
+    from tests.support.workloads import awkward_set
 
     src = tmp_path / "src"
     kinds = awkward_set(src)

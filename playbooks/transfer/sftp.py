@@ -23,7 +23,7 @@ class SftpStore:
     kind = "files"
 
     def __init__(self, head, rel: str, label: str = ""):
-        from playbooks.providers.cloud import head_instance as cc
+        from playbooks.providers import cloud as cc
         self.head, self.rel = head, rel
         self.base = f"/{cc.HEAD_DATA}/{rel}".rstrip("/")
         self.label = label or f"head instance:{rel or '.'}"

@@ -118,7 +118,7 @@ def gcs_emulator(isolated_env):
     from google.cloud import storage
     from gcp_storage_emulator.server import create_server
 
-    from cloud_fixtures import free_port
+    from tests.support.cloud import free_port
     port = free_port()
     server = create_server("127.0.0.1", port, in_memory=True)
     server.start()

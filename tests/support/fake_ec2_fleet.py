@@ -50,7 +50,7 @@ from xml.sax.saxutils import escape
 import boto3
 import botocore.session
 
-from loopback_http import LoopbackServer
+from tests.support.loopback_http import LoopbackServer
 
 UNLIMITED = float("inf")
 INSUFFICIENT = ("InsufficientInstanceCapacity", "There is no Spot capacity available that matches your request.")

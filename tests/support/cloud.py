@@ -24,8 +24,8 @@ from playbooks.settings.cloud import CLOUD_DEFAULTS
 from playbooks.settings.defaults import DEFAULTS
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_ec2_fleet import FakeEC2Fleet  # noqa: E402
-from fake_gce import FakeGCE  # noqa: E402
+from tests.support.fake_ec2_fleet import FakeEC2Fleet  # noqa: E402
+from tests.support.fake_gce import FakeGCE  # noqa: E402
 
 FLEET = "demo"
 SSHD = "/usr/sbin/sshd"
@@ -190,7 +190,7 @@ def aws_ctx(aws_env, moto_ami, tmp_path):
 
 @pytest.fixture(scope="module")
 def ec2_fleet(moto_endpoint):
-    """The CreateFleet layer over the module's moto server (tests/fake_ec2_fleet.py: what moto lacks, and why)."""
+    """The CreateFleet layer over the module's moto server (tests/support/fake_ec2_fleet.py: what moto lacks, and why)."""
     fake = FakeEC2Fleet(moto_endpoint).start()
     yield fake
     fake.stop()
