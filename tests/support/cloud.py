@@ -23,7 +23,6 @@ from playbooks.ssh import keys as sshkeys
 from playbooks.settings.cloud import CLOUD_DEFAULTS
 from playbooks.settings.defaults import DEFAULTS
 
-sys.path.insert(0, str(Path(__file__).parent))
 from tests.support.fake_ec2_fleet import FakeEC2Fleet  # noqa: E402
 from tests.support.fake_gce import FakeGCE  # noqa: E402
 

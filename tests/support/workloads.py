@@ -12,7 +12,7 @@ import sys
 import zlib
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 WORKLOADS = REPO / "workloads"
 if str(WORKLOADS) not in sys.path:
     sys.path.insert(0, str(WORKLOADS))
