@@ -24,7 +24,7 @@ from playbooks.fleet import provider_of
 console = Console()
 
 
-ENDED = ("done", "failed", "lost")  # node states after which a node does no more work in the run
+ENDED = ("done", "failed", "lost", "preempted")  # node states after which a node does no more work in the run
 _ITEMS: dict[str, list[str]] = {}  # run id -> the items of its source, for --watch and --wait
 
 

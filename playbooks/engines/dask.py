@@ -375,8 +375,12 @@ def run(c, name: str, nodes, workload: str, src: str, dst: str, args: str, provi
     beats = threading.Thread(target=beat_loop, name="dask-heartbeat", daemon=True)
     beats.start()
     try:
-        return _run(c, name, state, wl, opts, extra, workload, src, dst, items, todo, collisions, retried, record,
-                    disk, totals, beat, t0, on_result)
+        result = _run(c, name, state, wl, opts, extra, workload, src, dst, items, todo, collisions, retried, record,
+                      disk, totals, beat, t0, on_result)
+        # every chunk has ended: what killed workers left half-written goes
+        from playbooks.runs.sweep import sweep_ended_run
+        sweep_ended_run(c, record)
+        return result
     finally:
         stop_beats.set()
         beats.join(5)
