@@ -179,3 +179,18 @@ def down(c, name="", provider="", dry_run=False, discard_results=False):
     if hold:
         raise Exit(f"fleet {name}: kept the head instance {verdict.head} ({keep.monthly_cost(c, pname)}): "
                    f"{keep.describe(verdict)}; {keep.advice(verdict, name, pname)}")
+
+
+@task(help={"node": "the node to preempt", "grace": "seconds between the notice and the kill (GCP gives 30)",
+            "name": "fleet name (default: fleet.name)", "provider": "local only (a cloud preempts by itself)"})
+def preempt(c, node, grace=30, name="", provider=""):
+    """Preempt one local node like a cloud: a notice its workload sees, then the node killed after --grace s."""
+    from playbooks.providers import preempt as local_preempt   # issue 13
+    name = fleet_name(c, name)
+    if provider_of(c, provider).__name__.rsplit(".", 1)[-1] != "local":
+        raise Exit("fleet.preempt is for the local provider: a cloud sends its own notices")
+    try:
+        local_preempt.preempt(c, name, node, float(grace))
+    except KeyError:
+        raise Exit(f"no node {node!r} in fleet {name}: see `invoke fleet.list --name {name}`") from None
+    console.print(f"node {node}: notice raised, killed after {float(grace):g} s")

@@ -25,7 +25,7 @@ from playbooks.fleet import provider_of
 console = Console()
 
 
-ENDED = ("done", "failed", "lost")  # node states after which a node does no more work in the run
+ENDED = ("done", "failed", "lost", "preempted")  # node states after which a node does no more work in the run
 
 
 def snapshot(c, record: dict, now: float | None = None) -> dict:

@@ -15,7 +15,7 @@ from invoke.exceptions import Exit
 from rich.console import Console
 
 from playbooks.engines.errors import EngineError
-from playbooks.engines.launch import preflight, workload_opts
+from playbooks.engines.launch import node_command, preflight, workload_opts  # noqa: F401 - run.node_command, too
 from playbooks.runs import disk as rundisk
 from playbooks.fleet import fleet_name, nodes_or_exit, provider_of
 from playbooks.fs import safefs
@@ -30,23 +30,9 @@ from playbooks.ssh.fanout import fan_out, q, run_checked, show_failures
 console = Console()
 
 
-def node_command(node, record: dict, shard: int, extra: list[str], workers: int | None,
-                 env: dict[str, str] | None = None) -> str:
-    mp = node.mountpoint
-    state = f"{mp}/{runstate.node_state_rel(record['run_id'], node.name)}"
-    argv = [node.python, "workloads/" + record["workload"] + ".py", "--src", f"{mp}/{record['src']}",
-            "--dst", f"{mp}/{record['dst']}", "--shard", f"{shard}/{len(record['nodes'])}",
-            "--state", state, "--node", node.name]
-    if workers and "--workers" not in extra:
-        argv += ["--workers", str(workers)]
-    argv += extra
-    # the exit file is written by the workload; if it dies before that, the shell writes the code
-    inner = (f"{shlex.join(argv)}; rc=$?; [ -e {q(state + '/exit.json')} ] || "
-             f"printf '{{\"code\": %d}}\\n' \"$rc\" > {q(state + '/exit.json')}")
-    envs = " ".join(f"{k}={q(v)}" for k, v in {"FLEETBOOK_RUN": record["run_id"], **(env or {})}.items())
-    return (f"cd {q(node.workdir)} && mkdir -p {q(state)} && "
-            f"{envs} setsid nohup sh -c {q(inner)} "
-            f"> {q(state + '/log.txt')} 2>&1 < /dev/null & echo $!")
+def supervise_env(c, provider: str) -> dict[str, str]:
+    from playbooks.supervise import node_env_extra
+    return node_env_extra(c, provider)
 
 
 def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, provider: str = "") -> dict:
@@ -63,12 +49,14 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
     run_id = new_run_id(workload)
     record = {"run_id": run_id, "fleet": name, "provider": provider or setting(c, "fleet.provider"),
               "workload": workload, "src": src, "dst": dst, "args": args, "started_at": time.time(),
-              "nodes": [{"name": n.name, "shard": i} for i, n in enumerate(nodes)]}
+              "nodes": [{"name": n.name, "shard": i} for i, n in enumerate(nodes)],
+              "shards": len(nodes)}   # issue 13: replacements join the run and keep its shard count
     runstate.save_run(disk, record)
     for n in nodes:  # each node writes its own state folder
         disk.give_to_nodes(f"{runstate.run_rel(run_id)}/nodes/{n.name}")
     workers = setting(c, "local.cores_per_node") if record["provider"] == "local" else None
     env = node_env(c, record["provider"])   # a local node counts local.cores_per_node as its cores
+    env.update(supervise_env(c, record["provider"]))   # issue 13: claims' lost_after, preemption notices
     timeout = setting(c, "fleet.ssh_timeout")
     results = fan_out(c, name, nodes, lambda conn, n: int(run_checked(
         conn, node_command(n, record, record["nodes"][nodes.index(n)]["shard"], extra, workers, env), timeout)
@@ -96,10 +84,30 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
     "provider": "local, gcp or aws (default: fleet.provider)",
     "engine": "local (default: one detached process per node) or dask (chunks of items on the cluster that "
               "`invoke dask.up` started; waits, with a progress bar; items per task: --args '--chunksize N')",
-})
+    "until_done": "supervise the run to its end: replace lost and preempted nodes (default: job.until_done)",
+    "attach": "resume supervising a running run (the latest, or RUN_ID) instead of starting one",
+    "max_replacements": "with --until-done: at most this many replacement nodes (default: job.max_replacements)",
+    "budget_usd": "with --until-done: no new node once the projected cost would pass this (default: job.budget_usd)",
+}, optional=["attach"])
 @user_errors()
-def run_(c, workload="", src="", dst="", args="", wait=False, name="", provider="", engine="local"):
+def run_(c, workload="", src="", dst="", args="", wait=False, name="", provider="", engine="local",
+         until_done=False, attach=None, max_replacements=-1, budget_usd=""):
     """Start a workload on every node of the fleet, each on its share of the inputs."""
+    job = c.config.job
+    # --- issue 13: --attach / --until-done (playbooks/supervise.py)
+    bounds = {"max_replacements": None if max_replacements < 0 else int(max_replacements),
+              "budget_usd": None}
+    if budget_usd != "":
+        try:
+            bounds["budget_usd"] = float(budget_usd)
+        except ValueError:
+            raise Exit(f"--budget-usd {budget_usd!r} is not a number of dollars: e.g. --budget-usd 5") from None
+    if attach is not None:
+        from playbooks import supervise
+        return supervise.attach(c, "" if attach is True else str(attach), provider, name, **bounds)
+    until_done = until_done or setting(c, "job.until_done")
+    if until_done and engine != "local":
+        raise Exit("--until-done is for the default engine (--engine local)")
     # paths below the shared root: relative, never leaving it (checked once, here, for both engines)
     src = safefs.rel_path(setting(c, "job.src", src), "--src")
     dst = safefs.rel_path(setting(c, "job.dst", dst), "--dst")
@@ -110,8 +118,11 @@ def run_(c, workload="", src="", dst="", args="", wait=False, name="", provider=
         raise Exit(f"unknown engine {engine!r}: use --engine local or --engine dask")
     if engine == "dask":
         from playbooks.engines import dask as dask_engine
-        return dask_engine.run(c, name, nodes, workload, src, dst, args, provider)
-    record = start(c, name, nodes, workload, src, dst, args, provider)
+        return dask_engine.run(c, name, nodes, workload or job.workload, src, dst, args or job.args, provider)
+    record = start(c, name, nodes, workload or job.workload, src, dst, args or job.args, provider)
+    if until_done:
+        from playbooks import supervise
+        return supervise.supervise(c, record, **bounds)
     if wait:
         from playbooks.progress import wait_until_finished
         wait_until_finished(c, record)

@@ -42,11 +42,15 @@ def test_done_clears_an_old_failure_record(tmp_path):
     assert fleetwork.read_failures(str(tmp_path / "dst")) == {}
 
 
-def test_recheck_skips_an_item_whose_output_appeared(tmp_path):
+def test_recheck_skips_an_item_whose_output_appeared(tmp_path, monkeypatch):
     wl = Echo()
     (tmp_path / "dst").mkdir()
     (tmp_path / "dst" / "b.out").write_bytes(b"by another node")
     assert fw_items.do_item(job(tmp_path, wl), Task("b", recheck=True)).status == "skipped"
+    # issue 13: the claim checks the output once it holds the item, so a helper's output is not redone
+    assert fw_items.do_item(job(tmp_path, wl), Task("b")).status == "skipped"
+    assert not (tmp_path / "dst" / ".claims").exists() or not os.listdir(tmp_path / "dst" / ".claims")
+    monkeypatch.setenv("FLEETBOOK_CLAIMS", "0")                  # measuring only: the runner without claims
     assert fw_items.do_item(job(tmp_path, wl), Task("b")).status == "done"    # no recheck: done again
     assert wl.calls == ["b"]
 

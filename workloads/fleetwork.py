@@ -22,6 +22,8 @@ fw_images       ``IMAGE_EXTENSIONS``, decoding an image safely with Pillow
 fw_disk         the destination's disk: full, read-only or gone (``destination_failure``), path containment
 fw_errors       ``BadInput`` (one item, recorded), ``UsageError`` (exit 2), ``DestinationError`` (exit 3)
 fw_faults       test-only fault injection at the writes (``$FLEETBOOK_FAULT``)
+fw_claims       per-item claims on the shared disk (one node at a time per item; issue 13)
+fw_notice       preemption notices (GCP/AWS metadata, a local file) that stop a run within its grace
 fw_objstore     the same run on object-store ``--src``/``--dst`` (s3://..., fsspec); ``storage.py`` its command
 ==============  ===============================================================================================
 

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 
+import fw_notice
 import fw_objstore
+import fw_pool
+import fw_progress
+import fw_stop
 from fw_disk import destination_failure
 from fw_errors import BadInput, UsageError
 from fw_failures import FAILED_DIR
@@ -54,9 +59,17 @@ def main(workload, argv=None) -> int:
         return finish(2, error=str(e))
 
     with stop_on_signals():
-        summary = run_items(workload, items, opts.src, opts.dst, opts, state_dir=state_dir,
-                            node=opts.node, shard=shard,
-                            progress_bar=sys.stdout.isatty() and not opts.quiet)
+        # --- notice hook (workloads/fw_notice.py): a preemption notice stops the run like SIGTERM, within its grace
+        watcher = fw_notice.Watcher(_on_notice).start()
+        try:
+            summary = run_items(workload, items, opts.src, opts.dst, opts, state_dir=state_dir,
+                                node=opts.node, shard=shard,
+                                progress_bar=sys.stdout.isatty() and not opts.quiet)
+        finally:
+            watcher.stop()
+    if fw_stop.preempted():
+        summary["preempted"] = True
+    # --- end of the notice hook
     code = exit_code(summary, workload.name)
     log(opts, "summary " + json.dumps(summary, sort_keys=True))
     print(" ".join(f"{k}={summary[k]}" for k in SUMMARY_KEYS), flush=True)
@@ -70,12 +83,26 @@ def write_exit(state_dir: str | None, code: int, summary: dict | None = None, er
     try:
         os.makedirs(state_dir, exist_ok=True)
         rec = {"code": code, "summary": summary or {}, "finished_at": time.time()}
+        if (summary or {}).get("preempted"):
+            rec["preempted"] = True
         error = error or (summary or {}).get("error")
         if error:
             rec["error"] = error
         write_json(os.path.join(state_dir, "exit.json"), rec)
     except OSError:
         pass
+
+
+def _on_notice(grace: float) -> None:
+    """A preemption notice (fw_notice.Watcher's thread): claim nothing new, let what is in flight finish within
+    ``grace`` seconds, heartbeat state ``preempted``."""
+    fw_pool.STOP_GRACE = max(0.0, grace - 2.0) if grace else fw_pool.STOP_GRACE
+    fw_stop._STOP["preempted"] = True
+    for prog in fw_progress.CURRENT:
+        prog.extra["state"] = "preempted"
+        prog.beat()
+    if fw_stop._STOP["signal"] is None:
+        fw_stop._STOP["signal"] = signal.SIGTERM
 
 
 def check_numbers(opts) -> None:

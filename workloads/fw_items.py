@@ -7,6 +7,9 @@ import os
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import fw_claims
+import fw_faults
+import fw_notice
 from fw_disk import FATAL_ERRNOS, destination_failure
 from fw_errors import DestinationError, is_bad_input
 from fw_failures import clear_failure, record_failure
@@ -31,7 +34,8 @@ class Task(NamedTuple):
 
 
 class Result(NamedTuple):
-    """What became of one item: status ``done``, ``skipped`` or ``failed`` (then ``reason``)."""
+    """What became of one item: status ``done``, ``skipped`` or ``failed`` (then ``reason``), or ``busy``
+    (another node holds its claim: it comes back at the end of the pass)."""
     item: str
     status: str
     reason: str | None = None
@@ -42,6 +46,43 @@ def do_item(job: Job, task: Task) -> Result:
     workload, item, dst, opts = job.workload, task.item, job.dst, job.opts
     if task.recheck and os.path.exists(os.path.join(dst, workload.output_for(item, opts))):
         return Result(item, "skipped")
+    # --- claims hook (workloads/fw_claims.py): one node at a time per item; "busy" = another holds it
+    claim = _claim(job, item)
+    if claim in ("busy", "skipped"):
+        return Result(item, claim)
+    try:
+        return _do_claimed(job, task)
+    finally:
+        fw_claims.release(claim)
+    # --- end of the claims hook
+
+
+def _claim(job: Job, item: str):
+    """The claim's path, or "busy" (a live holder has it, or this node got a preemption notice), or "skipped"
+    (its output appeared meanwhile)."""
+    workload, dst, opts = job.workload, job.dst, job.opts
+    runner = fw_faults._RUNNER.get("pid") or os.getpid()
+    if fw_notice.stopping(runner):
+        return "busy"
+    if os.environ.get("FLEETBOOK_CLAIMS", "1") == "0":   # measuring only: the runner as it was before claims
+        return ""
+    try:
+        claim = fw_claims.acquire(dst, item, runner_pid=runner, node=job.node, state_dir=getattr(opts, "state", None))
+    except OSError as e:
+        if e.errno in FATAL_ERRNOS:
+            raise DestinationError(destination_failure(e, dst, "cannot claim an item")) from None
+        raise
+    if claim is None:
+        return "busy"
+    if os.path.exists(os.path.join(dst, workload.output_for(item, opts))):
+        fw_claims.release(claim)
+        return "skipped"
+    fw_claims.item_delay()
+    return claim
+
+
+def _do_claimed(job: Job, task: Task) -> Result:
+    workload, item, dst, opts = job.workload, task.item, job.dst, job.opts
     try:
         check_sources(workload, item, job.src, opts)
         workload.process(item, job.src, dst, opts)

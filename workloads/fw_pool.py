@@ -123,8 +123,9 @@ class _PoolRun:
     def take(self, results) -> None:
         for item, status, _reason in results:
             if item not in self.finished:
-                self.finished.add(item)
-                self.prog.add(status)
+                if status != "busy":
+                    self.finished.add(item)
+                self.prog.add(status, item)
 
     def run(self, tasks: list[Task]) -> None:
         todo = list(tasks)

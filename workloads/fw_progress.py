@@ -12,6 +12,7 @@ from fw_failures import find_collisions, read_failures
 from fw_outputs import HOST, scan_outputs, write_json
 
 HEARTBEAT_EVERY = 2.0
+CURRENT: list = []          # the run's Progress while run_items runs (fw_cli's notice hook marks its heartbeat)
 
 
 class Progress:
@@ -20,6 +21,8 @@ class Progress:
     def __init__(self, total, node, state_dir, bar):
         self.total, self.node, self.state_dir, self.bar = total, node, state_dir, bar
         self.done = self.skipped = self.failed = 0
+        self.busy: list[str] = []              # items another node held when this one came to them (claims)
+        self.extra: dict = {}                  # more heartbeat fields, e.g. {"state": "preempted"}
         self.error: str | None = None          # why the run stopped (the destination failed), once it did
         self.started = time.time()
         self.t0 = time.perf_counter()
@@ -31,7 +34,8 @@ class Progress:
         elapsed = max(1e-9, time.perf_counter() - self.t0)
         return {"node": self.node, "pid": os.getpid(), "host": HOST, "total": self.total, "done": self.done,
                 "skipped": self.skipped, "failed": self.failed, "rate_per_s": round(self.done / elapsed, 3),
-                "started_at": self.started, "updated_at": time.time(), **({"error": self.error} if self.error else {})}
+                "started_at": self.started, "updated_at": time.time(), **({"error": self.error} if self.error else {}),
+                **self.extra}
 
     def beat(self):
         if self.state_dir:
@@ -63,7 +67,13 @@ class Progress:
             sys.stdout.write("\n")
             sys.stdout.flush()
 
-    def add(self, status):
+    def add(self, status, item=None):
+        if status == "busy":                   # not counted: it comes back at the end of the pass
+            if item not in self.busy:
+                self.busy.append(item)
+            return
+        if item in self.busy:
+            self.busy.remove(item)
         setattr(self, status, getattr(self, status) + 1)
         if self.bar:
             self.draw()

@@ -13,6 +13,9 @@ import os
 import sys
 import time
 
+import fw_claims
+import fw_notice
+import fw_progress
 from fw_errors import DestinationError
 from fw_failures import FAILED_DIR, find_collisions, read_failed_dir, record_failure
 from fw_items import Job, Task, run_tasks
@@ -24,6 +27,7 @@ from fw_shards import parse_shard, shard_order
 from fw_stop import Stopped, check_stop, stop_signal
 
 SUMMARY_KEYS = ("done", "skipped", "failed", "seconds", "items_per_s")   # the last line on stdout, in order
+CLAIM_RECHECK = 1.0                  # seconds between passes over the items other nodes held (fw_claims)
 
 
 def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, shard=None,
@@ -57,12 +61,23 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
             "chunksize": plan.chunksize, "profile": profile_path, "profile_ignored": ignored, "total": len(items),
             "todo": len(tasks), "known_failed": known_failed}
     prog.start()
+    fw_progress.CURRENT[:] = [prog]
     error = None
     try:
-        if plan.workers == 1:
-            _run_inline(job, tasks, prog, info)
-        else:
-            run_pool(job, tasks, prog, plan, info)
+        had = {t.item: t.had_record for t in tasks}
+        while True:
+            if plan.workers == 1:
+                _run_inline(job, tasks, prog, info)
+            else:
+                run_pool(job, tasks, prog, plan, info)
+            # --- claims hook: the items other nodes held come back until they are done or their holder is gone
+            if not prog.busy or fw_notice.stopping():
+                break
+            check_stop()
+            time.sleep(CLAIM_RECHECK)
+            tasks, prog.busy = [Task(it, True, had.get(it, False)) for it in prog.busy], []
+        if info["todo"] and not fw_notice.stopping():
+            fw_claims.sweep(dst, state_dir)
     except DestinationError as e:
         error = prog.error = str(e)
     except Stopped:
@@ -129,7 +144,7 @@ def _run_inline(job: Job, tasks: list[Task], prog: Progress, info: dict) -> None
     prog.start_thread()
     for result in run_tasks(job, tasks):
         check_stop()
-        prog.add(result.status)
+        prog.add(result.status, result.item)
 
 
 def _summary(prog: Progress, seconds: float, info: dict, error: str | None) -> dict:

@@ -27,6 +27,11 @@ def _on_stop_signal(signum, frame):
     _STOP["signal"] = signum
 
 
+def preempted() -> bool:
+    """True once a preemption notice stopped this run (fw_cli's notice hook)."""
+    return bool(_STOP.get("preempted"))
+
+
 def check_stop() -> None:
     if _STOP["signal"] is not None:
         raise Stopped()
@@ -38,6 +43,7 @@ def stop_on_signals():
     the old handlers come back on exit."""
     old = {}
     _STOP["signal"] = None
+    _STOP.pop("preempted", None)
     for sig in STOP_SIGNALS:
         try:
             old[sig] = signal.signal(sig, _on_stop_signal)

@@ -46,3 +46,22 @@ def preflight(c, name, nodes, workload):
         bad = [r.node.name for r in results if r.value == problem]
         if bad:
             raise EngineError(f"{problem.replace('no-', 'no ')} on {', '.join(bad)}: run `{fix}` first")
+
+
+def node_command(node, record: dict, shard: int, extra: list[str], workers: int | None,
+                 env: dict[str, str] | None = None) -> str:
+    mp = node.mountpoint
+    state = f"{mp}/{runstate.node_state_rel(record['run_id'], node.name)}"
+    argv = [node.python, "workloads/" + record["workload"] + ".py", "--src", f"{mp}/{record['src']}",
+            "--dst", f"{mp}/{record['dst']}", "--shard", f"{shard}/{record.get('shards') or len(record['nodes'])}",
+            "--state", state, "--node", node.name]
+    if workers and "--workers" not in extra:
+        argv += ["--workers", str(workers)]
+    argv += extra
+    # the exit file is written by the workload; if it dies before that, the shell writes the code
+    inner = (f"{shlex.join(argv)}; rc=$?; [ -e {q(state + '/exit.json')} ] || "
+             f"printf '{{\"code\": %d}}\\n' \"$rc\" > {q(state + '/exit.json')}")
+    envs = " ".join(f"{k}={q(v)}" for k, v in {"FLEETBOOK_RUN": record["run_id"], **(env or {})}.items())
+    return (f"cd {q(node.workdir)} && mkdir -p {q(state)} && "
+            f"{envs} setsid nohup sh -c {q(inner)} "
+            f"> {q(state + '/log.txt')} 2>&1 < /dev/null & echo $!")

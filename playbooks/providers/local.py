@@ -262,8 +262,12 @@ def create(c, spec: FleetSpec) -> list[Node]:
         _start_head(c, spec.name, fresh=not alive)
         for dead in (n for n in existing if n.state == TERMINATED):  # a vanished node is gone, as in a cloud
             _remove_node(c, spec.name, dead)
-        used = {n.labels.get("index") for n in alive}
-        indices = [i for i in range(spec.count + len(existing) + 1) if i not in used][:gap]
+        # issue 13: a replacement gets a new name (never a vanished node's), so a run's record tells them apart
+        used = {n.labels.get("index") for n in existing}
+        mark = fleet_dir(c, spec.name) / "next_index"
+        floor = int(mark.read_text()) if mark.exists() and mark.read_text().strip().isdigit() else 0
+        indices = [i for i in range(floor, floor + spec.count + len(existing) + 1) if i not in used][:gap]
+        mark.write_text(f"{max(indices) + 1}\n")
         taken: set[str] = set()
         net = netns.read(fleet_dir(c, spec.name))
         for index in indices:

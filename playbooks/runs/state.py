@@ -87,13 +87,19 @@ def load_run(c, run_id: str = "", provider: str = "", fleet: str = "") -> dict:
 
 def node_status(record: dict, heartbeat: dict | None, exit_: dict | None, lost_after: float,
                 now: float | None = None) -> str:
-    """done / failed (exit code != 0) / running / lost (no heartbeat for lost_after seconds) / starting."""
+    """done / failed (exit code != 0) / preempted (it got a preemption notice: its last heartbeat or exit says
+    so) / running / lost (no heartbeat for lost_after seconds) / starting."""
     now = now or time.time()
+    # issue 13: a preempted node is not a lost or failed one; a replacement counts from its own start
+    if (exit_ or {}).get("preempted") or (exit_ is None and (heartbeat or {}).get("state") == "preempted"):
+        return "preempted"
+    started = next((e.get("started_at") for e in record["nodes"] if isinstance(e, dict) and e.get("name") == node
+                    and type(e.get("started_at")) in (int, float)), None) or record["started_at"]
     if exit_ is not None:
         return "done" if exit_.get("code", 1) == 0 else "failed"
     seen = heartbeat.get("updated_at") if heartbeat else None
     if seen is None:
-        return "lost" if now - record["started_at"] > lost_after else "starting"
+        return "lost" if now - started > lost_after else "starting"
     return "lost" if now - seen > lost_after else "running"
 
 

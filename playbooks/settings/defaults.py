@@ -50,6 +50,12 @@ DEFAULTS = {
         "args": "",                # extra workload arguments, one shell-quoted string
         "lost_after": 30.0,        # seconds without a heartbeat before a node counts as lost
         "poll": 1.0,               # seconds between progress refreshes
+        # issue 13 (playbooks/supervise.py): carry a run to its end, replacing lost and preempted nodes
+        "until_done": False,       # `invoke run` supervises until every item is done (--until-done)
+        "max_replacements": 10,    # no more replacement nodes than this in one run
+        "budget_usd": 0.0,         # no new node once the run's projected cost would pass this (0 = no bound)
+        "metadata_url": "",        # the nodes' metadata service for preemption notices ("" = the cloud's own)
+        "item_delay": 0.0,         # testing: seconds each item waits before it is processed (a slow workload)
     },
     "data": {                      # invoke data.push / data.pull
         "threads": 0,              # files at once; 0 = the machine profile's measurement, else 8

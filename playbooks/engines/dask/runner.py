@@ -184,7 +184,11 @@ def run(c, name: str, nodes, workload: str, src: str, dst: str, args: str, provi
     """
     r = _prepare(c, name, nodes, workload, src, dst, args, provider)
     with _Heartbeat(r) as heart:
-        return _run(r, heart, on_result)
+        result = _run(r, heart, on_result)
+    # every chunk has ended: what killed workers left half-written goes
+    from playbooks.runs.sweep import sweep_ended_run
+    sweep_ended_run(c, r.record)
+    return result
 
 
 def _chunks(r: DaskRun, client) -> tuple[list[list[str]], int, float, float | None]:

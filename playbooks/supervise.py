@@ -1,0 +1,342 @@
+"""`invoke run ... --until-done` and `invoke run --attach [RUN_ID]`: the operator's side carries a run to its end.
+
+The supervisor polls the run state on the shared disk (``progress.snapshot``) every ``job.poll`` seconds.  A node
+that is gone (its heartbeat older than ``job.lost_after``, its machine terminated, or preempted: its last
+heartbeat or exit says so) is replaced: the provider's idempotent ``create`` refills the fleet to its size, then
+mount, deploy and start run on the NEW nodes only, each taking the shard of the node it replaces; the other
+nodes keep working untouched.  Per-item claims (``workloads/fw_claims.py``) keep the replacement, the owners and
+the helpers from doing an item twice.  It ends when every item is done or recorded as failed and every node has
+finished, then prints the final report (also kept as ``report.json`` in the run's folder).
+
+Bounds: ``--max-replacements`` (``job.max_replacements``) and, where the provider prices its nodes,
+``--budget-usd`` (``job.budget_usd``: no new node once the projected cost would pass it); with a bound hit it
+says so and leaves the fleet as it is.  Stopping the supervisor (Ctrl-C, a closed terminal) stops nothing on the
+fleet: the nodes run detached; ``invoke run --attach`` resumes from the run record, which holds every
+replacement made so far.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+
+from invoke.exceptions import Exit
+from rich.console import Console
+
+from playbooks import progress
+from playbooks.fleet import provider_of
+from playbooks.providers import TERMINATED, FleetSpec
+from playbooks.providers.preempt import NOTICE_FILE   # local provider: in the node's workdir (fleet.preempt)
+from playbooks.runs import disk as rundisk
+from playbooks.runs import state as runstate
+from playbooks.settings import setting
+from playbooks.ssh import sftp_head as local_head
+
+console = Console()
+GONE = ("lost", "preempted", "failed")   # states of a node that does no more work and is replaced
+STATUS_EVERY_S = 10.0                    # a status line this often
+ETA_WINDOW_S = 30.0                      # the head's rate: outputs counted over the polls of this window
+
+
+def node_env_extra(c, provider: str) -> dict[str, str]:
+    """What every node's workload gets for claims and preemption notices (run.py's start hook)."""
+    env = {"FLEETBOOK_LOST_AFTER": str(setting(c, "job.lost_after"))}
+    if provider == "local":
+        env["FLEETBOOK_NOTICE_FILE"] = NOTICE_FILE           # relative to the workdir the workload runs in
+    elif provider in ("gcp", "aws"):
+        env["FLEETBOOK_METADATA_KIND"] = provider
+        env["FLEETBOOK_METADATA_URL"] = setting(c, "job.metadata_url") or DEFAULT_METADATA[provider]
+    delay = setting(c, "job.item_delay")
+    if delay > 0:
+        env["FLEETBOOK_ITEM_DELAY"] = str(delay)
+    return env
+
+
+DEFAULT_METADATA = {"gcp": "http://metadata.google.internal", "aws": "http://169.254.169.254"}
+
+
+# ------------------------------------------------------------------------------------------------- ETA
+class HeadRate:
+    """The run's rate from the outputs the head counts at each poll (a window of recent polls), so an ETA is
+    known from the second poll after outputs appear, and stays right when nodes die and new ones start."""
+
+    def __init__(self, window_s: float = ETA_WINDOW_S):
+        self.window_s = window_s
+        self.polls: deque = deque()
+
+    def add(self, t: float, done: int) -> None:
+        self.polls.append((t, done))
+        while len(self.polls) > 2 and t - self.polls[1][0] >= self.window_s:
+            self.polls.popleft()
+        while len(self.polls) > 2 and self.polls[0][1] == self.polls[1][1]:   # a flat start (nodes starting, a
+            self.polls.popleft()                                                # stall) is no rate of the run
+
+    def rate(self) -> float | None:
+        if len(self.polls) < 2:
+            return None
+        (t0, d0), (t1, d1) = self.polls[0], self.polls[-1]
+        return (d1 - d0) / (t1 - t0) if t1 > t0 and d1 > d0 else None
+
+    def eta(self, left: int) -> float | None:
+        if left <= 0:
+            return 0.0
+        r = self.rate()
+        return left / r if r else None
+
+
+# ------------------------------------------------------------------------------------------------- replacing
+def _entries(record: dict) -> list[dict]:
+    return [e for e in record["nodes"] if not e.get("replaced_by")]
+
+
+def _deploy_new(c, name: str, provider: str, nodes) -> list:
+    from playbooks import deploy
+    from playbooks.ssh.fanout import fan_out, fleet_dir
+    results = fan_out(c, name, nodes, lambda conn, n: deploy.deploy_one(
+        c, conn, n, deploy.files_to_ship(c, provider, n)), step="deploy")
+    path = fleet_dir(c, name) / "deploy.json"
+    rec = runstate.read_json(path) or {}
+    rec.update({r.node.name: r.value for r in results if r.ok})
+    path.write_text(json.dumps(rec, indent=1))
+    return results
+
+
+def start_on(c, record: dict, pairs: list[tuple[object, dict]]) -> list:
+    """Start the run's workload on new nodes, each with the shard of the entry it replaces; the record (on the
+    shared disk) gets an entry per new node and names it in the entry it replaces."""
+    from playbooks.engines.launch import node_command, workload_opts
+    from playbooks.measure.profiles import node_env
+    from playbooks.runs.disk import shared_disk
+    from playbooks.ssh.fanout import fan_out, run_checked
+    provider = record.get("provider", "local")
+    disk = shared_disk(c, provider, record["fleet"])
+    root = runstate.shared_root(c)
+    _wl, _opts, extra = workload_opts(record["workload"], str(root / record["src"]),
+                                          str(root / record["dst"]), record.get("args", ""))
+    now = time.time()
+    for node, old in pairs:
+        record["nodes"].append({"name": node.name, "shard": old["shard"], "started_at": now,
+                                "replaces": old["name"]})
+        old["replaced_by"] = node.name
+    runstate.save_run(disk, record)
+    for node, _old in pairs:
+        disk.give_to_nodes(f"{runstate.run_rel(record['run_id'])}/nodes/{node.name}")
+    workers = int(c.config.local.cores_per_node) if provider == "local" else None
+    env = {**node_env(c, provider), **node_env_extra(c, provider)}
+    timeout = float(c.config.fleet.ssh_timeout)
+    shard_of = {node.name: old["shard"] for node, old in pairs}
+    results = fan_out(c, record["fleet"], [n for n, _ in pairs], lambda conn, n: int(run_checked(
+        conn, node_command(n, record, shard_of[n.name], extra, workers, env), timeout).split()[-1]),
+        step="start")
+    for r in results:
+        for e in record["nodes"]:
+            if e["name"] == r.node.name:
+                e["pid"] = r.value if r.ok else None
+    runstate.save_run(disk, record, latest=True)
+    return results
+
+
+def replace(c, record: dict, gone: list[dict], events: dict) -> list[str]:
+    """Refill the fleet (the provider's idempotent create), then mount, deploy and start on the new nodes only.
+    Returns the names of the nodes that started."""
+    from playbooks.mount import mount_all
+    provider = record.get("provider", "local")
+    prov = provider_of(c, provider)
+    name = record["fleet"]
+    known = {e["name"] for e in record["nodes"]}
+    size = int(record.get("shards") or len(_entries(record)))
+    spec = FleetSpec(name=name, count=size, provider=provider, spot=True, min_count=1,
+                     ttl_hours=float(c.config.fleet.ttl_hours))
+    prov.create(c, spec)
+    # wait for the NEW nodes only: another node of the fleet may be dying meanwhile (it is replaced next)
+    deadline = time.monotonic() + float(c.config.fleet.ready_timeout)
+    while True:
+        nodes = prov.list_nodes(c, name)
+        fresh = [n for n in nodes if n.name not in known and n.state != TERMINATED]
+        if all(n.state == "running" for n in fresh):
+            break
+        if time.monotonic() > deadline:
+            console.print(f"supervisor: new nodes not ready ({', '.join(n.name for n in fresh if n.state != 'running')}"
+                          "); trying again at the next poll", markup=False)
+            return []
+        time.sleep(0.2)
+    new = [n for n in nodes if n.name not in known and n.state != TERMINATED][:len(gone)]
+    if not new:
+        console.print(f"supervisor: the provider made no new node for {', '.join(e['name'] for e in gone)} "
+                      f"(fleet: {', '.join(f'{n.name} {n.state}' for n in nodes)}); trying again", markup=False)
+        return []
+    for r in mount_all(c, name, new, provider):
+        if not r.ok:
+            new = [n for n in new if n.name != r.node.name]
+    ok = {r.node.name for r in _deploy_new(c, name, provider, new) if r.ok}
+    new = [n for n in new if n.name in ok]
+    pairs = list(zip(new, sorted(gone, key=lambda e: e["shard"])))
+    if not pairs:
+        return []
+    results = start_on(c, record, pairs)
+    started = [r.node.name for r in results if r.ok]
+    for node, old in pairs:
+        ev = events.setdefault(old["name"], {})
+        ev.update(replaced_by=node.name, replaced_at=time.time())
+    return started
+
+
+def _kill_if_local(c, record: dict, entry: dict) -> None:
+    """A local node that is lost but still listed as running (paused, hung) is made to vanish, as a cloud's
+    health check would: only then can create refill its place."""
+    if record.get("provider", "local") == "local":
+        from playbooks.providers import local
+        local.kill_node(c, record["fleet"], entry["name"])
+
+
+# ------------------------------------------------------------------------------------------------- the loop
+def supervise(c, record: dict, max_replacements: int | None = None, budget_usd: float | None = None) -> dict:
+    """Carry the run to its end (see the module docstring); returns the final report."""
+    poll = setting(c, "job.poll")
+    max_replacements = setting(c, "job.max_replacements", max_replacements)
+    budget_usd = setting(c, "job.budget_usd", budget_usd) or None
+    record.setdefault("shards", len(record["nodes"]))
+    record["until_done"] = True
+    events: dict = record.setdefault("events", {})
+    rate = HeadRate()
+    polls: list = []
+    prov = provider_of(c, record.get("provider", "local"))
+    bound = None
+    shown = 0.0
+    console.print(f"supervising run {record['run_id']} until every item is done "
+                  f"(Ctrl-C stops only this supervisor; resume with `invoke run --attach {record['run_id']}`)")
+    try:
+        while True:
+            now = time.time()
+            snap = progress.snapshot(c, record, now)
+            left = snap["total"] - snap["done"] - snap["failed"]
+            rate.add(now, snap["done"])
+            eta = rate.eta(left)
+            polls.append({"t": round(now, 2), "done": snap["done"], "failed": snap["failed"],
+                          "total": snap["total"], "eta_s": None if eta is None else round(eta, 1)})
+            if now - shown >= STATUS_EVERY_S:
+                shown = now
+                console.print(f"supervisor: {snap['done']}/{snap['total']} done, {snap['failed']} failed, "
+                              f"{rate.rate() or 0:.1f} items/s, ETA "
+                              f"{'-' if eta is None else f'{eta:.0f} s'}", markup=False)
+            states = {n["name"]: n for n in snap["nodes"]}
+            listed = {n.name: n.state for n in prov.list_nodes(c, record["fleet"])}
+            for e in _entries(record):
+                st = states.get(e["name"], {}).get("state")
+                ev = events.get(e["name"])
+                if ev is None and st in ("running", "starting") and listed.get(e["name"], TERMINATED) == TERMINATED:
+                    st = "lost"               # its machine is gone: no need to wait for job.lost_after
+                if st in GONE and ev is None:
+                    events[e["name"]] = {"cause": "preempted" if st == "preempted" else st, "detected_at": now}
+                    console.print(f"supervisor: {e['name']} is {st} (shard {e['shard']})", markup=False)
+            for ev in events.values():       # a replacement is working once it made its first output
+                new = ev.get("replaced_by")
+                if new and "working_at" not in ev and (states.get(new, {}).get("done") or 0) > 0:
+                    ev["working_at"] = now
+            if left <= 0 and all(states.get(e["name"], {}).get("state") in progress.ENDED for e in _entries(record)):
+                break
+            gone = [e for e in _entries(record) if e["name"] in events and left > 0]
+            if gone:
+                # a preempted or lost node must be gone from the provider before create refills its place
+                for e in gone:
+                    if listed.get(e["name"], TERMINATED) != TERMINATED and events[e["name"]]["cause"] != "preempted":
+                        _kill_if_local(c, record, e)
+                ready = [e for e in gone if events[e["name"]]["cause"] != "preempted"
+                         or listed.get(e["name"], TERMINATED) == TERMINATED]
+                made = sum(1 for ev in events.values() if ev.get("replaced_by"))
+                if ready and made + len(ready) > max_replacements:
+                    bound = f"--max-replacements {max_replacements} reached"
+                    break
+                if ready and budget_usd and snap.get("cost_usd") is not None:
+                    price = float(c.config.fleet.price_per_hour)
+                    projected = snap["cost_usd"] + price * int(record["shards"]) * (eta or 0) / 3600
+                    if projected > budget_usd:
+                        bound = f"--budget-usd {budget_usd:g}: projected cost ${projected:.2f} would pass it"
+                        break
+                if ready:
+                    started = replace(c, record, ready, events)
+                    if started:
+                        console.print(f"supervisor: replaced {', '.join(e['name'] for e in ready)} with "
+                                      f"{', '.join(started)}", markup=False)
+                    runstate.save_run(rundisk.of_record(c, record),
+                                      record)
+                    if started:
+                        continue
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        _save(c, record)
+        raise Exit(f"supervisor stopped; the run goes on on the fleet: `invoke run --attach {record['run_id']}` "
+                   "resumes it", code=130) from None
+    if not bound:     # every node has ended: what the dead ones left half-written goes
+        from playbooks.runs.sweep import sweep_ended_run
+        record["swept"] = sweep_ended_run(c, record)
+    snap = progress.snapshot(c, record)
+    report = final_report(c, record, snap, polls, bound)
+    _save(c, record, report)
+    show(report)
+    if bound:
+        raise Exit(f"run {record['run_id']}: {bound}; the fleet is left as it is "
+                   f"(`invoke run --attach {record['run_id']}` goes on)")
+    return report
+
+
+def _save(c, record: dict, report: dict | None = None) -> None:
+    disk = rundisk.of_record(c, record)
+    runstate.save_run(disk, record)
+    if report is not None:
+        disk.write_text(f"{runstate.run_rel(record['run_id'])}/report.json", json.dumps(report, indent=1))
+
+
+def final_report(c, record: dict, snap: dict, polls: list, bound: str | None) -> dict:
+    events = record.get("events", {})
+    ends = [ev for ev in events.values()]
+    finish = max((p["t"] for p in polls if p["done"] + p["failed"] >= p["total"]), default=time.time())
+    boot = [ev["working_at"] - ev["detected_at"] for ev in ends if "working_at" in ev]
+    wall = finish - record["started_at"]
+    replaced = [e for e in record["nodes"] if e.get("replaces")]
+    cost = snap.get("cost_usd")
+    return {
+        "run_id": record["run_id"], "total": snap["total"], "done": snap["done"], "failed": snap["failed"],
+        "processed": snap["processed"],
+        "duplicate_pct": round(100.0 * max(0, snap["processed"] - snap["done"]) / snap["done"], 2)
+        if snap["done"] else 0.0,
+        "nodes_lost": sum(1 for ev in ends if ev.get("cause") in ("lost", "failed")),
+        "nodes_preempted": sum(1 for ev in ends if ev.get("cause") == "preempted"),
+        "nodes_replaced": len(replaced),
+        "replacement_to_working_s": [round(b, 1) for b in boot],
+        "wall_s": round(wall, 1), "cost_usd": cost, "bound": bound, "swept_temps": record.get("swept", 0),
+        "eta_polls": polls, "eta_error_max_pct": eta_error(polls, finish, record["started_at"]),
+        "eta_error_mean_pct": eta_error(polls, finish, record["started_at"], mean=True),
+    }
+
+
+def eta_error(polls: list, finish: float, started: float, mean: bool = False) -> float | None:
+    """The worst (or ``mean``) error of the head's ETA at the polls from 10 % to 90 % done, as a share of the
+    run's length; None when the ETA was unknown at one of them."""
+    errs = []
+    for p in polls:
+        frac = (p["done"] + p["failed"]) / p["total"] if p["total"] else 1.0
+        if 0.1 <= frac <= 0.9:
+            if p["eta_s"] is None:
+                return None
+            errs.append(abs(p["t"] + p["eta_s"] - finish) / (finish - started))
+    if not errs:
+        return None
+    return round(100 * (sum(errs) / len(errs) if mean else max(errs)), 1)
+
+
+def show(report: dict) -> None:
+    cost = "" if report["cost_usd"] is None else f", cost ${report['cost_usd']:.2f} (replacement boots included)"
+    console.print(
+        f"run {report['run_id']}: {report['done']}/{report['total']} done, {report['failed']} failed; "
+        f"processed {report['processed']} for {report['done']} done ({report['duplicate_pct']:.1f} % duplicate); "
+        f"nodes lost {report['nodes_lost']}, preempted {report['nodes_preempted']}, replaced "
+        f"{report['nodes_replaced']}; wall time {report['wall_s']:.1f} s{cost}"
+        + (f"; stopped: {report['bound']}" if report["bound"] else ""))
+
+
+def attach(c, run_id: str = "", provider: str = "", name: str = "", **bounds) -> dict:
+    record = runstate.load_run(c, run_id, provider, name)
+    return supervise(c, record, **bounds)
+
+

@@ -1,0 +1,213 @@
+"""Per-item claims on the shared disk, so that the owner of a shard and the nodes helping it never do an item twice.
+
+Before a node processes an item it creates ``<dst>/.claims/<sha1(item)[:24]>`` atomically (``O_CREAT|O_EXCL``:
+over sshfs an SFTP open with EXCL, decided on the head); the claim names its holder (host, worker pid, runner
+pid, node, run, time).  Whoever holds the claim re-checks that the output is still missing, does the item and
+removes the claim.  A node that finds an item claimed leaves it ("busy") and comes back to it at the end of
+its pass (``fw_runner.run_items``): by then its holder has finished it, or has died.
+
+A claim is *stale*, and may be taken over, when its holder is gone:
+
+* the same host (every node of a local fleet): its worker process is dead (``pid_alive``, pid reuse checked);
+* another host: that node's heartbeat in the run's state folder is older than ``$FLEETBOOK_LOST_AFTER``
+  seconds (``job.lost_after``, 30 by default), or it wrote its exit file, or, without a heartbeat to read,
+  the claim is older than ten times that;
+* an empty or unreadable claim (its holder died between create and write) older than that same bound.
+
+Taking over renames the stale claim away (only one of several takers can rename the same file) and creates a
+fresh one with ``O_EXCL`` again.  The folder holds only the claims in flight: each is removed when its item is
+done or failed, and a runner sweeps the stale ones it finds at the end of its run.
+Standard library only (it runs on the nodes).
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import random
+import socket
+import time
+
+DIR = ".claims"
+HOST = socket.gethostname()
+STALE_MARK = ".stale-"
+
+
+def lost_after() -> float:
+    try:
+        return max(1.0, float(os.environ.get("FLEETBOOK_LOST_AFTER", "30")))
+    except ValueError:
+        return 30.0
+
+
+def path_for(dst: str, item: str) -> str:
+    return os.path.join(dst, DIR, hashlib.sha1(item.encode("utf-8", "surrogateescape")).hexdigest()[:24])
+
+
+def _me(item: str, runner_pid: int | None, node: str | None, state_dir: str | None) -> dict:
+    return {"item": item, "host": HOST, "pid": os.getpid(), "runner": runner_pid or os.getpid(),
+            "node": node or HOST, "run": os.environ.get("FLEETBOOK_RUN", ""), "state": state_dir or "",
+            "time": time.time()}
+
+
+def _create(path: str, rec: dict) -> bool:
+    """True when this process made the claim file (it did not exist)."""
+    data = json.dumps(rec).encode("utf-8", "surrogateescape")
+    for attempt in range(4):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        except (FileNotFoundError, PermissionError) as e:
+            # over sshfs an EXCL create of a file that exists fails as EPERM (the SFTP server's plain "failure")
+            if os.path.lexists(path):
+                return False
+            if attempt == 3:
+                raise OSError(e.errno, f"cannot claim {path}: {e.strerror}") from None
+            os.makedirs(os.path.dirname(path), exist_ok=True)   # the folder (first claim, or swept meanwhile);
+            continue                                            # or the claim was released meanwhile
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        return True
+    return False
+
+
+def _read(path: str) -> tuple[dict | None, float | None]:
+    """(claim record or None when empty/unreadable, mtime or None when the file is gone)."""
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            raw = f.read(1 << 16)
+    except FileNotFoundError:
+        return None, None
+    except OSError:
+        return None, time.time()
+    try:
+        rec = json.loads(raw.decode("utf-8", "surrogateescape"))
+    except ValueError:
+        rec = None
+    return (rec if isinstance(rec, dict) else None), st.st_mtime
+
+
+def _pid_alive(pid, since) -> bool:
+    from fw_outputs import pid_alive
+    return isinstance(pid, int) and pid_alive(pid, since=since)
+
+
+def _heartbeat_fresh(rec: dict, my_state: str | None) -> bool | None:
+    """Is the claiming node's heartbeat recent?  None when there is no heartbeat of it to read."""
+    node, run = rec.get("node"), rec.get("run")
+    if not my_state or not isinstance(node, str) or "/" in node or node in ("", ".", "..") \
+            or run != os.environ.get("FLEETBOOK_RUN", ""):
+        return None
+    folder = os.path.join(os.path.dirname(my_state.rstrip("/")), node)
+    if os.path.exists(os.path.join(folder, "exit.json")):
+        return False
+    try:
+        with open(os.path.join(folder, "heartbeat.json"), "rb") as f:
+            beat = json.loads(f.read(1 << 16))
+        seen = float(beat["updated_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return time.time() - seen <= lost_after()
+
+
+def stale(rec: dict | None, mtime: float, my_state: str | None = None, now: float | None = None) -> bool:
+    """Is a claim (its record, its file's mtime) held by a holder that is gone?  See the module docstring."""
+    now = now or time.time()
+    bound = lost_after()
+    if rec is None:
+        return now - mtime > bound
+    since = rec.get("time") if isinstance(rec.get("time"), (int, float)) else mtime
+    if rec.get("host") == HOST:
+        return not _pid_alive(rec.get("pid"), since)
+    fresh = _heartbeat_fresh(rec, my_state)
+    if fresh is None:
+        return now - since > 10 * bound
+    return not fresh
+
+
+def acquire(dst: str, item: str, *, runner_pid: int | None = None, node: str | None = None,
+            state_dir: str | None = None) -> str | None:
+    """Claim ``item``: the claim's path when this process holds it now, None when a live holder has it."""
+    path = path_for(dst, item)
+    me = _me(item, runner_pid, node, state_dir)
+    if _create(path, me):
+        return path
+    rec, mtime = _read(path)
+    if mtime is None:                     # released meanwhile: try once more
+        return path if _create(path, me) else None
+    if not stale(rec, mtime, state_dir):
+        return None
+    away = f"{path}{STALE_MARK}{os.getpid()}-{random.getrandbits(32):08x}"
+    try:
+        os.rename(path, away)             # only one taker can move this very file
+    except FileNotFoundError:
+        return None
+    moved, _ = _read(away)
+    if rec is not None and moved is not None and moved != rec:   # someone took it over between our read and rename
+        try:
+            os.rename(away, path)
+        except OSError:
+            pass
+        return None
+    _unlink(away)
+    return path if _create(path, me) else None
+
+
+def release(path: str | None) -> None:
+    if path:
+        _unlink(path)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.EBUSY):
+            raise
+
+
+def sweep(dst: str, state_dir: str | None = None) -> int:
+    """Remove the stale claims below ``dst`` (one scandir of the claims folder, which holds only the claims in
+    flight), and the folder when it is empty; returns how many were removed."""
+    folder = os.path.join(dst, DIR)
+    removed = 0
+    try:
+        names = [e.name for e in os.scandir(folder)]
+    except OSError:
+        return 0
+    for name in names:
+        path = os.path.join(folder, name)
+        if STALE_MARK in name:
+            rec, mtime = _read(path)
+            if mtime is not None and time.time() - mtime > lost_after():
+                _unlink(path)
+                removed += 1
+            continue
+        rec, mtime = _read(path)
+        if mtime is not None and (rec is None or rec.get("pid") != os.getpid()) and stale(rec, mtime, state_dir):
+            _unlink(path)
+            removed += 1
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass
+    return removed
+
+
+# ------------------------------------------------------------------------------------------------ test knob
+def item_delay() -> None:
+    """Test-only: ``$FLEETBOOK_ITEM_DELAY`` seconds of sleep before each item (``job.item_delay``), so that a
+    chaos test has a run long enough to break, without burning the CPU it shares with the fleet."""
+    try:
+        delay = float(os.environ.get("FLEETBOOK_ITEM_DELAY", "0") or 0)
+    except ValueError:
+        return
+    if delay > 0:
+        time.sleep(delay)
