@@ -30,7 +30,6 @@ from playbooks.providers.preempt import NOTICE_FILE   # local provider: in the n
 from playbooks.runs import disk as rundisk
 from playbooks.runs import state as runstate
 from playbooks.settings import setting
-from playbooks.ssh import sftp_head as local_head
 
 console = Console()
 GONE = ("lost", "preempted", "failed")   # states of a node that does no more work and is replaced

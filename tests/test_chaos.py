@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fleet_fixtures import INVOKE, check_resized, make_ctx, outputs
+from tests.support.fleet import INVOKE, check_resized, make_ctx, outputs
 
 from playbooks import deploy, fleet, mount, teardown
 from playbooks.providers import local, preempt
@@ -202,7 +202,7 @@ def test_until_done_finishes_a_run_through_preemptions_kills_and_the_whole_fleet
 def test_until_done_replaces_a_node_whose_mount_died(up, fleet_base):
     """One node's sshfs is killed mid-run: its workload cannot write (nor report) any more, the supervisor finds it
     lost, makes it vanish and replaces it; every item is still done exactly once."""
-    from fleet_fixtures import cmdline
+    from tests.support.fleet import cmdline
     out = fleet_base / "data" / "out-mount"
     env = {**os.environ, "INVOKE_FLEET_STATE_DIR": str(fleet_base / "state"),
            "INVOKE_SHARED_ROOT": str(fleet_base / "data"), "INVOKE_JOB_LOST_AFTER": "4",

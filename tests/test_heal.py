@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from loopback_http import LoopbackServer
-from workloads_support import PY, check_jpeg_outputs, many_jpegs, run, script, summary_of, temp_files
+from tests.support.loopback_http import LoopbackServer
+from tests.support.workloads import PY, check_jpeg_outputs, many_jpegs, run, script, summary_of, temp_files
 
 import fw_claims as claims
 import fw_notice as notice
