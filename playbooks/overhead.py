@@ -89,7 +89,7 @@ def read_run_state(c, nodes, provider: str = "", fleet: str = "") -> dict:
     for n in nodes:
         if n.name in in_run:
             beat, exit_ = tally.node(n.name)
-            out[n.name] = (beat, runstate.node_status(record, beat, exit_, lost_after))
+            out[n.name] = (beat, runstate.node_status(record, n.name, beat, exit_, lost_after))
     return out
 
 

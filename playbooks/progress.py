@@ -43,7 +43,7 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
     nodes, rate, last = [], 0.0, 0.0
     for entry in record["nodes"]:
         beat, exit_ = tally.node(entry["name"])
-        state = runstate.node_status(record, beat, exit_, lost_after, now)
+        state = runstate.node_status(record, entry["name"], beat, exit_, lost_after, now)
         # a node's last heartbeat holds its own average so far: what it does now, or did over its whole run
         node_rate = float(beat.get("rate_per_s", 0.0)) if beat and state in ("running", "done", "failed") else 0.0
         rate += node_rate if state == "running" else 0.0

@@ -187,7 +187,7 @@ def test_run_state_from_the_shared_disk_is_checked(world):
     assert beat == {"rate_per_s": 2.0} and exit_ == {"summary": {"skipped": 3}}
     (node_dir / "exit.json").unlink()
     beat, _ = runstate.node_files(c, "resize-1", "f-0")
-    assert runstate.node_status(record, beat, None, 30.0) == "lost"
+    assert runstate.node_status(record, "f-0", beat, None, 30.0) == "lost"
     assert snapshot(canary) == before
 
 

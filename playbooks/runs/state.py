@@ -85,7 +85,7 @@ def load_run(c, run_id: str = "", provider: str = "", fleet: str = "") -> dict:
     return check_record(record, run_id)
 
 
-def node_status(record: dict, heartbeat: dict | None, exit_: dict | None, lost_after: float,
+def node_status(record: dict, node: str, heartbeat: dict | None, exit_: dict | None, lost_after: float,
                 now: float | None = None) -> str:
     """done / failed (exit code != 0) / preempted (it got a preemption notice: its last heartbeat or exit says
     so) / running / lost (no heartbeat for lost_after seconds) / starting."""
