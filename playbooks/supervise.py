@@ -30,6 +30,7 @@ from playbooks.providers.preempt import NOTICE_FILE   # local provider: in the n
 from playbooks.runs import disk as rundisk
 from playbooks.runs import state as runstate
 from playbooks.settings import setting
+from playbooks.settings.defaults import shared_root
 
 console = Console()
 GONE = ("lost", "preempted", "failed")   # states of a node that does no more work and is replaced
@@ -109,7 +110,7 @@ def start_on(c, record: dict, pairs: list[tuple[object, dict]]) -> list:
     from playbooks.ssh.fanout import fan_out, run_checked
     provider = record.get("provider", "local")
     disk = shared_disk(c, provider, record["fleet"])
-    root = runstate.shared_root(c)
+    root = shared_root(c)
     _wl, _opts, extra = workload_opts(record["workload"], str(root / record["src"]),
                                           str(root / record["dst"]), record.get("args", ""))
     now = time.time()
