@@ -18,10 +18,10 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from tests.support.fleet import ROOT, invoke_cli, make_ctx
+from tests.support.fleet import ROOT, bring_up, invoke_cli, make_ctx
 from invoke.exceptions import Exit
 
-from playbooks import demo, deploy, fleet, mount, progress, run, teardown
+from playbooks import demo, mount, progress, run, teardown
 from playbooks.runs import state as runstate
 from playbooks.providers import local
 from playbooks.runs.samples import make_samples
@@ -66,9 +66,7 @@ def ctx(fleet_base, canary):
 @pytest.fixture(scope="module")
 def sftp(ctx):
     """The compromised node's SFTP session on the head, with nothing but what the node has."""
-    fleet.create(ctx, n=1, name=NAME)
-    mount.mount(ctx, name=NAME)
-    deploy.deploy(ctx, name=NAME)
+    bring_up(ctx, NAME, n=1)
     home = Path(local.list_nodes(ctx, NAME)[0].labels["home"])
     head = mount.head_for(ctx, NAME, "")                                 # where the node's mount logs in
     client = paramiko.SSHClient()

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.support.fleet import INVOKE, check_resized, make_ctx, outputs
+from tests.support.fleet import INVOKE, bring_up, check_resized, make_ctx, outputs
 
-from playbooks import deploy, fleet, mount, teardown
+from playbooks import teardown
 from playbooks.providers import local, preempt
 from playbooks.runs import state as runstate
 from playbooks.runs.samples import make_samples
@@ -44,9 +44,7 @@ def ctx(fleet_base):
 
 @pytest.fixture(scope="module")
 def up(ctx):
-    fleet.create(ctx, n=3, name=NAME)
-    mount.mount(ctx, name=NAME)
-    deploy.deploy(ctx, name=NAME)
+    bring_up(ctx, NAME, n=3)
     return ctx
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from tests.support.fleet import check_resized, cmdline, fleet_processes, outputs
+from tests.support.fleet import bring_up, check_resized, cmdline, fleet_processes, outputs
 from invoke import Config, Context
 
-from playbooks import dask_tasks, deploy, fleet, mount, progress, run, teardown
+from playbooks import dask_tasks, fleet, progress, run, teardown
 from playbooks.runs import state as runstate
 from playbooks.settings.defaults import DEFAULTS
 from playbooks.engines import dask as engine
@@ -77,9 +77,7 @@ def ctx(fleet_base):
 
 @pytest.fixture(scope="module")
 def up(ctx):
-    fleet.create(ctx, n=3, name=NAME)
-    mount.mount(ctx, name=NAME)
-    deploy.deploy(ctx, name=NAME)
+    bring_up(ctx, NAME, n=3)
     dask_tasks.up(ctx, name=NAME)
     return ctx
 

@@ -10,10 +10,10 @@ import secrets
 import subprocess
 
 import pytest
-from tests.support.fleet import ROOT, make_ctx
+from tests.support.fleet import ROOT, bring_up, make_ctx
 from invoke.exceptions import Exit
 
-from playbooks import deploy, fleet, mount, progress, run, teardown
+from playbooks import progress, run, teardown
 from playbooks.runs import state as runstate
 from playbooks.providers import local
 
@@ -41,9 +41,7 @@ def ctx(fleet_base):
 
 
 def test_a_full_shared_disk_is_named_by_run_wait(ctx):
-    fleet.create(ctx, n=1, name=NAME)
-    mount.mount(ctx, name=NAME)
-    deploy.deploy(ctx, name=NAME)
+    bring_up(ctx, NAME, n=1)
     with pytest.raises(Exit) as exc:
         run.run_(ctx, workload="resize", src="src", dst="out", args="--size 900 --quality 100", name=NAME,
                  wait=True)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from tests.support.fleet import ROOT, check_resized, cmdline, fleet_processes, invoke_cli, make_ctx, outputs
+from tests.support.fleet import ROOT, bring_up, check_resized, cmdline, fleet_processes, invoke_cli, make_ctx, outputs
 from invoke.exceptions import Exit
 
-from playbooks import deploy, fleet, mount, progress, run, teardown
+from playbooks import deploy, fleet, progress, run, teardown
 from playbooks.runs import state as runstate
 from playbooks.providers import local
 from playbooks.runs.samples import make_samples
@@ -34,9 +34,7 @@ def ctx(fleet_base):
 
 @pytest.fixture(scope="module")
 def up(ctx):
-    fleet.create(ctx, n=3, name=NAME)
-    mount.mount(ctx, name=NAME)
-    deploy.deploy(ctx, name=NAME)
+    bring_up(ctx, NAME, n=3)
     return ctx
 
 

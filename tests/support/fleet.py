@@ -48,6 +48,15 @@ def fleet_base(tmp_path_factory):
     shutil.rmtree(base, ignore_errors=True)
 
 
+
+def bring_up(c, name: str, n: int) -> Context:
+    """A real local fleet of ``n`` nodes, mounted and deployed: what every end-to-end test starts from."""
+    from playbooks import deploy, fleet, mount
+    fleet.create(c, n=n, name=name)
+    mount.mount(c, name=name)
+    deploy.deploy(c, name=name)
+    return c
+
 def invoke_cli(base: Path, *args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real `invoke` command of the repository, as a user would, against ``base`` (``env`` on top)."""
     env = {**os.environ, "INVOKE_FLEET_STATE_DIR": str(base / "state"), "INVOKE_SHARED_ROOT": str(base / "data"),
