@@ -25,14 +25,10 @@ from playbooks.runs.ids import new_run_id
 from playbooks.settings import setting
 from playbooks.settings.defaults import shared_root
 from playbooks.settings.errors import user_errors
+from playbooks.supervise import node_env_extra
 from playbooks.ssh.fanout import fan_out, q, run_checked, show_failures
 
 console = Console()
-
-
-def supervise_env(c, provider: str) -> dict[str, str]:
-    from playbooks.supervise import node_env_extra
-    return node_env_extra(c, provider)
 
 
 def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, provider: str = "") -> dict:
@@ -56,7 +52,7 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
         disk.give_to_nodes(f"{runstate.run_rel(run_id)}/nodes/{n.name}")
     workers = setting(c, "local.cores_per_node") if record["provider"] == "local" else None
     env = node_env(c, record["provider"])   # a local node counts local.cores_per_node as its cores
-    env.update(supervise_env(c, record["provider"]))   # issue 13: claims' lost_after, preemption notices
+    env.update(node_env_extra(c, record["provider"]))   # issue 13: claims' lost_after, preemption notices
     timeout = setting(c, "fleet.ssh_timeout")
     results = fan_out(c, name, nodes, lambda conn, n: int(run_checked(
         conn, node_command(n, record, record["nodes"][nodes.index(n)]["shard"], extra, workers, env), timeout)
