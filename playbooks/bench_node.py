@@ -23,17 +23,22 @@ from invoke.exceptions import Exit
 from rich.console import Console
 
 from playbooks.settings import setting
-from playbooks.measure import profiles
+from playbooks.measure import disk_cost, profiles
 from playbooks.measure.profile import build_profile
 from playbooks.settings.defaults import REPO
 from playbooks.deploy import copy_files, workload_files
 from playbooks.fleet import nodes_or_exit
 from playbooks.engines.launch import is_mounted
 from playbooks.ssh.fanout import connect, q, run_checked
+from playbooks.ssh.sftp_head import sessions_cpu_s
+from playbooks.runs import layout
+from playbooks.runs.disk import shared_disk
 
 console = Console()
 NODE_TESTS = ("test_start_methods.py", "test_chunks.py", "test_items.py")
-SUPPORT = ("conftest.py", "bench_support.py")
+SUPPORT = ("conftest.py", "bench_support.py", "disk_probe.py")
+PROBED = ("resize", "features")              # the workloads whose shared-disk cost the probe measures
+PROBE_ITEMS = {"small": 60, "default": 200, "large": 400}
 NODE_SELECT = "not numpy and not bytes and not thread_pool"   # what the profile needs, in about a minute
 NEEDS = "import pytest, pytest_benchmark, numpy, PIL"
 JSON_NAME = "bench-node.json"
@@ -110,6 +115,7 @@ def measure(c, node_name: str, *, name: str = "", provider: str = "", scale: str
             except (OSError, ValueError) as exc:
                 raise Exit(f"the bench on {node.name} wrote no benchmark JSON (pytest exited {result.exited}; "
                            f"{exc}): see its output above") from None
+        disk = probe_disk(c, conn, name, node, src_on_node, scale, provider)
     finally:
         conn.close()
     if not data.get("benchmarks"):
@@ -117,6 +123,8 @@ def measure(c, node_name: str, *, name: str = "", provider: str = "", scale: str
     profile = build_profile(data, source=f"{provider}:{name}/{node.name}")
     profile.update(provider=provider, machine_type=mtype, node=node.name, measured_on="node",
                    sample_src=src)
+    if disk:
+        profile["shared_disk"] = disk
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(profile, indent=2) + "\n")
     for line in summary_lines(profile):
@@ -125,6 +133,50 @@ def measure(c, node_name: str, *, name: str = "", provider: str = "", scale: str
     if result.exited:
         console.print(f"warning: pytest exited {result.exited} on {node.name}; the profile holds what was measured",
                       style="yellow")
+    return out
+
+
+def probe_rel(node) -> str:
+    """The probe's scratch folder, relative to the shared root (beside the runs' state)."""
+    return f"{layout.STATE}/probe/{node.name}"
+
+
+def probe_command(node, src_on_node: str, workload: str, items: int, env: dict[str, str]) -> str:
+    scratch = f"{node.mountpoint}/{probe_rel(node)}"
+    envs = " ".join(f"{k}={q(v)}" for k, v in env.items())
+    return (f"cd {q(node.workdir)} && {envs + ' ' if envs else ''}{q(node.python)} bench/disk_probe.py "
+            f"--src {q(src_on_node)} --scratch {q(scratch)} --workload {q(workload)} --items {int(items)}")
+
+
+def probe_disk(c, conn, fleet: str, node, src_on_node: str, scale: str, provider: str) -> dict:
+    """The shared disk's cost per item of each of ``PROBED``: one real run of the workload through the node's
+    mount (``bench/disk_probe.py``), the head's sshd sessions measured here around it (when the head is this
+    machine).  Nothing else may use the fleet meanwhile: the head's figure counts every session."""
+    out = {}
+    items = PROBE_ITEMS.get(scale, PROBE_ITEMS["default"])
+    env = profiles.node_env(c, provider)
+    disk = shared_disk(c, provider, fleet)
+    try:
+        disk.mkdirs(probe_rel(node))
+        disk.give_to_nodes(probe_rel(node), tree=True)     # the node writes there as the head's SFTP user
+    finally:
+        disk.close()
+    for workload in PROBED:
+        before = sessions_cpu_s(c, fleet)
+        result = conn.run(probe_command(node, src_on_node, workload, items, env), hide=True, warn=True,
+                          in_stream=False, timeout=setting(c, "bench.node_timeout"))
+        after = sessions_cpu_s(c, fleet)
+        try:
+            probe = json.loads((result.stdout.strip().splitlines() or ["{}"])[-1])
+        except ValueError:
+            probe = {}
+        fig = disk_cost.figures(probe, after - before if before is not None and after is not None else None)
+        if fig is None:
+            console.print(f"warning: the shared-disk probe of {workload} on {node.name} measured nothing "
+                          f"({probe.get('error') or probe.get('stderr') or result.stderr.strip()[-200:]})",
+                          style="yellow", markup=False)
+            continue
+        out[workload] = fig
     return out
 
 
@@ -144,6 +196,7 @@ def summary_lines(p: dict) -> list[str]:
         + (f"; reading one input through the mount {p['sample_read_s_per_item'] * 1e3:.2f} ms"
            if p.get("sample_read_s_per_item") else ""),
         f"run start: {', '.join(f'{w} {s:.2f} s' for w, s in (p.get('run_start_s') or {}).items()) or '-'}",
+        disk_cost.summary(p.get("shared_disk") or {}),
     ]
 
 

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from playbooks.engines.launch import workload_opts
 from playbooks.engines.plan import WARN_SHARE, job_line
-from playbooks.measure import planning
+from playbooks.measure import disk_cost, planning
 from playbooks.measure import profiles
 from playbooks.providers import PROVIDERS
 from playbooks.runs import state as runstate
@@ -98,14 +98,22 @@ def build_model(c, workload: str, items: int, in_bytes: float | None, provider: 
         sources["cores"] = f"from the name {mtype}"
     eff = p.get("parallel_efficiency") if p.get("measured_on") == "node" else None
     sources["efficiency"] = "measured on the node" if eff else "unknown: 1.0 assumed"
-    disk = p.get("shared_disk") or {}
+    disk = disk_cost.entry(p, workload)
     node_disk = disk.get("node_cpu_s_per_item")
     head_disk = disk.get("head_cpu_s_per_item")
-    sources["shared_disk"] = ("measured (profile shared_disk)" if node_disk and head_disk
-                              else planning.DEFAULT_DISK_SOURCE)
-    io_s = p.get("sample_read_s_per_item") if p.get("measured_on") == "node" else None
-    sources["io_wait"] = (f"{io_s * 1e3:.2f} ms to read one input through the node's mount (measured; writes not)"
-                          if io_s else "not measured (bench --node reads its sample through the mount)")
+    sources["shared_disk"] = (
+        f"measured by bench --node through the node's mount (node {node_disk * 1e3:.2f} ms, head "
+        + (f"{head_disk * 1e3:.2f} ms" if head_disk else "not measured: the default")
+        + " per item)" if node_disk else planning.DEFAULT_DISK_SOURCE)
+    wall = disk.get("item_wall_s")
+    if wall:            # one worker through the mount: the work and every wait on the shared disk
+        io_s = max(0.0, float(wall) - item_s)
+        sources["io_wait"] = (f"{io_s * 1e3:.2f} ms per item waiting on the shared disk (one worker through the "
+                              f"node's mount: {float(wall) * 1e3:.2f} ms wall, measured)")
+    else:
+        io_s = p.get("sample_read_s_per_item") if p.get("measured_on") == "node" else None
+        sources["io_wait"] = (f"{io_s * 1e3:.2f} ms to read one input through the node's mount (measured; writes "
+                              "not)" if io_s else "not measured (bench --node reads its sample through the mount)")
     item_info = (p.get("items") or {}).get(workload) or {}
     in_b = in_bytes if in_bytes is not None else float(item_info.get("in_bytes") or 0.0)
     out_b = float(item_info.get("out_bytes") or 0.0)

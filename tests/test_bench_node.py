@@ -69,6 +69,14 @@ def test_bench_node_measures_the_node_and_deploy_ships_its_profile(bench_fleet, 
     assert p["sample"] == f"{node.mountpoint}/src"          # the real inputs, through the node's own mount
     assert set(p["run_start_s"]) == {"resize", "edges", "features", "gridsearch"}
     assert p["parallel_efficiency"] is not None
+    # the shared disk's cost, from one real run of each probed workload through the node's mount
+    assert set(p["shared_disk"]) == {"resize", "features"}, printed[-3000:]
+    for workload, d in p["shared_disk"].items():
+        assert d["items"] == 10 and d["mount_processes"] >= 2          # sshfs and its ssh
+        assert d["node_cpu_s_per_item"] > 0 and d["head_cpu_s_per_item"] > 0
+        assert d["item_wall_s"] > d["node_cpu_s_per_item"] / 10        # one worker waits for its mount
+    assert "shared disk per item" in printed
+    assert not (Path(c.config.shared.root) / ".fleetbook" / "probe" / node.name / "src").exists()   # the scratch is gone
     # the node ran it as itself: its own user and home, the bench files copied there
     assert (Path(node.workdir) / "bench" / "test_items.py").is_file()
     assert not (Path(node.workdir) / "workloads" / "profile.json").exists()

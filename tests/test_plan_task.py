@@ -177,3 +177,27 @@ def test_a_profile_measured_on_a_busy_machine_is_flagged(tmp_path, capsys):
     assert any("busy (load 4.4 on 2 CPU(s))" in n for n in r["notes"])
     f.write_text(json.dumps({**RECORDED, "load_average_1m": 0.2, "cpus": 2}))
     assert _plan(c, capsys, workload="resize", items=100, provider="local")["notes"] == []
+
+
+def test_local_plan_from_the_shared_disk_bench_node_measured(tmp_path, capsys):
+    """A node profile with the probe's figures: the plan takes the shared disk's CPU per item and one worker's
+    wait on it from there, per workload, instead of DESIGN.md's defaults."""
+    c = make_ctx(tmp_path, bench__profile=str(tmp_path / "none.json"), bench__profiles=str(tmp_path / "profiles"))
+    p = copy.deepcopy(RECORDED)
+    item_s = p["item_seconds"]["resize"]
+    p["shared_disk"] = {"resize": {"items": 200, "node_cpu_s_per_item": 0.0025, "head_cpu_s_per_item": 0.002,
+                                   "item_wall_s": item_s + 0.004, "work_cpu_s_per_item": item_s},
+                        "features": {"items": 200, "node_cpu_s_per_item": 0.009, "head_cpu_s_per_item": None,
+                                     "item_wall_s": 0.05, "work_cpu_s_per_item": 0.04}}
+    f = profiles.profile_file(c, "local", "1cpu")
+    f.parent.mkdir()
+    f.write_text(json.dumps(p))
+    r = _plan(c, capsys, workload="resize", provider="local", sizes="1,2", items=1000)
+    assert r["model"]["node_disk_s"] == 0.0025 and r["model"]["head_disk_s"] == 0.002
+    assert r["model"]["io_s"] == pytest.approx(0.004)
+    assert r["inputs"]["shared_disk"].startswith("measured by bench --node")
+    assert "waiting on the shared disk" in r["inputs"]["io_wait"]
+    r = _plan(c, capsys, workload="features", provider="local", sizes="1,2", items=1000)
+    assert r["model"]["node_disk_s"] == 0.009                    # the features entry, not resize's
+    assert r["model"]["head_disk_s"] == pytest.approx(1.3e-3)   # not measured (a head instance): the default
+    assert "head not measured" in r["inputs"]["shared_disk"]

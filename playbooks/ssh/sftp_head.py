@@ -186,3 +186,24 @@ def stop(c, fleet: str) -> None:
             empty.rmdir()
         except OSError:
             pass
+
+
+def sessions_cpu_s(c, fleet: str) -> float | None:
+    """CPU seconds so far of the head sshd's live sessions (its descendants: one per mount, serving SFTP), i.e.
+    what the shared disk has cost this machine; None when the fleet's head sshd does not run here."""
+    hdir = fleet_dir(c, fleet) / "head"
+    proc = sshd_alive(procs.read_pid(hdir / "sshd.pid"), hdir / "sshd_config")
+    if proc is None:
+        return None
+    total = 0.0
+    try:
+        children = proc.children(recursive=True)
+    except psutil.Error:
+        return None
+    for child in children:
+        try:
+            t = child.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total

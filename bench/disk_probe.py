@@ -1,0 +1,132 @@
+"""What the shared disk costs a node per item: one real workload run through the node's mount, measured.
+
+``invoke bench --node`` runs this on the node (from its workdir, beside ``workloads/``), after the pytest part:
+
+    python bench/disk_probe.py --src MNT/src --scratch MNT/.fleetbook-probe/NODE --workload resize --items 200
+
+It copies a sample of ``--items`` inputs of ``--src`` (spread by the hash of their names, among the first
+``20 * items`` found) into ``SCRATCH/src`` on the same mount, then runs ``workloads/<workload>.py --workers 1``
+from there into ``SCRATCH/dst``, as a fleet run would (claims, temp file + rename, skip scan), and measures:
+
+* ``node_cpu_s``: CPU seconds of the sshfs process serving this mount and of its ssh child, during the run
+  (read from /proc: no psutil needed on the node);
+* ``work_cpu_s``: CPU seconds of the workload run itself (its process and its workers);
+* ``seconds``: the workload's own processing time (its last line, ``seconds=S``), one worker: per item, the
+  work plus every wait on the mount (reads, claims, writes, renames).
+
+It prints one JSON line and removes the scratch folder.  The head's side (its sshd's SFTP sessions) is measured
+by ``invoke bench --node`` on the operator's machine around this command.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+
+IMAGES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+def sample(src: str, n: int) -> list[str]:
+    found = []
+    for folder, dirs, files in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.lower().endswith(IMAGES) and not name.startswith("."):
+                found.append(os.path.relpath(os.path.join(folder, name), src))
+        if len(found) >= 20 * n:
+            break
+    return sorted(found, key=lambda p: hashlib.sha1(p.encode("utf-8", "surrogateescape")).hexdigest())[:n]
+
+
+def _processes():
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != os.getuid():
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
+        except OSError:
+            continue
+        if argv:
+            yield int(entry), argv
+
+
+def mount_pids(mountpoint: str) -> list[int]:
+    """This user's sshfs process whose command line names ``mountpoint``, and the ssh it talks through (sshfs
+    daemonizes, so that ssh is not its child: it is the ``-s sftp`` ssh with the same IdentityFile)."""
+    want = os.path.realpath(mountpoint)
+    procs = list(_processes())
+    sshfs = [(pid, argv) for pid, argv in procs
+             if os.path.basename(argv[0]) == "sshfs" and any(os.path.realpath(a) == want for a in argv[1:])]
+    keys = {a.split("IdentityFile=", 1)[1] for _, argv in sshfs for a in argv if "IdentityFile=" in a}
+    ssh = [pid for pid, argv in procs if os.path.basename(argv[0]) == "ssh" and "sftp" in argv
+           and (not keys or any("IdentityFile=" in a and a.split("IdentityFile=", 1)[1] in keys for a in argv))]
+    return [pid for pid, _ in sshfs] + ssh
+
+
+def cpu_s(pids: list[int]) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick     # utime, stime
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def mountpoint_of(path: str) -> str:
+    path = os.path.realpath(path)
+    while not os.path.ismount(path) and path != "/":
+        path = os.path.dirname(path)
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--src", required=True, help="the job's input folder, on the node's mount")
+    ap.add_argument("--scratch", required=True, help="a folder on the same mount to use and remove")
+    ap.add_argument("--workload", default="resize")
+    ap.add_argument("--items", type=int, default=200)
+    ap.add_argument("--args", default="", help="extra workload arguments, one shell-quoted string")
+    a = ap.parse_args(argv)
+    items = sample(a.src, a.items)
+    if not items:
+        print(json.dumps({"workload": a.workload, "items": 0, "error": f"no images in {a.src}"}))
+        return 0
+    shutil.rmtree(a.scratch, ignore_errors=True)
+    for item in items:
+        dst = os.path.join(a.scratch, "src", item)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copyfile(os.path.join(a.src, item), dst)
+    pids = mount_pids(mountpoint_of(a.scratch))
+    cmd = [sys.executable, f"workloads/{a.workload}.py", "--src", os.path.join(a.scratch, "src"),
+           "--dst", os.path.join(a.scratch, "dst"), "--workers", "1", "--quiet", *a.args.split()]
+    before_node, before_work, t0 = cpu_s(pids), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after_node, after_work = cpu_s(pids), resource.getrusage(resource.RUSAGE_CHILDREN)
+    last = (out.stdout.strip().splitlines() or [""])[-1]
+    fields = dict(kv.split("=", 1) for kv in last.split() if "=" in kv)
+    shutil.rmtree(a.scratch, ignore_errors=True)
+    print(json.dumps({
+        "workload": a.workload, "items": len(items), "done": int(fields.get("done", 0)),
+        "failed": int(fields.get("failed", 0)), "seconds": float(fields.get("seconds", wall)), "wall_s": wall,
+        "node_cpu_s": after_node - before_node, "mount_processes": len(pids),
+        "work_cpu_s": (after_work.ru_utime + after_work.ru_stime) - (before_work.ru_utime + before_work.ru_stime),
+        "exit": out.returncode, "stderr": out.stderr[-400:] if out.returncode else ""}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

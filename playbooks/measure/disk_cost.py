@@ -1,0 +1,52 @@
+"""What the shared disk costs per item, from one probe run through a node's mount (``bench/disk_probe.py``).
+
+``figures(probe, head_cpu_s)`` turns the probe's JSON line and the head's CPU seconds during it into the profile's
+``shared_disk[<workload>]`` entry, which ``invoke plan`` reads:
+
+* ``node_cpu_s_per_item``: the node's sshfs and its ssh, per item (CPU seconds);
+* ``head_cpu_s_per_item``: the head's sshd sessions (SFTP), per item; None when the head is not this machine
+  (a head instance: its CPU is not measured, the planner keeps its default);
+* ``item_wall_s``: one worker's wall time per item through the mount: the work plus every wait on the shared
+  disk (reading the input, the claim, writing the temp file, the rename);
+* ``work_cpu_s_per_item``: the workload process's own CPU per item (start-up included, so a little high).
+"""
+from __future__ import annotations
+
+
+def figures(probe: dict, head_cpu_s: float | None) -> dict | None:
+    """The profile entry for one probe, or None when it processed nothing."""
+    items = int(probe.get("done") or 0)
+    if items <= 0 or probe.get("exit"):
+        return None
+    return {
+        "items": items,
+        "node_cpu_s_per_item": round(float(probe["node_cpu_s"]) / items, 6),
+        "head_cpu_s_per_item": round(head_cpu_s / items, 6) if head_cpu_s is not None else None,
+        "item_wall_s": round(float(probe["seconds"]) / items, 6),
+        "work_cpu_s_per_item": round(float(probe["work_cpu_s"]) / items, 6),
+        "mount_processes": probe.get("mount_processes"),
+    }
+
+
+def entry(profile: dict, workload: str) -> dict:
+    """The shared-disk figures of ``workload`` in a profile: its own entry, else the flat one of older profiles
+    (``shared_disk: {node_cpu_s_per_item, head_cpu_s_per_item}``), else {}."""
+    disk = profile.get("shared_disk") or {}
+    own = disk.get(workload)
+    if isinstance(own, dict):
+        return own
+    return {k: v for k, v in disk.items() if not isinstance(v, dict)}
+
+
+def summary(disk: dict) -> str:
+    """One line per workload, for ``bench --node``'s output."""
+    parts = []
+    for workload, f in sorted(disk.items()):
+        if not isinstance(f, dict):
+            continue
+        head = f.get("head_cpu_s_per_item")
+        parts.append(f"{workload} node {f['node_cpu_s_per_item'] * 1e3:.2f} ms, head "
+                     + (f"{head * 1e3:.2f} ms" if head is not None else "not measured")
+                     + f", one worker {f['item_wall_s'] * 1e3:.2f} ms wall")
+    return "shared disk per item (CPU; " + str(next(iter(disk.values()), {}).get("items", "?")) + " items): " \
+        + ("; ".join(parts) if parts else "not measured")

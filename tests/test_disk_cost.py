@@ -1,0 +1,33 @@
+"""The shared disk's per-item figures from one probe run (pure functions of its JSON line)."""
+from __future__ import annotations
+
+from playbooks.measure import disk_cost
+
+
+def test_figures_per_item_and_nothing_from_a_failed_probe():
+    probe = {"workload": "resize", "items": 200, "done": 200, "seconds": 2.0, "node_cpu_s": 0.5,
+             "work_cpu_s": 0.9, "mount_processes": 2, "exit": 0}
+    f = disk_cost.figures(probe, 0.4)
+    assert f == {"items": 200, "node_cpu_s_per_item": 0.0025, "head_cpu_s_per_item": 0.002,
+                 "item_wall_s": 0.01, "work_cpu_s_per_item": 0.0045, "mount_processes": 2}
+    assert disk_cost.figures(probe, None)["head_cpu_s_per_item"] is None       # a head instance
+    assert disk_cost.figures({**probe, "done": 0}, 0.4) is None
+    assert disk_cost.figures({**probe, "exit": 2}, 0.4) is None
+
+
+def test_entry_per_workload_else_the_flat_figures_of_older_profiles():
+    p = {"shared_disk": {"resize": {"node_cpu_s_per_item": 1.0}, "features": {"node_cpu_s_per_item": 2.0}}}
+    assert disk_cost.entry(p, "features") == {"node_cpu_s_per_item": 2.0}
+    assert disk_cost.entry(p, "edges") == {}
+    flat = {"shared_disk": {"node_cpu_s_per_item": 3.0, "head_cpu_s_per_item": 4.0}}
+    assert disk_cost.entry(flat, "edges") == {"node_cpu_s_per_item": 3.0, "head_cpu_s_per_item": 4.0}
+    assert disk_cost.entry({}, "resize") == {}
+
+
+def test_summary_names_each_workload():
+    line = disk_cost.summary({"resize": {"items": 60, "node_cpu_s_per_item": 0.002, "head_cpu_s_per_item": None,
+                                         "item_wall_s": 0.008}})
+    assert line.startswith("shared disk per item (CPU; 60 items)") and "head not measured" in line
+    assert "one worker 8.00 ms wall" in line
+    assert disk_cost.summary({}).endswith("not measured")
+
