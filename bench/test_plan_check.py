@@ -9,8 +9,9 @@ n nodes into a fresh folder, timed here (what ``invoke run --wait`` does, minus 
 command itself; ``job.poll`` is 0.2 s so that the poll's granularity does not hide the run's own time).
 
 How to read it: ``extra_info`` has ``predicted_s``, ``measured_s`` and ``error`` = predicted / measured - 1 (the
-aim: within 25 %), and the bottleneck the plan names.  The shared disk's per-item cost is DESIGN.md's default
-until the profile measures it.
+aim: within 25 %), and the bottleneck the plan names.  The shared disk's per-item cost (node and head CPU, one
+worker's wait on it) comes from ``bench --node``'s probe (``bench/disk_probe.py``); as root, the same figures
+measured during each run here are in ``extra_info`` too (``disk_ms_node``, ``disk_ms_head``).
 """
 from __future__ import annotations
 
