@@ -19,6 +19,7 @@ from pathlib import Path
 from invoke import task
 from invoke.exceptions import Exit
 
+from playbooks.settings import setting
 from playbooks.settings.errors import FleetbookError
 from playbooks.ssh import fanout as remote
 from playbooks.runs import disk as rundisk
@@ -84,7 +85,7 @@ def read_run_state(c, nodes, provider: str = "", fleet: str = "") -> dict:
         return {}
     tally = rundisk.shared_disk(c, provider, fleet).tally(record, count=False)
     in_run = {e["name"] for e in record.get("nodes", [])}
-    lost_after = float(c.config.job.lost_after)
+    lost_after = setting(c, "job.lost_after")
     out = {}
     for n in nodes:
         if n.name in in_run:
@@ -229,10 +230,10 @@ def overhead(c, seconds=10, json_=False, plot="", name="", provider=""):
         raise Exit(f"--plot writes a PNG: give a file name ending in .png, got {plot!r}")
     fleet, nodes = nodes_or_exit(c, name, provider)
     shared = (provider or c.config.fleet.provider) == "local"
-    cores = int(c.config.local.cores_per_node) if shared else None
+    cores = setting(c, "local.cores_per_node") if shared else None
 
     before = read_run_state(c, nodes, provider, fleet)
-    timeout = seconds + 2 * float(c.config.fleet.ssh_timeout)
+    timeout = seconds + 2 * setting(c, "fleet.ssh_timeout")
     results = fan_out(c, fleet, nodes, make_sampler(fleet, seconds, timeout), step="overhead")
     after = read_run_state(c, nodes, provider, fleet)
 

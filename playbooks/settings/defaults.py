@@ -96,10 +96,10 @@ def shared_root(c) -> Path:
 def shared_mountpoint(c) -> str:
     """``shared.mountpoint``: an absolute, plain path (made on every node and named in shell commands), or a
     one-line error."""
-    from invoke.exceptions import Exit
+    from playbooks.settings import SettingError      # settings/__init__ imports this module
     mp = str(c.config.shared.mountpoint)
     if not mp.startswith("/") or not all(ch.isalnum() or ch in "/._-" for ch in mp) or "/../" in mp + "/":
-        raise Exit(f"shared.mountpoint {mp!r} must be an absolute path of letters, digits and / . _ -, "
+        raise SettingError(f"shared.mountpoint {mp!r} must be an absolute path of letters, digits and / . _ -, "
                    "e.g. /mnt/fleetbook")
     return os.path.normpath(mp)
 
