@@ -45,7 +45,7 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
     run_id = new_run_id(workload)
     record = {"run_id": run_id, "fleet": name, "provider": provider or setting(c, "fleet.provider"),
               "workload": workload, "src": src, "dst": dst, "args": args, "started_at": time.time(),
-              "nodes": [{"name": n.name, "shard": i} for i, n in enumerate(nodes)],
+              "nodes": [{"name": n.name, "id": n.id, "shard": i} for i, n in enumerate(nodes)],
               "shards": len(nodes)}   # issue 13: replacements join the run and keep its shard count
     runstate.save_run(disk, record)
     for n in nodes:  # each node writes its own state folder

@@ -30,6 +30,7 @@ from playbooks.providers.preempt import NOTICE_FILE   # local provider: in the n
 from playbooks.runs import disk as rundisk
 from playbooks.runs import state as runstate
 from playbooks.settings import setting
+from playbooks.settings.errors import FleetbookError
 from playbooks.settings.defaults import shared_root
 
 console = Console()
@@ -115,7 +116,8 @@ def start_on(c, record: dict, pairs: list[tuple[object, dict]]) -> list:
                                           str(root / record["dst"]), record.get("args", ""))
     now = time.time()
     for node, old in pairs:
-        record["nodes"].append({"name": node.name, "shard": old["shard"], "started_at": now,
+        retire_name(record, node.name)
+        record["nodes"].append({"name": node.name, "id": node.id, "shard": old["shard"], "started_at": now,
                                 "replaces": old["name"]})
         old["replaced_by"] = node.name
     runstate.save_run(disk, record)
@@ -136,6 +138,32 @@ def start_on(c, record: dict, pairs: list[tuple[object, dict]]) -> list:
     return results
 
 
+def retire_name(record: dict, name: str) -> None:
+    """A cloud may give a replacement the name of the node it replaces (GCE's bulkInsert fills ``name-####``
+    from the lowest free number): the earlier entries of that name, and their events, become ``name.k`` (no cloud names a machine with a dot) so that
+    every entry and event names one machine.  Their files stay in the node's state folder, where the new node's
+    start removes the old exit record and its first heartbeat replaces the old one."""
+    events = record.setdefault("events", {})
+    for k, e in enumerate([e for e in record["nodes"] if e["name"] == name], start=1):
+        while any(x["name"] == f"{name}.{k}" for x in record["nodes"]):
+            k += 1
+        e["name"] = f"{name}.{k}"
+        if name in events:
+            events[e["name"]] = events.pop(name)
+        for x in record["nodes"]:
+            if x.get("replaces") == name and x is not e:
+                x["replaces"] = e["name"]
+
+
+def is_new(node, record: dict) -> bool:
+    """A node the run has not had yet: neither its name nor, when the provider gives ids, its id (a reused
+    name with another id is a new machine)."""
+    for e in record["nodes"]:
+        if e["name"] == node.name and (not e.get("id") or not node.id or e["id"] == node.id):
+            return False
+    return True
+
+
 def replace(c, record: dict, gone: list[dict], events: dict) -> list[str]:
     """Refill the fleet (the provider's idempotent create), then mount, deploy and start on the new nodes only.
     Returns the names of the nodes that started."""
@@ -143,7 +171,6 @@ def replace(c, record: dict, gone: list[dict], events: dict) -> list[str]:
     provider = record.get("provider", "local")
     prov = provider_of(c, provider)
     name = record["fleet"]
-    known = {e["name"] for e in record["nodes"]}
     size = int(record.get("shards") or len(_entries(record)))
     spec = FleetSpec(name=name, count=size, provider=provider, spot=True, min_count=1,
                      ttl_hours=float(c.config.fleet.ttl_hours))
@@ -152,7 +179,7 @@ def replace(c, record: dict, gone: list[dict], events: dict) -> list[str]:
     deadline = time.monotonic() + float(c.config.fleet.ready_timeout)
     while True:
         nodes = prov.list_nodes(c, name)
-        fresh = [n for n in nodes if n.name not in known and n.state != TERMINATED]
+        fresh = [n for n in nodes if is_new(n, record) and n.state != TERMINATED]
         if all(n.state == "running" for n in fresh):
             break
         if time.monotonic() > deadline:
@@ -160,11 +187,14 @@ def replace(c, record: dict, gone: list[dict], events: dict) -> list[str]:
                           "); trying again at the next poll", markup=False)
             return []
         time.sleep(0.2)
-    new = [n for n in nodes if n.name not in known and n.state != TERMINATED][:len(gone)]
+    new = fresh[:len(gone)]
     if not new:
         console.print(f"supervisor: the provider made no new node for {', '.join(e['name'] for e in gone)} "
                       f"(fleet: {', '.join(f'{n.name} {n.state}' for n in nodes)}); trying again", markup=False)
         return []
+    # their host keys pinned from the cloud's word (a new machine has a new key), SSH answering
+    ready = {n.name for n in prov.wait_ready(c, name, setting(c, "fleet.ready_timeout"), only={n.name for n in new})}
+    new = [n for n in new if n.name in ready]
     for r in mount_all(c, name, new, provider):
         if not r.ok:
             new = [n for n in new if n.name != r.node.name]
@@ -254,7 +284,11 @@ def supervise(c, record: dict, max_replacements: int | None = None, budget_usd: 
                         bound = f"--budget-usd {budget_usd:g}: projected cost ${projected:.2f} would pass it"
                         break
                 if ready:
-                    started = replace(c, record, ready, events)
+                    try:
+                        started = replace(c, record, ready, events)
+                    except FleetbookError as exc:       # no capacity, a node that does not answer, ...
+                        console.print(f"supervisor: no replacement yet ({exc}); trying again", markup=False)
+                        started = []
                     if started:
                         console.print(f"supervisor: replaced {', '.join(e['name'] for e in ready)} with "
                                       f"{', '.join(started)}", markup=False)

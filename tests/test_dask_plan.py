@@ -52,7 +52,7 @@ def test_worker_command_is_detached_quoted_and_on_the_workloads_path():
     node = Node(name="n-0", host="127.0.1.10", port=22, user="fb-x-0", mountpoint="/mnt/fleet book",
                 python="/opt/venv/bin/python", workdir="/home/n 0/fleetbook")
     cmd = engine.worker_command(node, "tcp://127.0.0.1:8786", 2, 1, local=True)
-    assert "setsid nohup" in cmd and cmd.endswith("& echo $!")
+    assert "setsid nohup" in cmd and cmd.endswith("& echo $!; }")
     assert "PYTHONPATH='/home/n 0/fleetbook/workloads'" in cmd and "FLEETBOOK_MOUNT='/mnt/fleet book'" in cmd
     argv = shlex.split(cmd.split("setsid nohup ", 1)[1].split(" > ", 1)[0])
     assert argv[:4] == ["/opt/venv/bin/python", "-m", "distributed.cli.dask_worker", "tcp://127.0.0.1:8786"]

@@ -62,6 +62,9 @@ def node_command(node, record: dict, shard: int, extra: list[str], workers: int 
     inner = (f"{shlex.join(argv)}; rc=$?; [ -e {q(state + '/exit.json')} ] || "
              f"printf '{{\"code\": %d}}\\n' \"$rc\" > {q(state + '/exit.json')}")
     envs = " ".join(f"{k}={q(v)}" for k, v in {"FLEETBOOK_RUN": record["run_id"], **(env or {})}.items())
-    return (f"cd {q(node.workdir)} && mkdir -p {q(state)} && "
+    # only the workload goes to the background, with every fd redirected: a login shell that does not exec
+    # the last command of a backgrounded list (bash) would otherwise hold the SSH channel open until it ends
+    # a replacement may have the name, hence the state folder, of the node it replaces: no old exit record
+    return (f"cd {q(node.workdir)} && mkdir -p {q(state)} && rm -f {q(state + '/exit.json')} && {{ "
             f"{envs} setsid nohup sh -c {q(inner)} "
-            f"> {q(state + '/log.txt')} 2>&1 < /dev/null & echo $!")
+            f"> {q(state + '/log.txt')} 2>&1 < /dev/null & echo $!; }}")

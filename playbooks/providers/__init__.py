@@ -49,10 +49,13 @@ class Provider:
         """The fleet's nodes as the provider sees them now, with a live ``state``."""
         return self.module.list_nodes(c, name)
 
-    def wait_ready(self, c, name: str, timeout: float) -> list[Node]:
+    def wait_ready(self, c, name: str, timeout: float, only: set[str] | None = None) -> list[Node]:
         """Waits until every node answers SSH and its host key is pinned in the fleet's known_hosts; raises
-        ``NodesNotReady`` naming the nodes that never came up."""
-        return self.module.wait_ready(c, name, timeout)
+        ``NodesNotReady`` naming the nodes that never came up.  ``only``: wait for these nodes alone (a
+        supervisor's replacements, while another node of the fleet may be dying)."""
+        if only is None:
+            return self.module.wait_ready(c, name, timeout)
+        return self.module.wait_ready(c, name, timeout, only=only)
 
     def terminate(self, c, name: str, dry_run: bool = False, **kw) -> int:
         """Stops and deletes every node of the fleet, re-listing until none remain; "already gone" is success

@@ -260,14 +260,15 @@ def host_keys(client, instance_id: str) -> list[str]:
     return cc.parse_console_host_keys(out)
 
 
-def wait_ready(c, name: str, timeout: float) -> list[Node]:
+def wait_ready(c, name: str, timeout: float, only: set[str] | None = None) -> list[Node]:
     clients = {r: ec2(c, r) for r in regions(c)}
     where: dict[str, str] = {}
 
     def lister(c, name, heads=False):
         raw = _raw(c, name, ["pending", "running"])
         where.update({i["InstanceId"]: r for r, i in raw})
-        return [_node(c, i) for _, i in raw if cc.is_head(_tags(i)) == heads]
+        return [n for n in (_node(c, i) for _, i in raw if cc.is_head(_tags(i)) == heads)
+                if heads or only is None or n.name in only]
 
     def keys(node):
         return host_keys(clients[where[node.id]], node.id)

@@ -241,14 +241,15 @@ def host_keys(api: Api, zone: str, instance: str) -> list[str]:
         return []
 
 
-def wait_ready(c, name: str, timeout: float) -> list[Node]:
+def wait_ready(c, name: str, timeout: float, only: set[str] | None = None) -> list[Node]:
     api = Api(c)
     where: dict[str, str] = {}
 
     def lister(c, name):
         raw = _raw(c, api, name)
         where.update({inst.name: zone for zone, inst in raw})
-        return [n for n in (_node(c, inst) for _, inst in raw if not cc.is_head(inst.labels)) if n.state != STOPPED]
+        return [n for n in (_node(c, inst) for _, inst in raw if not cc.is_head(inst.labels))
+                if n.state != STOPPED and (only is None or n.name in only)]
 
     nodes = cc.wait_ready(c, name, timeout, lister, lambda node: host_keys(api, where[node.name], node.name))
     found = find_head(c, name, api)

@@ -299,10 +299,10 @@ def _start_head(c, fleet: str, fresh: bool) -> None:
             (fleet_dir(c, fleet) / "head" / "head.json").unlink(missing_ok=True)
 
 
-def wait_ready(c, name: str, timeout: float) -> list[Node]:
+def wait_ready(c, name: str, timeout: float, only: set[str] | None = None) -> list[Node]:
     deadline = time.monotonic() + timeout
     while True:
-        nodes = list_nodes(c, name)
+        nodes = [n for n in list_nodes(c, name) if only is None or n.name in only]
         waiting = [n.name for n in nodes if n.state != RUNNING]
         if not waiting:
             return nodes

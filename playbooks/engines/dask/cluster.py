@@ -104,8 +104,9 @@ def worker_command(node, address: str, nworkers: int, nthreads: int, local: bool
         argv += ["--host", node.host]  # a local node is its own loopback address, like a machine
     env = (f"FLEETBOOK_MOUNT={q(node.mountpoint)} FLEETBOOK_NODE_NAME={q(node.name)} "
            f"PYTHONPATH={q(wd + '/workloads')}")
-    return (f"cd {q(wd)} && mkdir -p {q(scratch)} && {env} setsid nohup {shlex.join(argv)} "
-            f"> {q(scratch + '/worker.log')} 2>&1 < /dev/null & echo $!")
+    # only the worker goes to the background (see launch.node_command: bash would hold the channel open)
+    return (f"cd {q(wd)} && mkdir -p {q(scratch)} && {{ {env} setsid nohup {shlex.join(argv)} "
+            f"> {q(scratch + '/worker.log')} 2>&1 < /dev/null & echo $!; }}")
 
 
 def stop_group_command(pid: int, grace: float = 5.0) -> str:
