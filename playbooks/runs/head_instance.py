@@ -144,8 +144,9 @@ sys.path.insert(0, os.getcwd())
 import fleetwork as fw
 root, record = sys.argv[1], json.loads(sys.argv[2])
 wl = fw.load(record["workload"])
+bucket = "://" in record["src"] + record["dst"]   # a bucket run: its data is counted in the bucket, not here
 src, dst = os.path.join(root, record["src"]), os.path.join(root, record["dst"])
-for rel in (record["src"], record["dst"], ".fleetbook/runs/" + record["run_id"] + "/nodes"):
+for rel in ([] if bucket else [record["src"], record["dst"]]) + [".fleetbook/runs/" + record["run_id"] + "/nodes"]:
     p = root
     for part in rel.split("/"):
         p = os.path.join(p, part)
@@ -153,7 +154,7 @@ for rel in (record["src"], record["dst"], ".fleetbook/runs/" + record["run_id"] 
             print(json.dumps({"refused": p + " on the head instance is a symlink: fleetbook never follows a link "
                               "below the shared root (a node may have made it); remove it and try again"}))
             sys.exit(0)
-opts = wl.parse_args(["--src", src, "--dst", dst, *shlex.split(record.get("args", ""))])
+opts = None if bucket else wl.parse_args(["--src", src, "--dst", dst, *shlex.split(record.get("args", ""))])
 def read(p):  # what a node wrote: never through a link, never a FIFO or a huge file
     try:
         if os.path.islink(os.path.dirname(p)):
@@ -169,8 +170,8 @@ def read(p):  # what a node wrote: never through a link, never a FIFO or a huge 
 state = os.path.join(root, ".fleetbook", "runs", record["run_id"], "nodes")
 nodes = {n["name"]: [read(os.path.join(state, n["name"], f)) for f in ("heartbeat.json", "exit.json")]
          for n in record["nodes"]}
-print(json.dumps({"counts": fw.count_progress(wl, src, dst, opts), "nodes": nodes,
-                  "failures": fw.read_failures(dst), "free_bytes": fw.free_bytes(root)}))
+print(json.dumps({"counts": None if bucket else fw.count_progress(wl, src, dst, opts), "nodes": nodes,
+                  "failures": {} if bucket else fw.read_failures(dst), "free_bytes": fw.free_bytes(root)}))
 """
 
 _REMOTE_HEADS: dict[tuple[str, str, str], RemoteHead | None] = {}
