@@ -19,6 +19,7 @@ from playbooks.providers import RUNNING, get
 from playbooks.providers import cloud as cc
 from playbooks.settings import setting
 from playbooks.settings.defaults import REPO, fleet_dir
+from playbooks.settings.errors import FleetbookError
 from playbooks.ssh.fanout import connect, run_checked
 
 if TYPE_CHECKING:
@@ -183,13 +184,31 @@ def head_node(found):
     return found.node if hasattr(found, "node") else found[0]
 
 
+class HeadStopped(FleetbookError):
+    """The fleet's shared root is on a head instance that is not running (its TTL stopped it)."""
+
+
 def remote_head(c, provider: str, fleet: str) -> RemoteHead | None:
     """A RemoteHead when the fleet has a running head instance (its ``role=head`` label says so, whatever
     ``<provider>.head`` says now), else None: the provider's ``find_head(c, fleet)`` says where it is.  Looked
-    up once per process."""
+    up once per process.  A head that exists but is stopped is a HeadStopped error, never "the shared root is
+    on this machine": its disk holds the fleet's shared root."""
     key = (provider, fleet, str(fleet_dir(c, fleet)))
     if key not in _REMOTE_HEADS:
-        found = get(provider).find_head(c, fleet)
+        prov = get(provider)
+        found = prov.find_head(c, fleet)
         node = head_node(found) if found else None
+        if node is None or node.state != RUNNING:
+            other = prov.head_node(c, fleet)
+            if other is not None and other.state != RUNNING:
+                raise HeadStopped(
+                    f"the head instance {other.name} of fleet {fleet} is {other.state} (its TTL stops it), with the "
+                    f"shared root on its disk: `invoke data.pull --provider {provider} --name {fleet}` or "
+                    f"`invoke fleet.create --provider {provider} --name {fleet} -n N` starts it again")
         _REMOTE_HEADS[key] = RemoteHead(c, fleet, node) if node is not None and node.state == RUNNING else None
     return _REMOTE_HEADS[key]
+
+
+def forget(c, provider: str, fleet: str) -> None:
+    """Look the head instance up again next time (it was started or deleted)."""
+    _REMOTE_HEADS.pop((provider, fleet, str(fleet_dir(c, fleet))), None)
