@@ -126,3 +126,16 @@ def test_aws_kept_head_is_restarted_with_a_new_ttl_and_dropped_with_its_volume(
     left = ec2.describe_volumes(Filters=[{"Name": "volume-id", "Values": volumes}])["Volumes"]
     assert all(v["State"] in ("deleting", "deleted") for v in left)     # DeleteOnTermination: its volume went
     hi._REMOTE_HEADS.clear()
+
+
+def test_aws_nodes_get_an_instance_profile_only_when_set_and_the_head_never(aws_ctx):
+    """A bucket run's nodes use their own credentials: on AWS the instance profile aws.node_instance_profile."""
+    from playbooks.providers import aws
+    from playbooks.providers import aws_fleet
+    c = aws_ctx
+    assert "IamInstanceProfile" not in aws.run_params(c, FLEET, 2, 2, True, 2.0, "ami-1", "k", "sg-1")
+    c.config.aws.node_instance_profile = "fleetbook-nodes-s3"
+    params = aws.run_params(c, FLEET, 2, 2, True, 2.0, "ami-1", "k", "sg-1")
+    assert params["IamInstanceProfile"] == {"Name": "fleetbook-nodes-s3"}
+    assert aws_fleet.template_data(params)["IamInstanceProfile"] == {"Name": "fleetbook-nodes-s3"}   # EC2 Fleet too
+    assert "IamInstanceProfile" not in aws.head_params(c, FLEET, 2.0, "ami-1", "k", "sg-1", [])

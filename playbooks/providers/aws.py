@@ -109,6 +109,7 @@ def head_params(c, name: str, ttl_hours: float, image: str, key: str, group: str
     stays, see keep.py), user data that makes the SFTP-only shared root."""
     a = c.config.aws
     params = run_params(c, name, 1, 1, False, ttl_hours, image, key, group)
+    params.pop("IamInstanceProfile", None)   # the head holds no cloud credentials, whatever the nodes get
     labels = cc.head_labels(name, ttl_hours)
     tags = [{"Key": k, "Value": v} for k, v in {**labels, "Name": cc.head_name(name)}.items()]
     params.update(InstanceType=str(a.head_instance_type), InstanceInitiatedShutdownBehavior="stop", TagSpecifications=[
@@ -138,6 +139,8 @@ def run_params(c, name: str, gap: int, min_count: int, spot: bool, ttl_hours: fl
             "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
     if fleets.subnets(c):
         params["SubnetId"] = fleets.subnets(c)[0]
+    if str(a.get("node_instance_profile", "")):   # issue 14: the nodes' own credentials for a bucket run
+        params["IamInstanceProfile"] = {"Name": str(a.node_instance_profile)}
     return params
 
 
