@@ -298,7 +298,8 @@ def _head_ready(c, api: Api, name: str, timeout: float) -> None:
 def start_head(c, name: str, ttl_hours: float, dry_run: bool = False) -> Node | None:
     """Start the fleet's head instance when it is stopped (its TTL stops it, keeping the shared root on its disk),
     wait until it answers SSH with its host key pinned; returns it, or None when there is no stopped head.
-    Compute Engine counts ``maxRunDuration`` from each start, so the TTL holds again (``ttl_hours`` is AWS's)."""
+    Compute Engine sets a new termination time (``maxRunDuration`` from then) each time a VM enters RUNNING, so
+    the TTL holds again (``ttl_hours`` is for AWS, whose deadline is in the user data)."""
     api = Api(c)
     stopped = [(z, i) for z, i in _raw(c, api, name) if cc.is_head(i.labels) and STATES.get(i.status) == STOPPED]
     if not stopped:
