@@ -171,3 +171,48 @@ def test_bucket_paths_are_checked_in_one_line():
     assert run.run_paths("src", "out") == ("src", "out")
     with pytest.raises(Exit):
         run.run_paths("../src", "out")
+
+
+def test_a_bucket_run_on_a_head_instance_counts_in_the_bucket_and_reads_the_nodes_there(aws_env, tmp_path,
+                                                                                      monkeypatch):
+    """The head instance's count command skips a bucket run's data (its src/dst are no folders there) and still
+    reads the nodes' heartbeats and exit files; the counts come from the bucket, from this machine."""
+    import subprocess
+    import sys
+    from playbooks.runs import disk as rundisk
+    from playbooks.runs import head_instance as hi
+    from playbooks.settings.defaults import REPO
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws_env)
+    s3().create_bucket(Bucket=BUCKET)
+    put_many({"src/a.jpg": b"x", "src/b.jpg": b"x", "out/a.jpg": b"y",
+              "out/.failed/1.json": json.dumps({"item": "b.jpg", "reason": "bad-image"}).encode()})
+    record = {"run_id": "r2", "fleet": "f", "provider": "gcp", "workload": "resize", "src": f"s3://{BUCKET}/src",
+              "dst": f"s3://{BUCKET}/out", "args": "", "started_at": 1.0, "nodes": [{"name": "n0", "shard": 0}]}
+    state = tmp_path / "root" / ".fleetbook" / "runs" / "r2" / "nodes" / "n0"
+    state.mkdir(parents=True)
+    (state / "exit.json").write_text(json.dumps({"code": 0, "finished_at": 5.0, "summary": {"done": 1}}))
+    out = subprocess.run([sys.executable, "-c", hi.COUNT_SCRIPT, str(tmp_path / "root"), json.dumps(record)],
+                         cwd=REPO / "workloads", capture_output=True, text=True, timeout=60)
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    assert data["counts"] is None and data["failures"] == {} and data["nodes"]["n0"][1]["code"] == 0, out.stderr
+
+    class Head:                          # the RemoteHead's one call a tally makes, answered by that script's output
+        c = make_ctx(tmp_path)
+
+        def snapshot_data(self, rec):
+            return data
+
+    disk = rundisk.HeadDisk(Head())
+    tally = disk.tally(record)
+    assert tally.counts == {"total": 2, "done": 1, "failed": 1, "pending": 0}
+    assert tally.node("n0")[1]["code"] == 0
+    assert set(disk.failures(record)) == {"b.jpg"}
+
+
+def test_invoke_run_refuses_a_store_the_workloads_cannot_read_in_one_line(tmp_path):
+    from tests.support.fleet import invoke_cli
+    for args, said in ((["--src", "gs://b/images", "--dst", "gs://b/out"], "s3:// buckets only"),
+                       (["--src", "s3://b/images", "--dst", "out"], "both in a bucket, or both in the shared root")):
+        done = invoke_cli(tmp_path, "run", "--workload", "resize", *args)
+        assert done.returncode == 1 and said in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
