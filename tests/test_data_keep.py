@@ -139,3 +139,29 @@ def test_aws_nodes_get_an_instance_profile_only_when_set_and_the_head_never(aws_
     assert params["IamInstanceProfile"] == {"Name": "fleetbook-nodes-s3"}
     assert aws_fleet.template_data(params)["IamInstanceProfile"] == {"Name": "fleetbook-nodes-s3"}   # EC2 Fleet too
     assert "IamInstanceProfile" not in aws.head_params(c, FLEET, 2.0, "ami-1", "k", "sg-1", [])
+
+
+def test_a_bucket_run_leaves_nothing_to_pull_from_the_head(tmp_path):
+    """fleet.down keeps a head for the runs whose outputs are on its disk; a bucket run's are in the bucket."""
+    import json as json_
+    from playbooks.runs import keep
+
+    class Head:   # the shared root of a head instance, as keep.unpulled reads it (listdir + files)
+        def __init__(self, runs):
+            self.runs = runs
+
+        def sftp(self):
+            head = self
+
+            class S:
+                def listdir(self, path):
+                    return [*head.runs, "LATEST"]
+            return S()
+
+        def read_text(self, rel):
+            return json_.dumps(self.runs[rel.split("/")[2]]) if rel.endswith("/run.json") else None
+
+    runs = {"r-disk": {"run_id": "r-disk", "dst": "out", "started_at": 1.0, "nodes": []},
+            "r-bucket": {"run_id": "r-bucket", "src": "s3://b/src", "dst": "s3://b/out", "started_at": 1.0,
+                         "nodes": []}}
+    assert [u["run_id"] for u in keep.unpulled(Head(runs))] == ["r-disk"]

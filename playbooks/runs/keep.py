@@ -15,6 +15,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from playbooks.runs import buckets
 from playbooks.runs.layout import STATE
 from playbooks.settings import setting
 
@@ -76,7 +77,7 @@ def unpulled(head) -> list[dict]:
     out = []
     for run_id in sorted(ids):
         record = _json(head, f"{STATE}/runs/{run_id}/run.json")
-        if not record:
+        if not record or buckets.is_bucket_run(record):   # a bucket run's outputs are in the bucket, not here
             continue
         ended = run_ended_at(head, record)
         if not any(covers(rel, record["dst"]) and float(p.get("at", 0)) >= ended for rel, p in pulled.items()):
