@@ -22,7 +22,10 @@ from playbooks.settings import setting
 from playbooks.runs import keep
 from playbooks.runs import disk as rundisk
 from playbooks.settings.defaults import profile_path
-from playbooks.fleet import fleet_name
+from playbooks.fleet import fleet_name, provider_of
+from playbooks.providers import STOPPED, TERMINATED, supports
+from playbooks.runs import head_instance
+from playbooks.settings.errors import user_errors
 from playbooks.transfer import locations, transfer
 
 console = Console()
@@ -54,8 +57,25 @@ class FilesColumn(ProgressColumn):
         return Text(f"{done:,}/{total:,} files  {rate:,.0f} files/s")
 
 
+def wake_head(c, fleet: str, provider: str) -> None:
+    """A head instance its TTL stopped holds the shared root on its disk: start it again (with the fleet's TTL)
+    so that data can go in or out, rather than ever taking this machine's folder for it."""
+    prov = provider_of(c, provider)
+    if not supports(prov, "start_head"):
+        return
+    node = prov.head_node(c, fleet)
+    if node is None or node.state != STOPPED:
+        return
+    console.print(f"the head instance {node.name} is stopped (its TTL stops it); starting it to reach the shared "
+                  f"root on its disk", markup=False)
+    with user_errors():
+        prov.start_head(c, fleet, setting(c, "fleet.ttl_hours"))
+    head_instance.forget(c, prov.name, fleet)
+
+
 def _side(c, where: str, rel: str, name: str, provider: str):
     fleet = fleet_name(c, name)
+    wake_head(c, fleet, provider)
     try:
         return locations.shared(rundisk.shared_disk(c, provider, fleet), rel, where)
     except ValueError as exc:
@@ -162,3 +182,46 @@ def pull(c, from_="", to="", threads=0, json_=False, dry_run=False, name="", pro
     out = _run(c, src, dst, threads, json_, bool(dry_run or c.config.run.dry))
     if not out["dry_run"] and getattr(src, "head", None) is not None:   # outputs on a head instance: now safe
         keep.record_pull(src.head, src.rel, started, out["to"], out["files"])
+
+
+@task(auto_shortflags=False, help={
+    "name": "fleet name (default: fleet.name)",
+    "provider": "gcp or aws (default: fleet.provider)",
+    "dry_run": "say what would be deleted (the head instance, its disk, the outputs on it) and delete nothing",
+    "yes": "confirm: delete the kept head instance and its disk, with every file of the shared root on it",
+})
+def drop(c, name="", provider="", dry_run=False, yes=False):
+    """Delete the head instance `fleet.down` kept, and its disk with the shared root: --yes to confirm."""
+    fleet = fleet_name(c, name)
+    prov = provider_of(c, provider)
+    if not supports(prov, "head_node"):
+        raise Exit(f"a {prov.name} fleet keeps nothing in a cloud: its shared root is {c.config.shared.root} on "
+                   "this machine (delete what you no longer need there yourself)")
+    with user_errors():
+        head = prov.head_node(c, fleet)
+        nodes = [n for n in prov.list_nodes(c, fleet) if n.state != TERMINATED]
+    if head is None:
+        raise Exit(f"fleet {fleet} has no head instance on {prov.name}: nothing kept to drop")
+    if nodes:
+        raise Exit(f"fleet {fleet} still has {len(nodes)} node(s) ({', '.join(n.name for n in nodes)}): "
+                   f"`invoke fleet.down --provider {prov.name} --name {fleet}` first (it keeps the head until its "
+                   "outputs are pulled); data.drop deletes only what fleet.down kept")
+    with user_errors():
+        verdict = keep.check(c, prov, fleet)
+    cost = keep.monthly_cost(c, prov.name)
+    what = (f"the head instance {head.name} ({head.state}) and its disk ({cost}), with the shared root on it: "
+            + (keep.describe(verdict) if verdict.unpulled or not verdict.running else
+               "every run's outputs were pulled since it ended"))
+    if bool(dry_run or c.config.run.dry):
+        console.print(f"[dry run] data.drop would delete {what}", markup=False)
+        with user_errors():
+            prov.terminate(c, fleet, dry_run=True)
+        return
+    if not yes:
+        raise Exit(f"data.drop deletes {what}; nothing brings it back. Pull what you need first (`invoke data.pull "
+                   f"--provider {prov.name} --name {fleet} --from out --to ./results`), then confirm with --yes")
+    with user_errors():
+        removed = prov.terminate(c, fleet)
+    head_instance.forget(c, prov.name, fleet)
+    console.print(f"fleet {fleet}: deleted the head instance {head.name} and its disk ({removed} instance(s) "
+                  "removed); nothing of the fleet is left in the cloud", markup=False)

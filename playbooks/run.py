@@ -16,6 +16,7 @@ from rich.console import Console
 
 from playbooks.engines.errors import EngineError
 from playbooks.engines.launch import node_command, preflight, workload_opts  # noqa: F401 - run.node_command, too
+from playbooks.runs import buckets
 from playbooks.runs import disk as rundisk
 from playbooks.fleet import fleet_name, nodes_or_exit, provider_of
 from playbooks.fs import safefs
@@ -31,22 +32,36 @@ from playbooks.ssh.fanout import fan_out, q, run_checked, show_failures
 console = Console()
 
 
+def run_paths(src: str, dst: str) -> tuple[str, str]:
+    """--src / --dst: both in a bucket (``runs/buckets.py``: s3://bucket/prefix), else both relative paths that
+    stay below the shared root."""
+    if buckets.is_bucket(src) or buckets.is_bucket(dst):
+        return buckets.check_pair(src, dst)
+    return safefs.rel_path(src, "--src"), safefs.rel_path(dst, "--dst")
+
+
 def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, provider: str = "") -> dict:
-    src, dst = safefs.rel_path(src, "--src"), safefs.rel_path(dst, "--dst")
+    src, dst = run_paths(src, dst)
+    bucket = buckets.is_bucket(src)   # issue 14: the nodes read and write the bucket; the run state stays on disk
     root = shared_root(c)
-    wl, opts, extra = workload_opts(workload, str(root / src), str(root / dst), args)
+    wl, opts, extra = workload_opts(workload, *((src, dst) if bucket else (str(root / src), str(root / dst))), args)
     disk = rundisk.shared_disk(c, provider, name)   # here, or on a head instance (written over SFTP)
-    if getattr(wl, "needs_src", True) and not disk.is_dir(src):
+    if bucket:
+        buckets.check_source(c, wl, opts, src)      # one paged listing, with the operator's credentials
+    elif getattr(wl, "needs_src", True) and not disk.is_dir(src):
         raise EngineError(f"source folder {src} does not exist in the shared root{disk.where}: put the inputs there "
                           "or pass --src")
     preflight(c, name, nodes, workload)
-    disk.mkdirs(dst)
-    disk.give_to_nodes(dst, tree=True)  # nodes write there as the head's SFTP user
+    if not bucket:
+        disk.mkdirs(dst)
+        disk.give_to_nodes(dst, tree=True)  # nodes write there as the head's SFTP user
     run_id = new_run_id(workload)
     record = {"run_id": run_id, "fleet": name, "provider": provider or setting(c, "fleet.provider"),
               "workload": workload, "src": src, "dst": dst, "args": args, "started_at": time.time(),
               "nodes": [{"name": n.name, "id": n.id, "shard": i} for i, n in enumerate(nodes)],
               "shards": len(nodes)}   # issue 13: replacements join the run and keep its shard count
+    if bucket and buckets.endpoint(c):
+        record["s3_endpoint"] = buckets.endpoint(c)   # an address, never a credential (engines/launch.py)
     runstate.save_run(disk, record)
     for n in nodes:  # each node writes its own state folder
         disk.give_to_nodes(f"{runstate.run_rel(run_id)}/nodes/{n.name}")
@@ -105,13 +120,14 @@ def run_(c, workload="", src="", dst="", args="", wait=False, name="", provider=
     if until_done and engine != "local":
         raise Exit("--until-done is for the default engine (--engine local)")
     # paths below the shared root: relative, never leaving it (checked once, here, for both engines)
-    src = safefs.rel_path(setting(c, "job.src", src), "--src")
-    dst = safefs.rel_path(setting(c, "job.dst", dst), "--dst")
+    src, dst = run_paths(setting(c, "job.src", src), setting(c, "job.dst", dst))
     workload, args = setting(c, "job.workload", workload), setting(c, "job.args", args)
     name, nodes = nodes_or_exit(c, name, provider)
     # --- engine choice (issue 6): everything else in this task is the local engine
     if engine not in ("local", "dask"):
         raise Exit(f"unknown engine {engine!r}: use --engine local or --engine dask")
+    if engine == "dask" and buckets.is_bucket(src):
+        raise Exit("--engine dask works on the shared disk: a bucket run (s3://) takes the default engine")
     if engine == "dask":
         from playbooks.engines import dask as dask_engine
         return dask_engine.run(c, name, nodes, workload or job.workload, src, dst, args or job.args, provider)

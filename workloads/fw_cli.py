@@ -44,7 +44,7 @@ def main(workload, argv=None) -> int:
 
     if "://" in str(opts.src or "") or "://" in str(opts.dst or ""):
         # object-store --src/--dst (s3://bucket/prefix): the same run, through workloads/fw_objstore.py (issue 6)
-        return finish(fw_objstore.run_cli(workload, opts))
+        return finish(*fw_objstore.run_cli_summary(workload, opts))   # issue 14: the summary in exit.json
     try:
         shard = parse_shard(opts.shard)
         check_numbers(opts)

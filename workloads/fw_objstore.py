@@ -14,11 +14,18 @@ the same thing) does what the workload does on a shared disk, with the same rule
   either exists whole or not at all, so skip-if-done stays correct after a killed job;
 * failure records go to ``<dst>/.failed/<hash>.json`` like on a disk.
 
+With ``--state DIR`` (``invoke run`` on a fleet) the run writes ``DIR/heartbeat.json`` every ~2 s with its
+counts over the whole run, as a run on a disk does; ``count_progress`` is what ``invoke progress`` counts with
+(one listing of each prefix, on the operator's machine with the operator's credentials).
+
 The endpoint comes from ``$FLEETBOOK_S3_ENDPOINT``, ``$AWS_ENDPOINT_URL_S3`` or ``$AWS_ENDPOINT_URL`` when set
-(a moto server in the tests); credentials from the usual AWS chain (a Batch job's role).  Needs fsspec + s3fs.
+(a moto server in the tests); credentials from the usual AWS chain of the machine it runs on (a Batch job's
+role, a fleet node's instance profile, ``~/.aws/credentials`` of the node's user): nobody sends it any.
+Needs fsspec + s3fs.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -28,6 +35,7 @@ import time
 
 from fw_errors import UsageError
 from fw_failures import FAILED_DIR, failure_path, find_collisions
+from fw_progress import Progress
 from fw_runner import SUMMARY_KEYS, run_items
 from fw_shards import item_hash, parse_shard, shard_of
 
@@ -39,19 +47,24 @@ def is_remote(path) -> bool:
     return "://" in text and not text.startswith("file://")
 
 
-def storage_options(url: str) -> dict:
+def s3_endpoint() -> str:
+    """The S3 endpoint this process was given ("" = AWS itself)."""
+    return (os.environ.get("FLEETBOOK_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL") or "")
+
+
+def storage_options(url: str, endpoint: str | None = None) -> dict:
     if url.startswith(("s3://", "s3a://")):
-        endpoint = (os.environ.get("FLEETBOOK_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL_S3")
-                    or os.environ.get("AWS_ENDPOINT_URL"))
+        endpoint = s3_endpoint() if endpoint is None else endpoint
         return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
     return {}
 
 
-def filesystem(url: str):
+def filesystem(url: str, endpoint: str | None = None):
     """(fsspec filesystem, path inside it without the protocol, with no trailing slash)."""
     from fsspec.core import url_to_fs
 
-    fs, path = url_to_fs(url, **storage_options(url))
+    fs, path = url_to_fs(url, **storage_options(url, endpoint))
     return fs, path.rstrip("/")
 
 
@@ -70,12 +83,12 @@ def visible(rel: str) -> bool:
     return not any(part.startswith(".") for part in rel.split("/"))
 
 
-def list_items(workload, src_url: str, opts) -> list[str]:
+def list_items(workload, src_url: str, opts, endpoint: str | None = None) -> list[str]:
     exts = tuple(e.lower() for e in getattr(workload, "extensions", ()) or ())
     if not exts:
         raise UsageError(f"{workload.name} lists its items itself: object-store sources are "
                                    "supported for file workloads only (resize, edges, features)")
-    fs, root = filesystem(src_url)
+    fs, root = filesystem(src_url, endpoint)
     return [rel for rel in list_relative(fs, root) if visible(rel) and rel.lower().endswith(exts)]
 
 
@@ -85,11 +98,11 @@ def scan_outputs(dst_url: str) -> set[str]:
     return {rel for rel in list_relative(fs, root) if visible(rel)}
 
 
-def read_failures(dst_url: str, listing: list[str] | None = None) -> dict[str, dict]:
+def read_failures(dst_url: str, listing: list[str] | None = None, endpoint: str | None = None) -> dict[str, dict]:
     """item -> failure record, from ``<dst>/.failed/`` (one listing, or ``listing`` of the whole destination
     when the caller has it already, then one GET per failed item)."""
 
-    fs, root = filesystem(dst_url)
+    fs, root = filesystem(dst_url, endpoint)
     folder = FAILED_DIR + "/"
     if listing is None:
         listing = [folder + rel for rel in list_relative(fs, root + "/" + FAILED_DIR)]
@@ -135,6 +148,27 @@ def run_remote(workload, opts, *, batch: int = FETCH_BATCH) -> dict:
             todo.append(item)
     totals = {"done": 0, "skipped": skipped, "failed": failed}
     errors = []
+    beat = Progress(len(items), getattr(opts, "node", None) or "", getattr(opts, "state", None), False)
+    beat.skipped, beat.failed = skipped, failed
+    beat.start()
+    beat.start_thread()                    # heartbeat.json every ~2 s, counted over the whole run
+    inner = copy.copy(opts)
+    inner.state = None                     # the batches below write no heartbeats of their own
+    try:
+        _batches(workload, inner, todo, batch, sfs, sroot, dfs, droot, collisions, failures, totals, errors, beat)
+    finally:
+        beat.stop()
+    seconds = time.perf_counter() - t0
+    summary = {**totals, "seconds": round(seconds, 3), "items_per_s": round(totals["done"] / seconds, 2),
+               "total": len(items), "todo": len(todo), "storage": "object-store"}
+    summary["complete"] = sum(totals.values()) == len(items) and not errors
+    if errors:
+        summary["error"] = errors[0]
+    return summary
+
+
+def _batches(workload, opts, todo, batch, sfs, sroot, dfs, droot, collisions, failures, totals, errors, beat):
+    """Fetch, process and upload ``todo`` ``batch`` items at a time, adding to ``totals`` and ``beat``."""
     with tempfile.TemporaryDirectory(prefix="fleetbook-s3-") as tmp:
         lsrc, ldst = os.path.join(tmp, "src"), os.path.join(tmp, "dst")
         for k in range(0, len(todo), batch):
@@ -152,13 +186,9 @@ def run_remote(workload, opts, *, batch: int = FETCH_BATCH) -> dict:
                 dfs.put([u[0] for u in uploads], [u[1] for u in uploads])  # one PUT per object: atomic
             for key in ("done", "skipped", "failed"):
                 totals[key] += summary[key]
-    seconds = time.perf_counter() - t0
-    summary = {**totals, "seconds": round(seconds, 3), "items_per_s": round(totals["done"] / seconds, 2),
-               "total": len(items), "todo": len(todo), "storage": "object-store"}
-    summary["complete"] = sum(totals.values()) == len(items) and not errors
-    if errors:
-        summary["error"] = errors[0]
-    return summary
+                setattr(beat, key, getattr(beat, key) + summary[key])
+            if summary.get("error"):
+                beat.error = summary["error"]
 
 
 def _fetch(sfs, sroot: str, part: list[str], lsrc: str, ldst: str) -> None:
@@ -190,18 +220,45 @@ def _results(workload, opts, part: list[str], ldst: str, droot: str,
     return uploads, stale
 
 
+def count_progress(workload, src_url: str, dst_url: str, opts, items: list[str] | None = None,
+                   endpoint: str | None = None) -> dict:
+    """{"total","done","failed","pending"} of object-store --src/--dst, by the same rule as
+    ``fw_progress.count_progress`` on a disk: ONE listing of the source prefix (none when ``items`` is given)
+    and ONE of the destination prefix (its failure records included), paged by the store (1,000 keys a page),
+    then one GET per failure record only."""
+    items = list_items(workload, src_url, opts, endpoint) if items is None else items
+    dfs, droot = filesystem(dst_url, endpoint)
+    dfs.invalidate_cache()                       # a listing of now, not fsspec's cache of an earlier one
+    listing = list_relative(dfs, droot)
+    outputs = {rel for rel in listing if visible(rel)}
+    failures = read_failures(dst_url, listing, endpoint)
+    losers = find_collisions(workload, items, opts)
+    done = failed = 0
+    for item in items:
+        if item not in losers and workload.output_for(item, opts) in outputs:
+            done += 1
+        elif item in failures:
+            failed += 1
+    return {"total": len(items), "done": done, "failed": failed, "pending": len(items) - done - failed}
+
+
 def run_cli(workload, opts) -> int:
     """Run on object-store paths and print the summary line; the exit code of ``fleetwork.main``."""
+    return run_cli_summary(workload, opts)[0]
+
+
+def run_cli_summary(workload, opts) -> tuple[int, dict | None, str | None]:
+    """``run_cli``'s exit code, with the summary and the error for the run's exit file (``fw_cli.write_exit``)."""
     try:
         summary = run_remote(workload, opts)
     except UsageError as e:
         print(f"{workload.name}: error: {e}", file=sys.stderr)
-        return 2
+        return 2, None, str(e)
     except (OSError, ValueError, ImportError) as e:   # no such bucket, no credentials, no s3fs...
         print(f"{workload.name}: error: object store: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
+        return 2, None, f"object store: {type(e).__name__}: {e}"
     if summary.get("error"):
         print(f"{workload.name}: error: destination failed: {summary['error']}", file=sys.stderr)
     print(" ".join(f"{k}={summary[k]}" for k in SUMMARY_KEYS), flush=True)
-    return 0 if summary["complete"] else (3 if summary.get("error") else 1)
+    return (0 if summary["complete"] else (3 if summary.get("error") else 1)), summary, None
 

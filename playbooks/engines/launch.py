@@ -52,8 +52,8 @@ def node_command(node, record: dict, shard: int, extra: list[str], workers: int 
                  env: dict[str, str] | None = None) -> str:
     mp = node.mountpoint
     state = f"{mp}/{runstate.node_state_rel(record['run_id'], node.name)}"
-    argv = [node.python, "workloads/" + record["workload"] + ".py", "--src", f"{mp}/{record['src']}",
-            "--dst", f"{mp}/{record['dst']}", "--shard", f"{shard}/{record.get('shards') or len(record['nodes'])}",
+    argv = [node.python, "workloads/" + record["workload"] + ".py", "--src", data_path(mp, record["src"]),
+            "--dst", data_path(mp, record["dst"]), "--shard", f"{shard}/{record.get('shards') or len(record['nodes'])}",
             "--state", state, "--node", node.name]
     if workers and "--workers" not in extra:
         argv += ["--workers", str(workers)]
@@ -61,10 +61,21 @@ def node_command(node, record: dict, shard: int, extra: list[str], workers: int 
     # the exit file is written by the workload; if it dies before that, the shell writes the code
     inner = (f"{shlex.join(argv)}; rc=$?; [ -e {q(state + '/exit.json')} ] || "
              f"printf '{{\"code\": %d}}\\n' \"$rc\" > {q(state + '/exit.json')}")
-    envs = " ".join(f"{k}={q(v)}" for k, v in {"FLEETBOOK_RUN": record["run_id"], **(env or {})}.items())
+    envs = " ".join(f"{k}={q(v)}" for k, v in {"FLEETBOOK_RUN": record["run_id"], **bucket_env(record),
+                                                 **(env or {})}.items())
     # only the workload goes to the background, with every fd redirected: a login shell that does not exec
-    # the last command of a backgrounded list (bash) would otherwise hold the SSH channel open until it ends
+    # the last command of a backgrounded list (bash) would otherwise hold the SSH channel open until it ends;
     # a replacement may have the name, hence the state folder, of the node it replaces: no old exit record
     return (f"cd {q(node.workdir)} && mkdir -p {q(state)} && rm -f {q(state + '/exit.json')} && {{ "
             f"{envs} setsid nohup sh -c {q(inner)} "
             f"> {q(state + '/log.txt')} 2>&1 < /dev/null & echo $!; }}")
+
+
+def data_path(mp: str, path: str) -> str:
+    """Where a node finds a run's --src / --dst: below its mountpoint, or the bucket URL itself (issue 14)."""
+    return path if "://" in path else f"{mp}/{path}"
+
+
+def bucket_env(record: dict) -> dict[str, str]:
+    """A bucket run's S3 endpoint for the node (an address; the node's credentials are its own)."""
+    return {"FLEETBOOK_S3_ENDPOINT": str(record["s3_endpoint"])} if record.get("s3_endpoint") else {}

@@ -94,6 +94,12 @@ class Provider:
         own = self._own("head_node")
         return own(c, fleet) if own else None
 
+    def start_head(self, c, fleet: str, ttl_hours: float, dry_run: bool = False) -> Node | None:
+        """Start the fleet's head instance when its TTL stopped it (its disk holds the shared root), with a TTL
+        of ``ttl_hours`` again, and pin its host key; returns it, or None when no head is stopped.  Default: None."""
+        own = self._own("start_head")
+        return own(c, fleet, ttl_hours, dry_run) if own else None
+
     def stop_head(self, c, fleet: str) -> int:
         """Close what serves the shared disk from this machine (tunnels, the local head sshd); returns the
         tunnels closed.  Default: 0."""

@@ -12,6 +12,7 @@ on first use into the fleet's own known_hosts.  boto3 honours ``AWS_ENDPOINT_URL
 """
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -108,6 +109,7 @@ def head_params(c, name: str, ttl_hours: float, image: str, key: str, group: str
     stays, see keep.py), user data that makes the SFTP-only shared root."""
     a = c.config.aws
     params = run_params(c, name, 1, 1, False, ttl_hours, image, key, group)
+    params.pop("IamInstanceProfile", None)   # the head holds no cloud credentials, whatever the nodes get
     labels = cc.head_labels(name, ttl_hours)
     tags = [{"Key": k, "Value": v} for k, v in {**labels, "Name": cc.head_name(name)}.items()]
     params.update(InstanceType=str(a.head_instance_type), InstanceInitiatedShutdownBehavior="stop", TagSpecifications=[
@@ -137,6 +139,8 @@ def run_params(c, name: str, gap: int, min_count: int, spot: bool, ttl_hours: fl
             "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
     if fleets.subnets(c):
         params["SubnetId"] = fleets.subnets(c)[0]
+    if str(a.get("node_instance_profile", "")):   # issue 14: the nodes' own credentials for a bucket run
+        params["IamInstanceProfile"] = {"Name": str(a.node_instance_profile)}
     return params
 
 
@@ -158,7 +162,9 @@ def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
     client = ec2(c)
     existing = [n for n in list_nodes(c, name) if n.state in (RUNNING, PENDING)]
     gap = spec.count - len(existing)
-    need_head = with_head and find_head(c, name) is None
+    # a head its TTL stopped is started again (issue 14), never replaced by a second one
+    restarted = start_head(c, name, spec.ttl_hours, spec.dry_run)
+    need_head = with_head and restarted is None and find_head(c, name) is None
     if gap <= 0 and not need_head:
         return existing
     try:
@@ -277,6 +283,43 @@ def wait_ready(c, name: str, timeout: float, only: set[str] | None = None) -> li
     if find_head(c, name) is not None:   # the head instance: its host key pinned, it answers SSH
         cc.wait_ready(c, name, timeout, lambda c, name: lister(c, name, heads=True), keys)
     return nodes
+
+
+def start_head(c, name: str, ttl_hours: float, dry_run: bool = False) -> Node | None:
+    """Start the fleet's head instance when it is stopped (its TTL powers it off, keeping the shared root on its
+    volume), with a new deadline ``ttl_hours`` from now: its boot script schedules the power-off from the user
+    data, which EC2 lets us change only while it is stopped, so it is changed first (and the deadline tag).
+    Waits until it answers SSH with its host key pinned; returns it, or None when there is no stopped head."""
+    stopped = [(r, i) for r, i in _raw(c, name, ["stopping", "stopped"]) if cc.is_head(_tags(i))]
+    if not stopped:
+        return None
+    region, inst = stopped[0]
+    iid, client = inst["InstanceId"], ec2(c, region)
+    labels = cc.head_labels(name, ttl_hours)
+    if dry_run:
+        print(f"[dry run] would send ModifyInstanceAttribute {iid} UserData (TTL deadline "
+              f"{labels[cc.DEADLINE_LABEL]}), then StartInstances {iid} ({region})")
+        return _node(c, inst)
+    timeout = setting(c, "aws.waiter_timeout")
+    try:
+        _waiter(client, "instance_stopped", timeout, InstanceIds=[iid])
+        data = cc.aws_head_user_data(c, name, int(labels[cc.DEADLINE_LABEL]))
+        # ModifyInstanceAttribute wants the user data base64-encoded by the caller (unlike RunInstances, whose
+        # UserData botocore encodes); moto checks the same
+        client.modify_instance_attribute(InstanceId=iid, UserData={"Value": base64.b64encode(data.encode())})
+        client.create_tags(Resources=[iid], Tags=[{"Key": cc.DEADLINE_LABEL, "Value": labels[cc.DEADLINE_LABEL]}])
+        client.start_instances(InstanceIds=[iid])
+        _waiter(client, "instance_running", timeout, InstanceIds=[iid])
+    except (ClientError, BotoCoreError) as exc:
+        raise _fail(exc, f"starting the head instance {iid}") from None
+    print(f"head instance {cc.head_name(name)}: started again (it was stopped, with the shared root on its volume); "
+          f"its TTL now ends in {ttl_hours:g} h")
+    keys = lambda node: host_keys(client, node.id)   # noqa: E731
+    cc.wait_ready(c, name, setting(c, "fleet.ready_timeout"),
+                  lambda c, name: [_node(c, i) for _, i in _raw(c, name, ["pending", "running"])
+                                   if cc.is_head(_tags(i))], keys)
+    found = find_head(c, name)
+    return found.node if found else None
 
 
 # --- terminate --------------------------------------------------------------------------------------------

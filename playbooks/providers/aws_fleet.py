@@ -30,7 +30,7 @@ from playbooks.providers.types import ProviderError
 from playbooks.providers import cloud as cc
 
 TEMPLATE_FIELDS = ("ImageId", "KeyName", "SecurityGroupIds", "InstanceInitiatedShutdownBehavior", "MetadataOptions",
-                   "BlockDeviceMappings")
+                   "BlockDeviceMappings", "IamInstanceProfile")
 
 
 def subnets(c) -> list[str]:

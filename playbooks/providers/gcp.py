@@ -155,7 +155,9 @@ def create(c, spec: FleetSpec, image: str | None = None) -> list[Node]:
     zone = regional.home_zone(c)
     existing = _alive(list_nodes(c, name))
     gap = spec.count - len(existing)
-    need_head = with_head and find_head(c, name, api) is None
+    # a head its TTL stopped is started again (issue 14), never replaced by a second one
+    restarted = start_head(c, name, spec.ttl_hours, spec.dry_run)
+    need_head = with_head and restarted is None and find_head(c, name, api) is None
     if gap <= 0 and not need_head:
         return existing
     image = image or source_image(c, api)
@@ -252,12 +254,7 @@ def wait_ready(c, name: str, timeout: float, only: set[str] | None = None) -> li
                 if n.state != STOPPED and (only is None or n.name in only)]
 
     nodes = cc.wait_ready(c, name, timeout, lister, lambda node: host_keys(api, where[node.name], node.name))
-    found = find_head(c, name, api)
-    if found is not None:   # the head instance: its host key pinned from the cloud, it answers SSH
-        def head_lister(c, name):
-            again = find_head(c, name, api)
-            return [again.node] if again else []     # gone: NodesNotReady, one line in fleet.create
-        cc.wait_ready(c, name, timeout, head_lister, lambda node: host_keys(api, found.zone, node.name))
+    _head_ready(c, api, name, timeout)   # the head instance: its host key pinned from the cloud, it answers SSH
     return nodes
 
 
@@ -285,6 +282,45 @@ def _delete(c, api: Api, targets: dict[str, str]) -> None:
 def head_node(c, name: str):
     """The fleet's head instance as a Node in any state (stopped too), or None: what ``keep.check`` asks."""
     return next((_node(c, inst) for _, inst in _raw(c, Api(c), name) if cc.is_head(inst.labels)), None)
+
+
+def _head_ready(c, api: Api, name: str, timeout: float) -> None:
+    """The running head instance's host key pinned from the cloud, and it answers SSH."""
+    found = find_head(c, name, api)
+    if found is None:
+        return
+
+    def head_lister(c, name):
+        again = find_head(c, name, api)
+        return [again.node] if again else []     # gone: NodesNotReady, one line in fleet.create
+    cc.wait_ready(c, name, timeout, head_lister, lambda node: host_keys(api, found.zone, node.name))
+
+
+def start_head(c, name: str, ttl_hours: float, dry_run: bool = False) -> Node | None:
+    """Start the fleet's head instance when it is stopped (its TTL stops it, keeping the shared root on its disk),
+    wait until it answers SSH with its host key pinned; returns it, or None when there is no stopped head.
+    Compute Engine sets a new termination time (``maxRunDuration`` from then) each time a VM enters RUNNING, so
+    the TTL holds again (``ttl_hours`` is for AWS, whose deadline is in the user data)."""
+    api = Api(c)
+    stopped = [(z, i) for z, i in _raw(c, api, name) if cc.is_head(i.labels) and STATES.get(i.status) == STOPPED]
+    if not stopped:
+        return None
+    zone, inst = stopped[0]
+    if dry_run:
+        _show("POST", f"projects/{api.project}/zones/{zone}/instances/{inst.name}/start")
+        return _node(c, inst)
+    deadline = time.monotonic() + api.timeout
+    while inst.status == "STOPPING" and time.monotonic() < deadline:   # stopping now: start it once it has
+        time.sleep(1.0)
+        inst = next((i for z, i in _raw(c, api, name) if i.name == inst.name), inst)
+    try:
+        api.wait(api.instances.start(project=api.project, zone=zone, instance=inst.name), f"start {inst.name}")
+    except gexc.GoogleAPICallError as exc:
+        raise _fail(exc, f"starting the head instance {inst.name}") from None
+    print(f"head instance {inst.name}: started again (it was stopped, with the shared root on its disk)")
+    _head_ready(c, api, name, setting(c, "fleet.ready_timeout"))
+    found = find_head(c, name, api)
+    return found.node if found else None
 
 
 def terminate(c, name: str, dry_run: bool = False, keep_head: bool = False) -> int:

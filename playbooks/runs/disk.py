@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from playbooks.fs import safefs
-from playbooks.runs import head_instance
+from playbooks.runs import buckets, head_instance
 from playbooks.runs import layout as runstate
 from playbooks.settings import setting
 from playbooks.settings.defaults import shared_root
@@ -87,6 +87,8 @@ class LocalDisk(SharedDisk):
         nodes = {e["name"]: runstate.node_files(self.c, record["run_id"], e["name"]) for e in record["nodes"]}
         if not count:
             return Tally(nodes)
+        if buckets.is_bucket_run(record):     # the data is in a bucket: counted there, by two paged listings
+            return Tally(nodes, buckets.count(self.c, record), runstate.fleetwork().free_bytes(str(self.path)))
         fw, wl, src, dst, opts = self._workload(record)
         if record["run_id"] not in _ITEMS:
             _ITEMS[record["run_id"]] = wl.list_items(src, opts)
@@ -94,6 +96,8 @@ class LocalDisk(SharedDisk):
         return Tally(nodes, counts, fw.free_bytes(str(self.path)))
 
     def failures(self, record: dict) -> dict:
+        if buckets.is_bucket_run(record):
+            return buckets.failures(self.c, record)
         return runstate.fleetwork().read_failures(str(self.root.checked(record["dst"])))
 
     def store(self, rel: str, label: str = ""):
@@ -121,9 +125,12 @@ class HeadDisk(SharedDisk):
         data = self.head.snapshot_data(record)      # one command: counts, heartbeats and exits together
         nodes = {e["name"]: tuple(map(runstate.node_record, data["nodes"].get(e["name"], (None, None))))
                  for e in record["nodes"]}
-        return Tally(nodes, data["counts"], data.get("free_bytes"))
+        counts = buckets.count(self.c, record) if count and buckets.is_bucket_run(record) else data["counts"]
+        return Tally(nodes, counts, data.get("free_bytes"))
 
     def failures(self, record: dict) -> dict:
+        if buckets.is_bucket_run(record):
+            return buckets.failures(self.c, record)
         return self.head.snapshot_data(record)["failures"]
 
     def store(self, rel: str, label: str = ""):

@@ -19,6 +19,7 @@ from playbooks.providers import RUNNING, get
 from playbooks.providers import cloud as cc
 from playbooks.settings import setting
 from playbooks.settings.defaults import REPO, fleet_dir
+from playbooks.settings.errors import FleetbookError
 from playbooks.ssh.fanout import connect, run_checked
 
 if TYPE_CHECKING:
@@ -144,8 +145,9 @@ sys.path.insert(0, os.getcwd())
 import fleetwork as fw
 root, record = sys.argv[1], json.loads(sys.argv[2])
 wl = fw.load(record["workload"])
+bucket = "://" in record["src"] + record["dst"]   # a bucket run: its data is counted in the bucket, not here
 src, dst = os.path.join(root, record["src"]), os.path.join(root, record["dst"])
-for rel in (record["src"], record["dst"], ".fleetbook/runs/" + record["run_id"] + "/nodes"):
+for rel in ([] if bucket else [record["src"], record["dst"]]) + [".fleetbook/runs/" + record["run_id"] + "/nodes"]:
     p = root
     for part in rel.split("/"):
         p = os.path.join(p, part)
@@ -153,7 +155,7 @@ for rel in (record["src"], record["dst"], ".fleetbook/runs/" + record["run_id"] 
             print(json.dumps({"refused": p + " on the head instance is a symlink: fleetbook never follows a link "
                               "below the shared root (a node may have made it); remove it and try again"}))
             sys.exit(0)
-opts = wl.parse_args(["--src", src, "--dst", dst, *shlex.split(record.get("args", ""))])
+opts = None if bucket else wl.parse_args(["--src", src, "--dst", dst, *shlex.split(record.get("args", ""))])
 def read(p):  # what a node wrote: never through a link, never a FIFO or a huge file
     try:
         if os.path.islink(os.path.dirname(p)):
@@ -169,8 +171,8 @@ def read(p):  # what a node wrote: never through a link, never a FIFO or a huge 
 state = os.path.join(root, ".fleetbook", "runs", record["run_id"], "nodes")
 nodes = {n["name"]: [read(os.path.join(state, n["name"], f)) for f in ("heartbeat.json", "exit.json")]
          for n in record["nodes"]}
-print(json.dumps({"counts": fw.count_progress(wl, src, dst, opts), "nodes": nodes,
-                  "failures": fw.read_failures(dst), "free_bytes": fw.free_bytes(root)}))
+print(json.dumps({"counts": None if bucket else fw.count_progress(wl, src, dst, opts), "nodes": nodes,
+                  "failures": {} if bucket else fw.read_failures(dst), "free_bytes": fw.free_bytes(root)}))
 """
 
 _REMOTE_HEADS: dict[tuple[str, str, str], RemoteHead | None] = {}
@@ -182,13 +184,31 @@ def head_node(found):
     return found.node if hasattr(found, "node") else found[0]
 
 
+class HeadStopped(FleetbookError):
+    """The fleet's shared root is on a head instance that is not running (its TTL stopped it)."""
+
+
 def remote_head(c, provider: str, fleet: str) -> RemoteHead | None:
     """A RemoteHead when the fleet has a running head instance (its ``role=head`` label says so, whatever
     ``<provider>.head`` says now), else None: the provider's ``find_head(c, fleet)`` says where it is.  Looked
-    up once per process."""
+    up once per process.  A head that exists but is stopped is a HeadStopped error, never "the shared root is
+    on this machine": its disk holds the fleet's shared root."""
     key = (provider, fleet, str(fleet_dir(c, fleet)))
     if key not in _REMOTE_HEADS:
-        found = get(provider).find_head(c, fleet)
+        prov = get(provider)
+        found = prov.find_head(c, fleet)
         node = head_node(found) if found else None
+        if node is None or node.state != RUNNING:
+            other = prov.head_node(c, fleet)
+            if other is not None and other.state != RUNNING:
+                raise HeadStopped(
+                    f"the head instance {other.name} of fleet {fleet} is {other.state} (its TTL stops it), with the "
+                    f"shared root on its disk: `invoke data.pull --provider {provider} --name {fleet}` or "
+                    f"`invoke fleet.create --provider {provider} --name {fleet} -n N` starts it again")
         _REMOTE_HEADS[key] = RemoteHead(c, fleet, node) if node is not None and node.state == RUNNING else None
     return _REMOTE_HEADS[key]
+
+
+def forget(c, provider: str, fleet: str) -> None:
+    """Look the head instance up again next time (it was started or deleted)."""
+    _REMOTE_HEADS.pop((provider, fleet, str(fleet_dir(c, fleet))), None)

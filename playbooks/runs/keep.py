@@ -4,8 +4,9 @@ With a head instance the shared root lives on the head's disk, so deleting the h
 rule: a head instance is deleted only when every run on it had its outputs pulled since the run ended
 (``invoke data.pull`` records each pull in ``<shared root>/.fleetbook/pulled.json``), or with
 ``--discard-results``.  Otherwise ``fleet.down`` deletes the nodes, keeps the head (its cost per hour named)
-and says what to pull.  A head that is not running (stopped by its TTL: the head's TTL stops it, never
-deletes it) cannot be checked, so it is kept too.  A run ended when its last node wrote its exit file or its
+and says what to pull, and how to delete it later (``invoke data.drop --yes``).  A head that is not running
+(stopped by its TTL: the head's TTL stops it, never deletes it) cannot be checked, so it is kept too;
+``data.pull`` and ``fleet.create`` start it again.  A run ended when its last node wrote its exit file or its
 last heartbeat; a pull of the run's destination, or of a folder above it, that started later covers it.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from playbooks.runs import buckets
 from playbooks.runs.layout import STATE
 from playbooks.settings import setting
 
@@ -75,7 +77,7 @@ def unpulled(head) -> list[dict]:
     out = []
     for run_id in sorted(ids):
         record = _json(head, f"{STATE}/runs/{run_id}/run.json")
-        if not record:
+        if not record or buckets.is_bucket_run(record):   # a bucket run's outputs are in the bucket, not here
             continue
         ended = run_ended_at(head, record)
         if not any(covers(rel, record["dst"]) and float(p.get("at", 0)) >= ended for rel, p in pulled.items()):
@@ -135,6 +137,7 @@ def monthly_cost(c, provider: str) -> str:
 
 def advice(v: Verdict, name: str, provider: str) -> str:
     dst = v.unpulled[0]["dst"] if v.unpulled and v.unpulled[0]["dst"] != "?" else "out"
-    start = "" if v.running else "start it (the cloud console, or your CLI), then "
-    return (f"{start}`invoke data.pull --provider {provider} --name {name} --from {dst} --to ./results` "
-            f"(or s3:// / gs://), then fleet.down again; `--discard-results` deletes it with them")
+    start = "" if v.running else " (it starts the stopped head first)"
+    return (f"`invoke data.pull --provider {provider} --name {name} --from {dst} --to ./results` "
+            f"(or s3:// / gs://){start}, then fleet.down again; `--discard-results` deletes it with them, "
+            f"and so does `invoke data.drop --provider {provider} --name {name} --yes` later")

@@ -59,8 +59,7 @@ def check_record(record, run_id: str) -> dict:
         if not isinstance(record, dict) or not isinstance(record.get("nodes"), list):
             raise safefs.Refused("it is not a run record")
         safefs.name(record.get("run_id"), "run_id")
-        for key in ("src", "dst"):
-            safefs.rel_path(record.get(key, ""), key)
+        check_paths(record)
         if record.get("workload") not in fleetwork().available() or not isinstance(record.get("args", ""), str) \
                 or type(record.get("started_at")) not in (int, float):
             raise safefs.Refused("its workload, args or started_at is not what `invoke run` writes")
@@ -69,6 +68,22 @@ def check_record(record, run_id: str) -> dict:
     except safefs.Refused as exc:
         raise RunStateError(f"the record of run {run_id!r} is not valid ({exc.message}): was it altered?") from None
     return record
+
+
+def check_paths(record: dict) -> None:
+    """src / dst below the shared root, or both in a bucket (issue 14, ``runs/buckets.py``), as ``invoke run``
+    checks its flags; a bucket run's endpoint is a plain http(s) address."""
+    from playbooks.runs import buckets
+    if buckets.is_bucket_run(record):
+        try:
+            buckets.check_pair(str(record.get("src")), str(record.get("dst")))
+        except buckets.BucketError as exc:
+            raise safefs.Refused(str(exc)) from None
+        if not str(record.get("s3_endpoint", "http://")).startswith(("http://", "https://")):
+            raise safefs.Refused("its s3_endpoint is not an http(s) address")
+        return
+    for key in ("src", "dst"):
+        safefs.rel_path(record.get(key, ""), key)
 
 
 def load_run(c, run_id: str = "", provider: str = "", fleet: str = "") -> dict:

@@ -103,6 +103,7 @@ CLOUD_DEFAULTS = {
         "price_on_demand": 0.0,
         "prices": AWS_PRICES,
         "waiter_timeout": 300.0,    # seconds for every boto3 waiter (running, stopped, terminated, image)
+        "node_instance_profile": "",  # an IAM instance profile for the nodes (a bucket run: their own S3 rights)
     },
     "image": {
         "provider": "",             # "" = fleet.provider

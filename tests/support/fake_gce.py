@@ -2,7 +2,7 @@
 
 It serves on 127.0.0.1, validates names and labels like GCP, and is driven through the real
 google-cloud-compute client (``client_options={"api_endpoint": "http://127.0.0.1:PORT"}``).  Implemented:
-instances insert / bulkInsert / list / aggregatedList / get / delete / stop / getGuestAttributes,
+instances insert / bulkInsert / list / aggregatedList / get / delete / stop / start / getGuestAttributes,
 regionInstances.bulkInsert, regions.get, zone, region and global operations get / wait, images insert / list /
 get / getFromFamily / delete, firewalls get / insert.
 
@@ -345,6 +345,11 @@ class FakeGCE(LoopbackServer):
             inst["status"] = "STOPPING"
             return 200, self._operation("stop", inst["selfLink"], zone,
                                         work=lambda: inst.update(status="TERMINATED"))
+        if parts[1] == "start" and method == "POST":       # a stopped (TERMINATED) VM runs again, same disk
+            if inst["status"] != "TERMINATED":
+                raise ApiError(400, f"The instance '{name}' is {inst['status']}, not stopped", "resourceNotReady")
+            return 200, self._operation("start", inst["selfLink"], zone,
+                                        work=lambda: inst.update(status="RUNNING", lastStartTimestamp=_now()))
         if parts[1] == "getGuestAttributes":
             qpath = query.get("queryPath", "")
             if qpath.rstrip("/") != "hostkeys":
