@@ -174,18 +174,24 @@ def heal(c, record: dict, states: dict, listed: dict, events: dict, env: dict[st
     repairs = record.setdefault("repairs", [])
     now = time.time()
     lost_after = float(setting(c, "job.lost_after"))
-    grace = float(setting(c, "job.mount_wait")) + 2 * lost_after + 10.0
+    # a workload that waits for its mount goes on within a poll of the remount, or ends unhealthy after
+    # job.mount_wait; a restarted one reports within lost_after
+    grace = float(setting(c, "job.mount_wait")) + lost_after + 2.0
     for rep in repairs:                         # an open repair: the node is working again, or given time
         if not rep.get("open"):
             continue
         st = states.get(rep["node"], {})
-        if st.get("state") == "running" and (st.get("done") or 0) > rep.get("done_before", 0):
+        # working again: it made an output since, or it ended well (the others may have left it nothing to do)
+        if (st.get("state") == "running" and (st.get("done") or 0) > rep.get("done_before", 0)) or \
+                st.get("state") == "done":
             rep.update(open=False, working_at=now)
             console.print(f"supervisor: {rep['node']} works again ({now - rep['detected_at']:.1f} s after its "
                           f"mount loss was seen)", markup=False)
-        elif now - rep.get("acted_at", rep["detected_at"]) > grace:
-            rep.update(open=False, gave_up_at=now)        # diagnosed again below
-        elif st.get("state") not in ("done", "failed", "preempted"):
+        elif st.get("state") in ("failed", "preempted"):
+            rep["open"] = False
+        elif st.get("state") != "running" and now - rep.get("acted_at", rep["detected_at"]) > grace:
+            rep.update(open=False, recheck=True)          # looked at again below: the same repair goes on
+        else:
             st["state"] = "repairing"
     open_ = {rep["node"] for rep in repairs if rep.get("open")}
     suspects = [e for e in record["nodes"] if not e.get("replaced_by") and e["name"] not in events
@@ -202,8 +208,9 @@ def heal(c, record: dict, states: dict, listed: dict, events: dict, env: dict[st
                 states[e["name"]]["error"] = cause(d)
             continue
         why = cause(d) or "mount lost"
-        rep = {"node": e["name"], "shard": e["shard"], "cause": why, "detected_at": now, "open": True,
-               "done_before": int(states.get(e["name"], {}).get("done") or 0)}
+        again = next((r for r in repairs if r["node"] == e["name"] and r.pop("recheck", False)), None)
+        rep = again or {"node": e["name"], "shard": e["shard"], "cause": why, "detected_at": now}
+        rep.update(open=True, done_before=int(states.get(e["name"], {}).get("done") or 0))
         console.print(f"supervisor: {e['name']} stopped reporting: {why}", markup=False)
         node = nodes[e["name"]]
         if d.get("mount") in ("dead", "absent"):
@@ -212,7 +219,8 @@ def heal(c, record: dict, states: dict, listed: dict, events: dict, env: dict[st
                 console.print(f"supervisor: remounting {e['name']} failed ({m.error}): it is replaced", markup=False)
                 events[e["name"]] = {"cause": "lost", "detected_at": now, "detail": f"{why}; remount failed"}
                 rep.update(open=False, remount_failed=m.error)
-                repairs.append(rep)
+                if not again:
+                    repairs.append(rep)
                 continue
             rep["remounted_at"] = time.time()
         if d.get("alive"):
@@ -224,7 +232,8 @@ def heal(c, record: dict, states: dict, listed: dict, events: dict, env: dict[st
             events[e["name"]] = {"cause": "lost", "detected_at": now, "detail": f"{why}; restart failed"}
             rep["open"] = False
         rep["acted_at"] = time.time()
-        repairs.append(rep)
+        if not again:
+            repairs.append(rep)
         if rep["open"]:
             states[e["name"]]["state"] = "repairing"
             console.print(f"supervisor: {e['name']}: {rep['action']}", markup=False)

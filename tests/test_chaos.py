@@ -244,5 +244,7 @@ def test_until_done_repairs_a_node_whose_mount_died(up, fleet_base):
     said = " ".join(stdout.split())
     assert f"mounts repaired 1 ({victim}: mount lost: Transport endpoint is not connected)" in said, said
     assert report["duplicate_pct"] <= 5
+    log = (Path(up.config.shared.root) / runstate.node_state_rel(record["run_id"], victim) / "log.txt").read_text()
+    assert "the mount answers again" in log and "Traceback" not in log, log
     print(f"\nMOUNT: loss to working again {repair['working_at'] - killed_at:.1f} s; "
           f"{ {k: v for k, v in report.items() if k != 'eta_polls'} }")

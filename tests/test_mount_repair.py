@@ -92,6 +92,7 @@ def test_a_dead_mount_mid_run_is_named_repaired_and_the_run_goes_on(up, fleet_ba
     assert exit_["code"] == 0 and exit_["summary"]["mount_recoveries"] == 1
     log = (fleet_base / "data" / runstate.node_state_rel(record["run_id"], victim.name) / "log.txt").read_text()
     assert "mount lost: Transport endpoint is not connected" in log and "the mount answers again" in log
+    assert "Traceback" not in log, log
     print(f"\nMOUNT-REPAIR: mount loss to the workload going on: {t_back - t_lost:.1f} s (repaired by hand)")
 
 
@@ -104,3 +105,50 @@ def test_the_preflight_repairs_a_dead_mount_before_a_run(up, fleet_base):
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"the shared disk's mount is dead on {nodes[1].name}" in said and "remounting it" in said, said
     check_resized(up, "out2", size=64)
+
+
+def test_until_done_restarts_a_node_whose_workload_gave_up_on_its_mount(up, fleet_base):
+    """The workload waits only 1 s for its mount (job.mount_wait), so it ends `unhealthy` (exit 4) before the
+    supervisor sees it silent: the supervisor reads that on the node, remounts it and starts the workload again on
+    its shard; nothing replaced, nothing failed."""
+    import subprocess
+    from tests.support.fleet import INVOKE
+    from playbooks.settings.defaults import REPO
+    env = {**os.environ, "INVOKE_FLEET_STATE_DIR": str(fleet_base / "state"), "INVOKE_SHARED_ROOT":
+           str(fleet_base / "data"), **ENV, "INVOKE_JOB_ITEM_DELAY": "0.15", "INVOKE_JOB_MOUNT_WAIT": "1",
+           "INVOKE_LOCAL_CORES_PER_NODE": "1", "COLUMNS": "200"}
+    def latest():
+        try:
+            return runstate.latest(up)
+        except runstate.NoRun:
+            return None
+    before = latest()
+    proc = subprocess.Popen([INVOKE, "run", "--workload", "resize", "--dst", "out3", "--args", "--size 64",
+                             "--until-done"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        _until("the run is under way", lambda: latest() not in (None, before) and len(_made(up, "out3")) >= 8)
+        record = runstate.load_run(up)
+        victim = record["nodes"][0]["name"]
+        _kill_sshfs(victim)
+        stdout, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    said = " ".join(stdout.split())
+    assert proc.returncode == 0, said
+    check_resized(up, "out3", size=64)
+    report = json.loads((fleet_base / "data" / runstate.run_rel(record["run_id"]) / "report.json").read_text())
+    assert report["done"] == IMAGES and report["failed"] == 0 and report["nodes_replaced"] == 0
+    assert len(report["repairs"]) == 1, (report["repairs"], said)
+    [repair] = report["repairs"]
+    assert repair["node"] == victim and repair["cause"] == "mount lost: Transport endpoint is not connected"
+    assert repair["action"] == f"remounted and restarted on shard {record['nodes'][0]['shard']}", repair
+    assert report["mounts_repaired"] == 1
+    entry = next(e for e in runstate.load_run(up, record["run_id"])["nodes"] if e["name"] == victim)
+    assert entry["restarts"] == 1
+    _, exit_ = runstate.node_files(up, record["run_id"], victim)
+    assert exit_["code"] == 0                     # the restarted workload's own exit, not the unhealthy one
+    log = (fleet_base / "data" / runstate.node_state_rel(record["run_id"], victim) / "log.txt").read_text()
+    assert "Traceback" not in log, log
+    assert "did not come back within 1 s" in log   # the first workload's last words, kept on the node's disk

@@ -75,11 +75,6 @@ def _create(path: str, rec: dict) -> bool:
     return False
 
 
-def _write_over(path: str, rec: dict) -> None:
-    with open(path, "wb") as f:
-        f.write(json.dumps(rec).encode("utf-8", "surrogateescape"))
-
-
 def _read(path: str) -> tuple[dict | None, float | None]:
     """(claim record or None when empty/unreadable, mtime or None when the file is gone)."""
     try:
@@ -147,8 +142,8 @@ def acquire(dst: str, item: str, *, runner_pid: int | None = None, node: str | N
         return path if _create(path, me) else None
     if path in _LEFTOVER and (rec or {}).get("pid") == os.getpid() and (rec or {}).get("host") == HOST:
         _LEFTOVER.discard(path)           # this process's own claim from before its mount dropped
-        _write_over(path, me)
-        return path
+        _unlink(path)
+        return path if _create(path, me) else None
     if not stale(rec, mtime, state_dir):
         return None
     away = f"{path}{STALE_MARK}{os.getpid()}-{random.getrandbits(32):08x}"
