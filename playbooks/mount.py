@@ -31,9 +31,11 @@ def head_for(c, fleet: str, provider: str):
 
 
 def repair_dead(mp: str) -> str:
-    """Shell: a dead sshfs mount at ``mp`` (already quoted) is lazily unmounted (it is still listed, but every
-    call on it, ``mkdir -p`` included, fails with "Transport endpoint is not connected")."""
-    return f"{{ ! {is_mounted(mp)} || stat {mp} >/dev/null 2>&1 || fusermount3 -u -z {mp}; }}"
+    """Shell: a dead sshfs mount at ``mp`` (already quoted) is lazily unmounted, and "repaired: <why>" said.  A
+    dead mount is still listed, but every call on it, ``mkdir -p`` included, fails with "Transport endpoint is
+    not connected" (its sshfs died) or hangs (its link is down): ``statfs`` (never cached), bounded, tells."""
+    return (f"if {is_mounted(mp)} && ! why=$(timeout 20 stat -f {mp} 2>&1 >/dev/null); then why=${{why##*: }}; "
+            f"echo \"repaired: ${{why:-no answer within 20 s}}\"; fusermount3 -u -z {mp}; fi")
 
 
 def mount_command(node, head) -> str:
@@ -53,6 +55,14 @@ def mount_command(node, head) -> str:
     return (f"{repair_dead(mp)}; mkdir -p {mp} && if {is_mounted(mp)} && ls {mp} >/dev/null 2>&1; then echo already; else "
             f"{{ ! {is_mounted(mp)} || fusermount3 -u -z {mp}; }} && "
             f"{{ sshfs -o {opts} {keys} {target} {mp} && {is_mounted(mp)} && echo mounted || {{ {why}; false; }}; }}; fi")
+
+
+def repaired(output: str) -> str | None:
+    """Why a node's mount was repaired (``mount_command``'s "repaired: ..." line), or None."""
+    for line in (output or "").splitlines():
+        if line.startswith("repaired: "):
+            return line[len("repaired: "):]
+    return None
 
 
 def unmount_command(node) -> str:
@@ -76,6 +86,10 @@ def mount(c, name="", provider=""):
     results = mount_all(c, name, nodes, provider)
     ok = sum(r.ok for r in results)
     console.print(f"shared disk mounted on {ok}/{len(nodes)} node(s) at {nodes[0].mountpoint}")
+    for r in results:
+        why = repaired(r.value) if r.ok else None
+        if why:
+            console.print(f"{r.node.name}: its mount was dead ({why}): unmounted and mounted again", markup=False)
     if show_failures(results):
         raise Exit("some nodes could not mount the shared disk (see the table above)")
 

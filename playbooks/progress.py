@@ -21,11 +21,12 @@ from playbooks.runs import disk as rundisk
 from playbooks.settings import setting
 from playbooks.runs import state as runstate
 from playbooks.fleet import provider_of
+from playbooks import nodehealth
 
 console = Console()
 
 
-ENDED = ("done", "failed", "lost", "preempted")  # node states after which a node does no more work in the run
+ENDED = ("done", "failed", "lost", "preempted", "unhealthy")  # node states after which a node does no more work in the run
 
 
 def snapshot(c, record: dict, now: float | None = None) -> dict:
@@ -112,8 +113,9 @@ def table(snap: dict) -> Table:
         t.add_column(col)
     for n in snap["nodes"]:
         seen = "-" if n["last_seen_s"] is None else f"{n['last_seen_s']:.0f} s ago"
-        style = {"lost": "red", "failed": "red", "done": "green"}.get(n["state"], "")
-        t.add_row(Text(n["name"]), Text(n["state"], style=style), f"{n['rate_per_s']:.1f}",  # data: never markup
+        style = {"lost": "red", "failed": "red", "unhealthy": "red", "done": "green"}.get(n["state"], "")
+        said = f" ({n['error']})" if n.get("error") and n["state"] in ("lost", "failed", "unhealthy") else ""
+        t.add_row(Text(n["name"]), Text(n["state"] + said, style=style), f"{n['rate_per_s']:.1f}",  # data: never markup
                   str(n["done"]), str(n["failed"]), seen)
     return t
 
@@ -143,9 +145,10 @@ def wait_until_finished(c, record: dict) -> dict:
                 break
             time.sleep(poll)
             snap = snapshot(c, record)
+    nodehealth.name_causes(c, record, snap)   # a lost node's own last words, over SSH (issue 13 item 4)
     console.print(table(snap))
     bad = [f"{n['name']} ({n['state']}{': ' + n['error'] if n.get('error') else ''})" for n in snap["nodes"]
-           if n["state"] in ("lost", "failed")]
+           if n["state"] in ("lost", "failed", "unhealthy")]
     if bad:
         cause = runstate.common_cause(snap["nodes"], snap.get("head_free_bytes"))
         raise Exit(f"run {record['run_id']}: {', '.join(bad)}; {cause + '; ' if cause else ''}"
@@ -166,7 +169,7 @@ def progress(c, watch=False, json_=False, failed=False, run_id="", name="", prov
     """Done / failed / rate / ETA / cost of a run, counted on the head's own disk."""
     record = runstate.load_run(c, run_id, provider, name)
     poll = setting(c, "job.poll")
-    snap = snapshot(c, record)
+    snap = nodehealth.name_causes(c, record, snapshot(c, record))
     if json_:
         while True:
             print(json.dumps(as_json(snap)), flush=True)
@@ -178,7 +181,7 @@ def progress(c, watch=False, json_=False, failed=False, run_id="", name="", prov
         with Live(table(snap), console=console, refresh_per_second=4) as live:
             while not finished(snap):
                 time.sleep(poll)
-                snap = snapshot(c, record)
+                snap = nodehealth.name_causes(c, record, snapshot(c, record))
                 live.update(table(snap))
     else:
         console.print(table(snap))

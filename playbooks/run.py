@@ -51,7 +51,8 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
     elif getattr(wl, "needs_src", True) and not disk.is_dir(src):
         raise EngineError(f"source folder {src} does not exist in the shared root{disk.where}: put the inputs there "
                           "or pass --src")
-    preflight(c, name, nodes, workload)
+    from playbooks.mount import mount_all   # issue 13: a dead mount is repaired before the run starts
+    preflight(c, name, nodes, workload, repair=lambda dead: mount_all(c, name, dead, provider))
     if not bucket:
         disk.mkdirs(dst)
         disk.give_to_nodes(dst, tree=True)  # nodes write there as the head's SFTP user

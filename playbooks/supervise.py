@@ -23,7 +23,7 @@ from collections import deque
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from playbooks import progress
+from playbooks import nodehealth, progress
 from playbooks.fleet import provider_of
 from playbooks.providers import TERMINATED, FleetSpec
 from playbooks.providers.preempt import NOTICE_FILE   # local provider: in the node's workdir (fleet.preempt)
@@ -34,7 +34,7 @@ from playbooks.settings.errors import FleetbookError
 from playbooks.settings.defaults import shared_root
 
 console = Console()
-GONE = ("lost", "preempted", "failed")   # states of a node that does no more work and is replaced
+GONE = ("lost", "preempted", "failed", "unhealthy")   # states of a node that does no more work and is replaced
 STATUS_EVERY_S = 10.0                    # a status line this often
 ETA_WINDOW_S = 30.0                      # the head's rate: outputs counted over the polls of this window
 
@@ -47,6 +47,7 @@ def node_env_extra(c, provider: str) -> dict[str, str]:
     elif provider in ("gcp", "aws"):
         env["FLEETBOOK_METADATA_KIND"] = provider
         env["FLEETBOOK_METADATA_URL"] = setting(c, "job.metadata_url") or DEFAULT_METADATA[provider]
+    env.update(nodehealth.node_env(c))                      # issue 13 item 4: how long a dropped mount is waited for
     delay = setting(c, "job.item_delay")
     if delay > 0:
         env["FLEETBOOK_ITEM_DELAY"] = str(delay)
@@ -251,6 +252,7 @@ def supervise(c, record: dict, max_replacements: int | None = None, budget_usd: 
                               f"{'-' if eta is None else f'{eta:.0f} s'}", markup=False)
             states = {n["name"]: n for n in snap["nodes"]}
             listed = {n.name: n.state for n in prov.list_nodes(c, record["fleet"])}
+            heal_mounts(c, record, states, listed, events)   # a dropped mount: remount, not replace
             for e in _entries(record):
                 st = states.get(e["name"], {}).get("state")
                 ev = events.get(e["name"])
@@ -258,6 +260,8 @@ def supervise(c, record: dict, max_replacements: int | None = None, budget_usd: 
                     st = "lost"               # its machine is gone: no need to wait for job.lost_after
                 if st in GONE and ev is None:
                     events[e["name"]] = {"cause": "preempted" if st == "preempted" else st, "detected_at": now}
+                    if states.get(e["name"], {}).get("error"):     # its own words (nodehealth.diagnose)
+                        events[e["name"]]["detail"] = states[e["name"]]["error"]
                     console.print(f"supervisor: {e['name']} is {st} (shard {e['shard']})", markup=False)
             for ev in events.values():       # a replacement is working once it made its first output
                 new = ev.get("replaced_by")
@@ -306,6 +310,7 @@ def supervise(c, record: dict, max_replacements: int | None = None, budget_usd: 
         record["swept"] = sweep_ended_run(c, record)
     snap = progress.snapshot(c, record)
     report = final_report(c, record, snap, polls, bound)
+    report.update(nodehealth.report_fields(record))
     _save(c, record, report)
     show(report)
     if bound:
@@ -366,7 +371,17 @@ def show(report: dict) -> None:
         f"processed {report['processed']} for {report['done']} done ({report['duplicate_pct']:.1f} % duplicate); "
         f"nodes lost {report['nodes_lost']}, preempted {report['nodes_preempted']}, replaced "
         f"{report['nodes_replaced']}; wall time {report['wall_s']:.1f} s{cost}"
-        + (f"; stopped: {report['bound']}" if report["bound"] else ""))
+        + nodehealth.summary_line(report) + (f"; stopped: {report['bound']}" if report["bound"] else ""),
+        markup=False)
+
+
+# ------------------------------------------------------------------------------------------------- mounts
+def heal_mounts(c, record: dict, states: dict, listed: dict, events: dict) -> None:
+    """Issue 13 item 4 (playbooks/nodehealth.py): a node that stopped reporting because its mount dropped is
+    remounted and goes on (or starts again) on its shard instead of being replaced."""
+    from playbooks.measure.profiles import node_env
+    provider = record.get("provider", "local")
+    nodehealth.heal(c, record, states, listed, events, {**node_env(c, provider), **node_env_extra(c, provider)})
 
 
 def attach(c, run_id: str = "", provider: str = "", name: str = "", **bounds) -> dict:

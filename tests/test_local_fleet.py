@@ -141,7 +141,7 @@ def test_a_killed_node_is_reported_lost_and_a_rerun_completes(up):
             p.send_signal(signal.SIGCONT)
     with pytest.raises(Exit) as lost:
         progress.wait_until_finished(up, record)
-    assert f"{victim.name} (lost)" in lost.value.message
+    assert f"{victim.name} (lost: its machine is gone)" in lost.value.message   # its cause, named
     assert [n.state for n in local.list_nodes(up, NAME)].count("terminated") == 1
     survivors = [n for n in local.list_nodes(up, NAME) if n.state == "running"]
     progress.wait_until_finished(up, run.start(up, NAME, survivors, "resize", "src", dst, "--size 96"))

@@ -7,7 +7,7 @@ them; each lives in the sibling module named for its concern, all shipped togeth
 
 ==============  ===============================================================================================
 fw_workload     the Workload API: ``Workload``, ``FileWorkload``, finding a workload by name (``available``, ``load``)
-fw_cli          ``main``: a workload's command line (exit codes 0/1/2/3/128+N, the summary line, exit.json)
+fw_cli          ``main``: a workload's command line (exit codes 0/1/2/3/4/128+N, the summary line, exit.json)
 fw_runner       ``run_items``: one node's run of a list of items (skip-if-done, shard order, inline or pool)
 fw_pool         the process pool: chunk size, bounded chunks in flight, crashed workers isolated
 fw_items        one item through its workload (``Job``, ``Task``, ``Result``), ``--threads``
@@ -20,7 +20,8 @@ fw_failures     the failure records in ``<dst>/.failed/``, output collisions
 fw_inputs       listing the source once; reading a source file safely (links out of --src, FIFOs, empties)
 fw_images       ``IMAGE_EXTENSIONS``, decoding an image safely with Pillow
 fw_disk         the destination's disk: full, read-only or gone (``destination_failure``), path containment
-fw_errors       ``BadInput`` (one item, recorded), ``UsageError`` (exit 2), ``DestinationError`` (exit 3)
+fw_errors       ``BadInput`` (one item, recorded), ``UsageError`` (exit 2), ``DestinationError`` (exit 3),
+                ``MountLost`` (waited for, then exit 4: unhealthy)
 fw_faults       test-only fault injection at the writes (``$FLEETBOOK_FAULT``)
 fw_claims       per-item claims on the shared disk (one node at a time per item; issue 13)
 fw_notice       preemption notices (GCP/AWS metadata, a local file) that stop a run within its grace

@@ -140,6 +140,10 @@ def acquire(dst: str, item: str, *, runner_pid: int | None = None, node: str | N
     rec, mtime = _read(path)
     if mtime is None:                     # released meanwhile: try once more
         return path if _create(path, me) else None
+    if path in _LEFTOVER and (rec or {}).get("pid") == os.getpid() and (rec or {}).get("host") == HOST:
+        _LEFTOVER.discard(path)           # this process's own claim from before its mount dropped
+        _unlink(path)
+        return path if _create(path, me) else None
     if not stale(rec, mtime, state_dir):
         return None
     away = f"{path}{STALE_MARK}{os.getpid()}-{random.getrandbits(32):08x}"
@@ -158,9 +162,18 @@ def acquire(dst: str, item: str, *, runner_pid: int | None = None, node: str | N
     return path if _create(path, me) else None
 
 
+_LEFTOVER: set[str] = set()     # claims this process could not remove (its mount dropped): taken back on sight
+_MOUNT_ERRNOS = (errno.ENOTCONN, errno.EIO, errno.ECONNABORTED, errno.ESTALE, errno.ETIMEDOUT)
+
+
 def release(path: str | None) -> None:
     if path:
-        _unlink(path)
+        try:
+            _unlink(path)
+        except OSError as e:
+            if e.errno not in _MOUNT_ERRNOS:
+                raise
+            _LEFTOVER.add(path)       # the item's error (the mount) is what the caller reports
 
 
 def _unlink(path: str) -> None:

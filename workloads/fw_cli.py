@@ -2,9 +2,12 @@
 
 Exit codes: 0 = every item is done or recorded as failed; 1 = some items are neither (e.g. a helper node
 stopped early); 2 = the run cannot proceed (bad arguments, missing source, unwritable destination); 3 = the
-destination failed in the middle of the run (disk full, read-only, mount gone); 128+N = killed by signal N.
+destination failed in the middle of the run (disk full, read-only); 4 = unhealthy: the shared disk's mount
+dropped and did not come back within ``$FLEETBOOK_MOUNT_WAIT`` seconds (no item in flight recorded as failed);
+128+N = killed by signal N.
 The last line on stdout is ``done=N skipped=N failed=N seconds=S items_per_s=R``; with ``--state DIR``,
-``DIR/exit.json`` holds the code and the summary.  Object-store ``--src``/``--dst`` go through ``fw_objstore``.
+``DIR/exit.json`` holds the code and the summary (and a copy goes to ``$FLEETBOOK_LOCAL_STATE``, the node's own
+disk, which the head can read over SSH when the mount is gone).  Object-store ``--src``/``--dst`` go through ``fw_objstore``.
 Standard library only.
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ import fw_pool
 import fw_progress
 import fw_stop
 from fw_disk import destination_failure
-from fw_errors import BadInput, UsageError
+from fw_errors import EXIT_UNHEALTHY, BadInput, UsageError
 from fw_failures import FAILED_DIR
 from fw_outputs import temp_name, write_json
 from fw_progress import log
@@ -78,19 +81,22 @@ def main(workload, argv=None) -> int:
 
 def write_exit(state_dir: str | None, code: int, summary: dict | None = None, error: str | None = None) -> None:
     """``<state>/exit.json``: the code, the summary and the error (e.g. "shared disk full on the head: ...")."""
-    if not state_dir:
-        return
-    try:
-        os.makedirs(state_dir, exist_ok=True)
-        rec = {"code": code, "summary": summary or {}, "finished_at": time.time()}
-        if (summary or {}).get("preempted"):
-            rec["preempted"] = True
-        error = error or (summary or {}).get("error")
-        if error:
-            rec["error"] = error
-        write_json(os.path.join(state_dir, "exit.json"), rec)
-    except OSError:
-        pass
+    rec = {"code": code, "summary": summary or {}, "finished_at": time.time()}
+    for flag in ("preempted", "unhealthy"):
+        if (summary or {}).get(flag):
+            rec[flag] = True
+    error = error or (summary or {}).get("error")
+    if error:
+        rec["error"] = error
+    # the node's own disk first: the shared disk's mount may be what failed
+    for folder in (os.environ.get("FLEETBOOK_LOCAL_STATE"), state_dir):
+        if not folder:
+            continue
+        try:
+            os.makedirs(folder, exist_ok=True)
+            write_json(os.path.join(folder, "exit.json"), rec)
+        except OSError:
+            pass
 
 
 def _on_notice(grace: float) -> None:
@@ -143,6 +149,8 @@ def exit_code(summary: dict, name: str) -> int:
     if summary.get("stopped"):
         code = 128 + summary["stopped"]
         print(f"{name}: stopped by signal {summary['stopped']} (exit {code})", file=sys.stderr)
+    elif summary.get("unhealthy"):
+        code = EXIT_UNHEALTHY
     elif summary["complete"]:
         code = 0
     else:

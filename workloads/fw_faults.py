@@ -38,3 +38,13 @@ def fault(point: str, fd: int | None = None) -> None:
     if runner and runner == os.getppid():
         os.kill(runner, signal.SIGKILL)        # the whole node dies, not just one worker
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def mount_down(path: str = "") -> None:
+    """Test-only: while the file named by ``$FLEETBOOK_FAULT_MOUNT_DOWN`` exists, every source read, output
+    write and mount probe fails as over an sshfs mount that died (ENOTCONN, "Transport endpoint is not
+    connected"); removing the file brings the "mount" back.  Shared by a runner and its pool workers."""
+    flag = os.environ.get("FLEETBOOK_FAULT_MOUNT_DOWN")
+    if flag and os.path.exists(flag):
+        import errno
+        raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN), path or None)

@@ -11,6 +11,7 @@ import stat
 import sys
 
 from fw_disk import inside
+import fw_faults
 from fw_errors import BadInput
 
 
@@ -53,6 +54,7 @@ def check_regular_file(path: str) -> int:
     """Open ``path`` for reading without ever blocking; return the fd, or raise BadInput with the reason
     (broken-symlink, missing, not-a-regular-file, empty, unreadable)."""
     try:
+        fw_faults.mount_down(path)            # test-only: a mount that died ($FLEETBOOK_FAULT_MOUNT_DOWN)
         st = os.stat(path)
     except FileNotFoundError:
         if os.path.islink(path):

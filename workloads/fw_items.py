@@ -10,8 +10,8 @@ from typing import NamedTuple
 import fw_claims
 import fw_faults
 import fw_notice
-from fw_disk import FATAL_ERRNOS, destination_failure
-from fw_errors import DestinationError, is_bad_input
+from fw_disk import FATAL_ERRNOS, destination_error, mount_lost
+from fw_errors import MountLost, is_bad_input
 from fw_failures import clear_failure, record_failure
 from fw_inputs import check_sources
 
@@ -53,7 +53,7 @@ def do_item(job: Job, task: Task) -> Result:
     try:
         return _do_claimed(job, task)
     finally:
-        fw_claims.release(claim)
+        fw_claims.release(claim)          # over a dropped mount the claim stays: this process takes it back
     # --- end of the claims hook
 
 
@@ -70,7 +70,7 @@ def _claim(job: Job, item: str):
         claim = fw_claims.acquire(dst, item, runner_pid=runner, node=job.node, state_dir=getattr(opts, "state", None))
     except OSError as e:
         if e.errno in FATAL_ERRNOS:
-            raise DestinationError(destination_failure(e, dst, "cannot claim an item")) from None
+            raise destination_error(e, dst, "cannot claim an item") from None
         raise
     if claim is None:
         return "busy"
@@ -87,16 +87,19 @@ def _do_claimed(job: Job, task: Task) -> Result:
         check_sources(workload, item, job.src, opts)
         workload.process(item, job.src, dst, opts)
     except Exception as e:  # noqa: BLE001 - an item never crashes the run
+        lost = mount_lost(e, dst)      # a mount that stopped answering is never the item's fault
+        if lost:
+            raise MountLost(f"{lost} (item {item!r})") from None
         if is_bad_input(e):
             reason, detail = getattr(e, "reason", "bad-input"), getattr(e, "detail", str(e))
         elif isinstance(e, OSError) and e.errno in FATAL_ERRNOS:
-            raise DestinationError(destination_failure(e, dst)) from None
+            raise destination_error(e, dst) from None
         else:
             reason, detail = "error", f"{type(e).__name__}: {e}"
         try:
             record_failure(dst, item, reason, detail, job.node)
         except OSError as e2:
-            raise DestinationError(destination_failure(e2, dst, "cannot write a failure record")) from None
+            raise destination_error(e2, dst, "cannot write a failure record") from None
         return Result(item, "failed", reason)
     if task.had_record:
         clear_failure(dst, item)

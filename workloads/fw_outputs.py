@@ -43,6 +43,8 @@ def atomic_write(path: str, data, *, fault: bool = True) -> None:
     The temp file lives in the same folder (so the rename is atomic, also over sshfs) and is named after its
     owner (host, pid) so that a later run can sweep it when the owner is dead."""
     folder = os.path.dirname(path) or "."
+    if fault:
+        fw_faults.mount_down(path)            # test-only: a mount that died ($FLEETBOOK_FAULT_MOUNT_DOWN)
     os.makedirs(folder, exist_ok=True)
     tmp = temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

@@ -22,6 +22,7 @@ class Progress:
         self.total, self.node, self.state_dir, self.bar = total, node, state_dir, bar
         self.done = self.skipped = self.failed = 0
         self.busy: list[str] = []              # items another node held when this one came to them (claims)
+        self.seen: set = set()                 # items done, skipped or failed so far (a resume skips them)
         self.extra: dict = {}                  # more heartbeat fields, e.g. {"state": "preempted"}
         self.error: str | None = None          # why the run stopped (the destination failed), once it did
         self.started = time.time()
@@ -74,6 +75,8 @@ class Progress:
             return
         if item in self.busy:
             self.busy.remove(item)
+        if item is not None:
+            self.seen.add(item)
         setattr(self, status, getattr(self, status) + 1)
         if self.bar:
             self.draw()

@@ -5,7 +5,12 @@ one chunk.  Standard library only.
   listing), the temp files of dead processes of this host swept, the failure records read once;
 * collision losers, done items and known failures are counted; the rest is done in shard order
   (``fw_shards.shard_order``): inline (``--workers 1``, or inside a daemon process) or on a pool (``fw_pool``);
-* ``--state DIR``: ``heartbeat.json`` every ~2 s and at the end (``fw_progress``); the summary is returned.
+* ``--state DIR``: ``heartbeat.json`` every ~2 s and at the end (``fw_progress``); the summary is returned;
+* the mount drops (``MountLost``: ENOTCONN, or EIO over sshfs while it reconnects): the items in flight are
+  neither done nor failed; the runner waits for the mount (a ``statvfs`` every second, at most
+  ``$FLEETBOOK_MOUNT_WAIT`` seconds, ``job.mount_wait``), then goes on with what is left; if it does not come
+  back the run ends ``unhealthy`` (exit 4).  Its last words also go to ``$FLEETBOOK_LOCAL_STATE`` (a folder on
+  the node's own disk: ``health.json``, and the exit file), where the head reads them over SSH.
 """
 from __future__ import annotations
 
@@ -14,13 +19,14 @@ import sys
 import time
 
 import fw_claims
+import fw_faults
 import fw_notice
 import fw_progress
-from fw_errors import DestinationError
+from fw_errors import DestinationError, MountLost
 from fw_failures import FAILED_DIR, find_collisions, read_failed_dir, record_failure
 from fw_items import Job, Task, run_tasks
 from fw_machine import load_profile, machine_cores, profile_fits
-from fw_outputs import HOST, scan, sweep_temps
+from fw_outputs import HOST, scan, sweep_temps, write_json
 from fw_pool import run_pool, plan_pool
 from fw_progress import Progress, log
 from fw_shards import parse_shard, shard_order
@@ -28,6 +34,9 @@ from fw_stop import Stopped, check_stop, stop_signal
 
 SUMMARY_KEYS = ("done", "skipped", "failed", "seconds", "items_per_s")   # the last line on stdout, in order
 CLAIM_RECHECK = 1.0                  # seconds between passes over the items other nodes held (fw_claims)
+MOUNT_WAIT = 60.0                    # seconds a dropped mount may take to come back (default of $FLEETBOOK_MOUNT_WAIT)
+MOUNT_PROBE_EVERY = 1.0              # seconds between two looks at a dropped mount
+FRUITLESS_RESUMES = 5                # a mount that comes back this often in a row without one item done: unhealthy
 
 
 def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, shard=None,
@@ -65,11 +74,21 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
     error = None
     try:
         had = {t.item: t.had_record for t in tasks}
+        fruitless, seen_before = 0, -1
         while True:
-            if plan.workers == 1:
-                _run_inline(job, tasks, prog, info)
-            else:
-                run_pool(job, tasks, prog, plan, info)
+            try:
+                if plan.workers == 1:
+                    _run_inline(job, tasks, prog, info)
+                else:
+                    run_pool(job, tasks, prog, plan, info)
+            except MountLost as lost:
+                # --- mount hook: the items in flight are not failed; wait for the mount, then go on
+                fruitless = fruitless + 1 if len(prog.seen) == seen_before else 0
+                seen_before = len(prog.seen)
+                if fruitless >= FRUITLESS_RESUMES or not ride_out(job, prog, str(lost), info):
+                    raise
+                tasks = [t._replace(recheck=True) for t in tasks if t.item not in prog.seen]
+                continue
             # --- claims hook: the items other nodes held come back until they are done or their holder is gone
             if not prog.busy or fw_notice.stopping():
                 break
@@ -78,6 +97,10 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
             tasks, prog.busy = [Task(it, True, had.get(it, False)) for it in prog.busy], []
         if info["todo"] and not fw_notice.stopping():
             fw_claims.sweep(dst, state_dir)
+    except MountLost as e:
+        error = prog.error = f"{e}; it did not come back within {mount_wait():g} s"
+        info["unhealthy"] = True
+        last_words({"state": "unhealthy", "error": error, "node": job.node, "at": time.time()})
     except DestinationError as e:
         error = prog.error = str(e)
     except Stopped:
@@ -85,6 +108,57 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
     finally:
         prog.stop()
     return _summary(prog, time.perf_counter() - t_start, info, error)
+
+
+def mount_wait() -> float:
+    try:
+        return max(0.0, float(os.environ.get("FLEETBOOK_MOUNT_WAIT", MOUNT_WAIT)))
+    except ValueError:
+        return MOUNT_WAIT
+
+
+def mount_answers(dst: str) -> bool:
+    """Does the mount below ``dst`` answer again?  ``statvfs`` goes to the server every time (FUSE caches no
+    statfs), unlike a stat that the kernel may answer from its attribute cache."""
+    try:
+        fw_faults.mount_down(dst)
+        os.statvfs(dst)
+        return True
+    except OSError:
+        return False
+
+
+def last_words(rec: dict) -> None:
+    """``$FLEETBOOK_LOCAL_STATE/health.json``: what this node says about itself, on its own disk (readable by
+    the head over SSH when the shared disk's mount is gone)."""
+    folder = os.environ.get("FLEETBOOK_LOCAL_STATE")
+    if folder:
+        try:
+            os.makedirs(folder, exist_ok=True)
+            write_json(os.path.join(folder, "health.json"), rec)
+        except OSError:
+            pass
+
+
+def ride_out(job: Job, prog: Progress, why: str, info: dict) -> bool:
+    """Wait (bounded) for a dropped mount to answer again; True when it did (the run goes on)."""
+    wait, t0 = mount_wait(), time.monotonic()
+    since = time.time()
+    log(job.opts, f"{why}; the items in flight are not failed; waiting up to {wait:g} s for the mount")
+    last_words({"state": "mount-lost", "error": why, "since": since, "wait_s": wait, "node": job.node})
+    while not mount_answers(job.dst):
+        check_stop()                              # a stop signal or a preemption notice ends the wait
+        if fw_notice.stopping() or time.monotonic() - t0 >= wait:
+            return False
+        time.sleep(MOUNT_PROBE_EVERY)
+    took = time.monotonic() - t0
+    info["mount_recoveries"] = info.get("mount_recoveries", 0) + 1
+    info["mount_wait_s"] = round(info.get("mount_wait_s", 0.0) + took, 1)
+    log(job.opts, f"the mount answers again after {took:.1f} s: going on")
+    last_words({"state": "running", "recovered_from": why, "since": since, "recovered_at": time.time(),
+                "node": job.node})
+    prog.beat()
+    return True
 
 
 def _fitting_profile(opts) -> tuple[dict, str | None, str | None]:
@@ -154,6 +228,8 @@ def _summary(prog: Progress, seconds: float, info: dict, error: str | None) -> d
     summary["complete"] = summary["done"] + summary["skipped"] + summary["failed"] == info["total"] and not error
     if error:
         summary["error"] = error
+    if info.get("unhealthy"):
+        summary["complete"] = False
     if stop_signal() is not None:
         summary["stopped"] = stop_signal()
         summary["complete"] = False

@@ -102,7 +102,7 @@ def load_run(c, run_id: str = "", provider: str = "", fleet: str = "") -> dict:
 
 def node_status(record: dict, node: str, heartbeat: dict | None, exit_: dict | None, lost_after: float,
                 now: float | None = None) -> str:
-    """done / failed (exit code != 0) / preempted (it got a preemption notice: its last heartbeat or exit says
+    """done / failed (exit code != 0) / unhealthy (exit 4: the mount it lost did not come back) / preempted (it got a preemption notice: its last heartbeat or exit says
     so) / running / lost (no heartbeat for lost_after seconds) / starting."""
     now = now or time.time()
     # issue 13: a preempted node is not a lost or failed one; a replacement counts from its own start
@@ -111,6 +111,8 @@ def node_status(record: dict, node: str, heartbeat: dict | None, exit_: dict | N
     started = next((e.get("started_at") for e in record["nodes"] if isinstance(e, dict) and e.get("name") == node
                     and type(e.get("started_at")) in (int, float)), None) or record["started_at"]
     if exit_ is not None:
+        if exit_.get("unhealthy") or exit_.get("code") == 4:   # its mount dropped and did not come back
+            return "unhealthy"
         return "done" if exit_.get("code", 1) == 0 else "failed"
     seen = heartbeat.get("updated_at") if heartbeat else None
     if seen is None:

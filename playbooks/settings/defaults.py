@@ -49,6 +49,7 @@ DEFAULTS = {
         "dst": "out",              # relative to shared.root
         "args": "",                # extra workload arguments, one shell-quoted string
         "lost_after": 30.0,        # seconds without a heartbeat before a node counts as lost
+        "mount_wait": 60.0,        # seconds a node's workload waits for its dropped mount before it ends unhealthy
         "poll": 1.0,               # seconds between progress refreshes
         # issue 13 (playbooks/supervise.py): carry a run to its end, replacing lost and preempted nodes
         "until_done": False,       # `invoke run` supervises until every item is done (--until-done)
