@@ -63,11 +63,21 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
                 entry["pid"] = r.value if r.ok else None
     runstate.save_run(disk, record, latest=True)
     started = sum(r.ok for r in results)
+    seed_rate_window(disk, record, started)
     console.print(f"run {run_id}: {workload} started on {started}/{len(nodes)} node(s); "
                   f"watch it with `invoke progress --watch`")
     if show_failures(results):
         raise EngineError("the workload did not start on some nodes (see the table above)")
     return record
+
+
+def seed_rate_window(disk, record: dict, started: int) -> None:
+    """The first point of the run's rate window (``runs/eta.py``): at its start, what was settled already,
+    ``started`` nodes working; so the first look after items appear has a rate."""
+    from playbooks.runs import eta
+    counts = disk.tally(record).counts or {}
+    eta.observe(disk, runstate.run_rel(record["run_id"]), record["started_at"],
+                counts.get("done", 0) + counts.get("failed", 0), started)
 
 
 @task(name="run", help={

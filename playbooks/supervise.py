@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import deque
 
 from invoke.exceptions import Exit
 from rich.console import Console
@@ -35,7 +34,6 @@ from playbooks.settings.defaults import shared_root
 console = Console()
 GONE = ("lost", "preempted", "failed")   # states of a node that does no more work and is replaced
 STATUS_EVERY_S = 10.0                    # a status line this often
-ETA_WINDOW_S = 30.0                      # the head's rate: outputs counted over the polls of this window
 
 
 def node_env_extra(c, provider: str) -> dict[str, str]:
@@ -53,35 +51,6 @@ def node_env_extra(c, provider: str) -> dict[str, str]:
 
 
 DEFAULT_METADATA = {"gcp": "http://metadata.google.internal", "aws": "http://169.254.169.254"}
-
-
-# ------------------------------------------------------------------------------------------------- ETA
-class HeadRate:
-    """The run's rate from the outputs the head counts at each poll (a window of recent polls), so an ETA is
-    known from the second poll after outputs appear, and stays right when nodes die and new ones start."""
-
-    def __init__(self, window_s: float = ETA_WINDOW_S):
-        self.window_s = window_s
-        self.polls: deque = deque()
-
-    def add(self, t: float, done: int) -> None:
-        self.polls.append((t, done))
-        while len(self.polls) > 2 and t - self.polls[1][0] >= self.window_s:
-            self.polls.popleft()
-        while len(self.polls) > 2 and self.polls[0][1] == self.polls[1][1]:   # a flat start (nodes starting, a
-            self.polls.popleft()                                                # stall) is no rate of the run
-
-    def rate(self) -> float | None:
-        if len(self.polls) < 2:
-            return None
-        (t0, d0), (t1, d1) = self.polls[0], self.polls[-1]
-        return (d1 - d0) / (t1 - t0) if t1 > t0 and d1 > d0 else None
-
-    def eta(self, left: int) -> float | None:
-        if left <= 0:
-            return 0.0
-        r = self.rate()
-        return left / r if r else None
 
 
 # ------------------------------------------------------------------------------------------------- replacing
@@ -198,7 +167,6 @@ def supervise(c, record: dict, max_replacements: int | None = None, budget_usd: 
     record.setdefault("shards", len(record["nodes"]))
     record["until_done"] = True
     events: dict = record.setdefault("events", {})
-    rate = HeadRate()
     polls: list = []
     prov = provider_of(c, record.get("provider", "local"))
     bound = None
@@ -210,14 +178,13 @@ def supervise(c, record: dict, max_replacements: int | None = None, budget_usd: 
             now = time.time()
             snap = progress.snapshot(c, record, now)
             left = snap["total"] - snap["done"] - snap["failed"]
-            rate.add(now, snap["done"])
-            eta = rate.eta(left)
+            eta = snap["eta_s"]     # the head's rate window (runs/eta.py), shared with `invoke progress`
             polls.append({"t": round(now, 2), "done": snap["done"], "failed": snap["failed"],
                           "total": snap["total"], "eta_s": None if eta is None else round(eta, 1)})
             if now - shown >= STATUS_EVERY_S:
                 shown = now
                 console.print(f"supervisor: {snap['done']}/{snap['total']} done, {snap['failed']} failed, "
-                              f"{rate.rate() or 0:.1f} items/s, ETA "
+                              f"{snap['rate_per_s']:.1f} items/s, ETA "
                               f"{'-' if eta is None else f'{eta:.0f} s'}", markup=False)
             states = {n["name"]: n for n in snap["nodes"]}
             listed = {n.name: n.state for n in prov.list_nodes(c, record["fleet"])}
