@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 import time
 
-from invoke import task
+from invoke import Task, task
 from invoke.exceptions import Exit
 from rich.console import Console
 
@@ -31,7 +31,8 @@ from playbooks.ssh.fanout import fan_out, q, run_checked, show_failures
 console = Console()
 
 
-def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, provider: str = "") -> dict:
+def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, provider: str = "",
+          then: dict | None = None) -> dict:
     src, dst = safefs.rel_path(src, "--src"), safefs.rel_path(dst, "--dst")
     root = shared_root(c)
     wl, opts, extra = workload_opts(workload, str(root / src), str(root / dst), args)
@@ -47,6 +48,8 @@ def start(c, name: str, nodes, workload: str, src: str, dst: str, args: str, pro
               "workload": workload, "src": src, "dst": dst, "args": args, "started_at": time.time(),
               "nodes": [{"name": n.name, "shard": i} for i, n in enumerate(nodes)],
               "shards": len(nodes)}   # issue 13: replacements join the run and keep its shard count
+    if then:
+        record["then"] = then     # the next stage (stage_plan), started once this run is complete
     runstate.save_run(disk, record)
     for n in nodes:  # each node writes its own state folder
         disk.give_to_nodes(f"{runstate.run_rel(run_id)}/nodes/{n.name}")
@@ -80,7 +83,82 @@ def seed_rate_window(disk, record: dict, started: int) -> None:
                 counts.get("done", 0) + counts.get("failed", 0), started)
 
 
-@task(name="run", help={
+# ------------------------------------------------------------------------------------------------- stages
+def stage_plan(workload: str, dst: str, then: str, then_dst: str, then_args: str) -> dict | None:
+    """The next stage of ``--then`` as the run record keeps it: {"workload", "dst", "args"} (its src is this
+    run's dst), checked before anything starts; None without --then."""
+    if not then:
+        return None
+    fw = runstate.fleetwork()
+    if then not in fw.available():
+        raise Exit(f"--then {then!r}: no such workload (available: {', '.join(sorted(fw.available()))})")
+    if not getattr(fw.load(then), "needs_src", True):
+        raise Exit(f"--then {then}: that workload reads no input folder, so it cannot take {workload}'s outputs")
+    then_dst = safefs.rel_path(then_dst or f"{dst}-{then}", "--then-dst")
+    if then_dst == dst or then_dst.startswith(dst + "/") or dst.startswith(then_dst + "/"):
+        raise Exit(f"--then-dst {then_dst!r} must be a folder apart from --dst {dst!r} (the second stage reads "
+                   "the first one's outputs from there)")
+    return {"workload": then, "dst": then_dst, "args": then_args}
+
+
+def checked_plan(record: dict) -> dict | None:
+    """A run record's next stage, read back from the shared disk: checked like the flags it came from."""
+    plan = record.get("then")
+    if not plan:
+        return None
+    try:
+        if not isinstance(plan, dict) or not isinstance(plan.get("args", ""), str):
+            raise safefs.Refused("it is not what `invoke run --then` writes")
+        return stage_plan(record["workload"], record["dst"], str(plan.get("workload", "")),
+                          str(plan.get("dst", "")), plan.get("args", ""))
+    except (Exit, safefs.Refused) as exc:
+        raise runstate.RunStateError(f"the next stage of run {record['run_id']} is not valid ({exc.message})") \
+            from None
+
+
+def start_next_stage(c, record: dict) -> dict | None:
+    """Start the next stage of a complete run on the fleet's nodes as they are now (replacements included), its
+    src being this run's dst; the run record names the new run (``next_run``) so that it starts once."""
+    plan = checked_plan(record)
+    if plan is None or record.get("next_run"):
+        return None
+    name, nodes = nodes_or_exit(c, record["fleet"], record.get("provider", ""))
+    console.print(f"run {record['run_id']} is complete: starting its next stage, {plan['workload']} over "
+                  f"{record['dst']} into {plan['dst']}", markup=False)
+    nxt = start(c, name, nodes, plan["workload"], record["dst"], plan["dst"], plan["args"],
+                record.get("provider", ""))
+    record["next_run"] = nxt["run_id"]
+    runstate.save_run(rundisk.of_record(c, record), record)
+    return nxt
+
+
+def run_stages(c, record: dict, until_done: bool, wait: bool, bounds: dict) -> None:
+    """``--then``: the first stage to its end (supervised with --until-done, else watched as --wait does: a lost
+    node stops here, before the second stage), then the second stage, waited for with --wait or supervised with
+    --until-done, or left running."""
+    if until_done:
+        from playbooks import supervise
+        supervise.supervise_stages(c, record, **bounds)
+        return
+    from playbooks.progress import wait_until_finished
+    snap = wait_until_finished(c, record)
+    if snap["total"] - snap["done"] - snap["failed"] > 0:
+        raise Exit(f"run {record['run_id']}: {snap['total'] - snap['done'] - snap['failed']} item(s) not done; "
+                   "the next stage was not started (re-run the same command to finish both)")
+    nxt = start_next_stage(c, record)
+    if nxt is not None and wait:
+        wait_until_finished(c, nxt)
+
+
+class _RunTask(Task):
+    """The run task's short flags, as invoke makes them, but never ``-h`` (that is help) or ``-`` (--then, added
+    after the others, would take them)."""
+
+    def arg_opts(self, name, default, taken_names):
+        return super().arg_opts(name, default, set(taken_names) | {"h", "-"})
+
+
+@task(klass=_RunTask, name="run", help={
     "workload": "which workload (a script in workloads/): resize, edges, features, gridsearch",
     "src": "input folder, relative to shared.root (default: job.src)",
     "dst": "output folder, relative to shared.root (default: job.dst)",
@@ -94,10 +172,16 @@ def seed_rate_window(disk, record: dict, started: int) -> None:
     "attach": "resume supervising a running run (the latest, or RUN_ID) instead of starting one",
     "max_replacements": "with --until-done: at most this many replacement nodes (default: job.max_replacements)",
     "budget_usd": "with --until-done: no new node once the projected cost would pass this (default: job.budget_usd)",
+    "then": "a second stage (default engine): once this run is complete (every item done or failed, every node "
+            "finished; it is waited for, or supervised with --until-done), run WORKLOAD over its output folder; "
+            "the second stage is waited for with --wait, supervised with --until-done, else left running. Both "
+            "stages skip what is done: the same command again finishes what is left",
+    "then_dst": "with --then: the second stage's output folder (default: DST-WORKLOAD, e.g. out-edges)",
+    "then_args": "with --then: the second stage's workload arguments, as ONE quoted string",
 }, optional=["attach"])
 @user_errors()
 def run_(c, workload="", src="", dst="", args="", wait=False, name="", provider="", engine="local",
-         until_done=False, attach=None, max_replacements=-1, budget_usd=""):
+         until_done=False, attach=None, max_replacements=-1, budget_usd="", then="", then_dst="", then_args=""):
     """Start a workload on every node of the fleet, each on its share of the inputs."""
     job = c.config.job
     # --- issue 13: --attach / --until-done (playbooks/supervise.py)
@@ -118,6 +202,9 @@ def run_(c, workload="", src="", dst="", args="", wait=False, name="", provider=
     src = safefs.rel_path(setting(c, "job.src", src), "--src")
     dst = safefs.rel_path(setting(c, "job.dst", dst), "--dst")
     workload, args = setting(c, "job.workload", workload), setting(c, "job.args", args)
+    if then and engine != "local":
+        raise Exit("--then is for the default engine (--engine local)")
+    plan = stage_plan(workload or job.workload, dst, then, then_dst, then_args)
     name, nodes = nodes_or_exit(c, name, provider)
     # --- engine choice (issue 6): everything else in this task is the local engine
     if engine not in ("local", "dask"):
@@ -125,7 +212,9 @@ def run_(c, workload="", src="", dst="", args="", wait=False, name="", provider=
     if engine == "dask":
         from playbooks.engines import dask as dask_engine
         return dask_engine.run(c, name, nodes, workload or job.workload, src, dst, args or job.args, provider)
-    record = start(c, name, nodes, workload or job.workload, src, dst, args or job.args, provider)
+    record = start(c, name, nodes, workload or job.workload, src, dst, args or job.args, provider, then=plan)
+    if plan:
+        return run_stages(c, record, until_done, wait, bounds)
     if until_done:
         from playbooks import supervise
         return supervise.supervise(c, record, **bounds)
