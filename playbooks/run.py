@@ -137,8 +137,7 @@ def run_stages(c, record: dict, until_done: bool, wait: bool, bounds: dict) -> N
     node stops here, before the second stage), then the second stage, waited for with --wait or supervised with
     --until-done, or left running."""
     if until_done:
-        from playbooks import supervise
-        supervise.supervise_stages(c, record, **bounds)
+        supervise_stages(c, record, **bounds)
         return
     from playbooks.progress import wait_until_finished
     snap = wait_until_finished(c, record)
@@ -156,6 +155,23 @@ class _RunTask(Task):
 
     def arg_opts(self, name, default, taken_names):
         return super().arg_opts(name, default, set(taken_names) | {"h", "-"})
+
+
+def supervise_stages(c, record: dict, **bounds) -> dict:
+    """``--until-done`` (and ``--attach``) with stages: each stage supervised to its end, then the next one
+    (``start_next_stage``, over this stage's output folder); attached to a stage whose next one runs already,
+    it goes on with that one.  Returns the last stage's report."""
+    from playbooks import supervise
+    while True:
+        report = supervise.supervise(c, record, **bounds)
+        if record.get("next_run"):
+            record = runstate.load_run(c, safefs.name(record["next_run"], "next_run"), record.get("provider", ""),
+                                       record["fleet"])
+            continue
+        nxt = start_next_stage(c, record)
+        if nxt is None:
+            return report
+        record = nxt
 
 
 @task(klass=_RunTask, name="run", help={
@@ -192,9 +208,9 @@ def run_(c, workload="", src="", dst="", args="", wait=False, name="", provider=
             bounds["budget_usd"] = float(budget_usd)
         except ValueError:
             raise Exit(f"--budget-usd {budget_usd!r} is not a number of dollars: e.g. --budget-usd 5") from None
-    if attach is not None:
-        from playbooks import supervise
-        return supervise.attach(c, "" if attach is True else str(attach), provider, name, **bounds)
+    if attach is not None:   # the run, and the stages after it (--then)
+        return supervise_stages(c, runstate.load_run(c, "" if attach is True else str(attach), provider, name),
+                                **bounds)
     until_done = until_done or setting(c, "job.until_done")
     if until_done and engine != "local":
         raise Exit("--until-done is for the default engine (--engine local)")

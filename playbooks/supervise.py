@@ -15,7 +15,7 @@ fleet: the nodes run detached; ``invoke run --attach`` resumes from the run reco
 replacement made so far.
 
 Stages (``invoke run --workload resize --then features``): each stage is supervised to its end, then the next
-starts over its output folder (``supervise_stages``); ``--attach`` to a stage goes on to the next.
+starts over its output folder (``run.supervise_stages``; ``run --attach`` to a stage goes on to the next).
 """
 from __future__ import annotations
 
@@ -307,22 +307,6 @@ def show(report: dict) -> None:
 
 def attach(c, run_id: str = "", provider: str = "", name: str = "", **bounds) -> dict:
     record = runstate.load_run(c, run_id, provider, name)
-    return supervise_stages(c, record, **bounds)
-
-
-def supervise_stages(c, record: dict, **bounds) -> dict:
-    """``--until-done`` with ``--then``: each stage to its end, then the next one (``run.start_next_stage``, over
-    this stage's output folder); attached to a stage whose next one runs already, it goes on with that one.
-    Returns the last stage's report."""
-    from playbooks import run
-    while True:
-        report = supervise(c, record, **bounds)
-        if record.get("next_run"):
-            record = runstate.load_run(c, str(record["next_run"]), record.get("provider", ""), record["fleet"])
-            continue
-        nxt = run.start_next_stage(c, record)
-        if nxt is None:
-            return report
-        record = nxt
+    return supervise(c, record, **bounds)
 
 
