@@ -31,6 +31,8 @@ def up(fleet_base):
 def runs_of(c) -> list[dict]:
     """Every run record on the shared disk, oldest first."""
     folder = Path(c.config.shared.root) / runstate.STATE / "runs"
+    if not folder.is_dir():
+        return []
     return sorted((runstate.load_run(c, p.name) for p in folder.iterdir() if p.is_dir()),
                   key=lambda r: r["started_at"])
 
@@ -99,3 +101,36 @@ def test_a_bad_then_is_one_line_before_anything_starts(tmp_path, flags, says):
     err = result.stderr.strip()
     assert says in err and "\n" not in err, err
     assert not (tmp_path / "data" / runstate.STATE).exists()      # no run was recorded
+
+
+def test_attach_to_a_first_stage_goes_on_to_the_second(up, fleet_base):
+    """The supervisor of `--then edges --until-done` stopped (Ctrl-C) during the first stage: the nodes go on;
+    `run --attach` supervises the first stage to its end, then starts and supervises the second."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from tests.support.fleet import INVOKE
+    from playbooks.settings.defaults import REPO
+    env = {**os.environ, "INVOKE_FLEET_STATE_DIR": str(fleet_base / "state"),
+           "INVOKE_SHARED_ROOT": str(fleet_base / "data"), "INVOKE_JOB_POLL": "0.3", "INVOKE_JOB_ITEM_DELAY": "0.5",
+           "COLUMNS": "200"}
+    before = {r["run_id"] for r in runs_of(up)}
+    proc = subprocess.Popen([INVOKE, "run", "--workload", "resize", "--dst", "att", "--then", "edges", "--name", NAME,
+                             "--until-done"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not stems(up, "att", ".jpg"):                 # the first stage has made an output: stop the supervisor
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() else ""
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "--attach" in out, out
+    first = runstate.load_run(up)
+    assert first["run_id"] not in before and first["workload"] == "resize" and not first.get("next_run")
+    assert len(stems(up, "att", ".jpg")) < IMAGES                # the stop came during the first stage
+    result = invoke_cli(fleet_base, "run", "--attach", first["run_id"], timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(stems(up, "att", ".jpg")) == IMAGES and stems(up, "att-edges", ".png") == stems(up, "att", ".jpg")
+    second = runstate.load_run(up)
+    assert runstate.load_run(up, first["run_id"])["next_run"] == second["run_id"] and second["src"] == "att"
