@@ -49,6 +49,7 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
     for entry in record["nodes"]:
         beat, exit_ = tally.node(entry["name"])
         state = runstate.node_status(record, entry["name"], beat, exit_, lost_after, now)
+        state = replaced_state(record, entry, state)
         # a node's last heartbeat holds its own average so far: what it does now, or did over its whole run
         node_rate = float(beat.get("rate_per_s", 0.0)) if beat and state in ("running", "done", "failed") else 0.0
         rate += node_rate if state == "running" else 0.0
@@ -79,6 +80,15 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
         "cost_usd": cost(c, record, elapsed), "nodes": nodes,
         "head_free_bytes": free, "heartbeat_rate_per_s": round(beat_rate, 3), **node_counts(record, nodes),
     }
+
+
+def replaced_state(record: dict, entry: dict, state: str) -> str:
+    """A node the supervisor replaced is what the supervisor saw it become (lost, preempted, failed), whatever
+    its files say since (none, when its machine vanished before its first heartbeat)."""
+    if entry.get("replaced_by") and state not in ENDED:
+        cause = ((record.get("events") or {}).get(entry["name"]) or {}).get("cause")
+        return cause if cause in ENDED else "lost"
+    return state
 
 
 def node_counts(record: dict, nodes: list[dict]) -> dict:

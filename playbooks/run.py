@@ -246,7 +246,9 @@ def stop(c, name="", provider="", run_id=""):
     record = runstate.load_run(c, run_id, provider, name)
     name = fleet_name(c, name or record["fleet"])
     nodes = [n for n in provider_of(c, provider).list_nodes(c, name) if n.state == "running"]
-    pids = {e["name"]: e.get("pid") for e in record["nodes"]}
+    # the machine each live entry runs on (a cloud replacement may run on a reused name: supervise.machine_of);
+    # never a pid of a replaced entry, whose machine may now run another process under that pid
+    pids = {e.get("machine") or e["name"]: e.get("pid") for e in record["nodes"] if not e.get("replaced_by")}
     nodes = [n for n in nodes if pids.get(n.name)]
     if not nodes:
         console.print(f"run {record['run_id']}: no running node to stop")

@@ -19,6 +19,7 @@ starts over its output folder (``run.supervise_stages``; ``run --attach`` to a s
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -61,6 +62,20 @@ def _entries(record: dict) -> list[dict]:
     return [e for e in record["nodes"] if not e.get("replaced_by")]
 
 
+def machine_of(entry: dict) -> str:
+    """The provider's name of the machine a run entry runs on.  A cloud refills a fleet under the names it lost
+    (demo-1 again), so a replacement on a reused name joins the run as ``<name>.<k>`` (its own state folder,
+    heartbeat and events) with ``machine`` naming the machine."""
+    return entry.get("machine") or entry["name"]
+
+
+def _run_name(record: dict, machine: str) -> str:
+    taken = {e["name"] for e in record["nodes"]}
+    if machine not in taken:
+        return machine
+    return next(f"{machine}.{k}" for k in range(2, 10_000) if f"{machine}.{k}" not in taken)
+
+
 def _deploy_new(c, name: str, provider: str, nodes) -> list:
     from playbooks import deploy
     from playbooks.ssh.fanout import fan_out, fleet_dir
@@ -86,23 +101,28 @@ def start_on(c, record: dict, pairs: list[tuple[object, dict]]) -> list:
     _wl, _opts, extra = workload_opts(record["workload"], str(root / record["src"]),
                                           str(root / record["dst"]), record.get("args", ""))
     now = time.time()
+    as_run = {}                       # machine -> the node as the run knows it (its name in the run)
     for node, old in pairs:
-        record["nodes"].append({"name": node.name, "shard": old["shard"], "started_at": now,
-                                "replaces": old["name"]})
-        old["replaced_by"] = node.name
+        entry = {"name": _run_name(record, node.name), "shard": old["shard"], "started_at": now,
+                 "replaces": old["name"]}
+        if entry["name"] != node.name:
+            entry["machine"] = node.name
+        record["nodes"].append(entry)
+        old["replaced_by"] = entry["name"]
+        as_run[node.name] = dataclasses.replace(node, name=entry["name"])
     runstate.save_run(disk, record)
     for node, _old in pairs:
-        disk.give_to_nodes(f"{runstate.run_rel(record['run_id'])}/nodes/{node.name}")
+        disk.give_to_nodes(f"{runstate.run_rel(record['run_id'])}/nodes/{as_run[node.name].name}")
     workers = int(c.config.local.cores_per_node) if provider == "local" else None
     env = {**node_env(c, provider), **node_env_extra(c, provider)}
     timeout = float(c.config.fleet.ssh_timeout)
     shard_of = {node.name: old["shard"] for node, old in pairs}
     results = fan_out(c, record["fleet"], [n for n, _ in pairs], lambda conn, n: int(run_checked(
-        conn, node_command(n, record, shard_of[n.name], extra, workers, env), timeout).split()[-1]),
+        conn, node_command(as_run[n.name], record, shard_of[n.name], extra, workers, env), timeout).split()[-1]),
         step="start")
     for r in results:
         for e in record["nodes"]:
-            if e["name"] == r.node.name:
+            if e["name"] == as_run[r.node.name].name:
                 e["pid"] = r.value if r.ok else None
     runstate.save_run(disk, record, latest=True)
     return results
@@ -115,7 +135,15 @@ def replace(c, record: dict, gone: list[dict], events: dict) -> list[str]:
     provider = record.get("provider", "local")
     prov = provider_of(c, provider)
     name = record["fleet"]
-    known = {e["name"] for e in record["nodes"]}
+    # a new machine: not one of the run's other nodes, and under a name the run never had, or (a cloud refills
+    # under the names it lost) another machine than the one seen when the loss was detected
+    busy = {machine_of(e) for e in _entries(record) if e not in gone}
+    known = {machine_of(e) for e in record["nodes"]}
+    old_ids = {events.get(e["name"], {}).get("machine_id") for e in gone} - {None, ""}
+
+    def is_new(n) -> bool:
+        return n.state != TERMINATED and n.name not in busy and (
+            n.name not in known or (bool(n.id) and n.id not in old_ids))
     size = int(record.get("shards") or len(_entries(record)))
     spec = FleetSpec(name=name, count=size, provider=provider, spot=True, min_count=1,
                      ttl_hours=float(c.config.fleet.ttl_hours))
@@ -124,7 +152,7 @@ def replace(c, record: dict, gone: list[dict], events: dict) -> list[str]:
     deadline = time.monotonic() + float(c.config.fleet.ready_timeout)
     while True:
         nodes = prov.list_nodes(c, name)
-        fresh = [n for n in nodes if n.name not in known and n.state != TERMINATED]
+        fresh = [n for n in nodes if is_new(n)]
         if all(n.state == "running" for n in fresh):
             break
         if time.monotonic() > deadline:
@@ -132,7 +160,7 @@ def replace(c, record: dict, gone: list[dict], events: dict) -> list[str]:
                           "); trying again at the next poll", markup=False)
             return []
         time.sleep(0.2)
-    new = [n for n in nodes if n.name not in known and n.state != TERMINATED][:len(gone)]
+    new = [n for n in nodes if is_new(n)][:len(gone)]
     if not new:
         console.print(f"supervisor: the provider made no new node for {', '.join(e['name'] for e in gone)} "
                       f"(fleet: {', '.join(f'{n.name} {n.state}' for n in nodes)}); trying again", markup=False)
@@ -146,10 +174,11 @@ def replace(c, record: dict, gone: list[dict], events: dict) -> list[str]:
     if not pairs:
         return []
     results = start_on(c, record, pairs)
-    started = [r.node.name for r in results if r.ok]
-    for node, old in pairs:
+    by_machine = {machine_of(e): e["name"] for e in _entries(record)}
+    started = [by_machine.get(r.node.name, r.node.name) for r in results if r.ok]
+    for _node, old in pairs:
         ev = events.setdefault(old["name"], {})
-        ev.update(replaced_by=node.name, replaced_at=time.time())
+        ev.update(replaced_by=old["replaced_by"], replaced_at=time.time())
     return started
 
 
@@ -158,7 +187,7 @@ def _kill_if_local(c, record: dict, entry: dict) -> None:
     health check would: only then can create refill its place."""
     if record.get("provider", "local") == "local":
         from playbooks.providers import local
-        local.kill_node(c, record["fleet"], entry["name"])
+        local.kill_node(c, record["fleet"], machine_of(entry))
 
 
 # ------------------------------------------------------------------------------------------------- the loop
@@ -190,14 +219,17 @@ def supervise(c, record: dict, max_replacements: int | None = None, budget_usd: 
                               f"{snap['rate_per_s']:.1f} items/s, ETA "
                               f"{'-' if eta is None else f'{eta:.0f} s'}", markup=False)
             states = {n["name"]: n for n in snap["nodes"]}
-            listed = {n.name: n.state for n in prov.list_nodes(c, record["fleet"])}
+            machines = prov.list_nodes(c, record["fleet"])
+            listed = {n.name: n.state for n in machines}
             for e in _entries(record):
                 st = states.get(e["name"], {}).get("state")
                 ev = events.get(e["name"])
-                if ev is None and st in ("running", "starting") and listed.get(e["name"], TERMINATED) == TERMINATED:
+                if ev is None and st in ("running", "starting") and \
+                        listed.get(machine_of(e), TERMINATED) == TERMINATED:
                     st = "lost"               # its machine is gone: no need to wait for job.lost_after
                 if st in GONE and ev is None:
-                    events[e["name"]] = {"cause": "preempted" if st == "preempted" else st, "detected_at": now}
+                    events[e["name"]] = {"cause": "preempted" if st == "preempted" else st, "detected_at": now,
+                                         "machine_id": next((n.id for n in machines if n.name == machine_of(e)), "")}
                     console.print(f"supervisor: {e['name']} is {st} (shard {e['shard']})", markup=False)
             for ev in events.values():       # a replacement is working once it made its first output
                 new = ev.get("replaced_by")
@@ -209,10 +241,10 @@ def supervise(c, record: dict, max_replacements: int | None = None, budget_usd: 
             if gone:
                 # a preempted or lost node must be gone from the provider before create refills its place
                 for e in gone:
-                    if listed.get(e["name"], TERMINATED) != TERMINATED and events[e["name"]]["cause"] != "preempted":
+                    if listed.get(machine_of(e), TERMINATED) != TERMINATED and events[e["name"]]["cause"] != "preempted":
                         _kill_if_local(c, record, e)
                 ready = [e for e in gone if events[e["name"]]["cause"] != "preempted"
-                         or listed.get(e["name"], TERMINATED) == TERMINATED]
+                         or listed.get(machine_of(e), TERMINATED) == TERMINATED]
                 made = sum(1 for ev in events.values() if ev.get("replaced_by"))
                 if ready and made + len(ready) > max_replacements:
                     bound = f"--max-replacements {max_replacements} reached"
