@@ -4,6 +4,9 @@ Every node runs ``python workloads/<w>.py --src M/src --dst M/dst --shard i/n --
 session (it survives the SSH connection closing).  A node first does its own share of the items, then helps
 with what is left, so a node that dies costs only the items it had in flight.  See ``runstate`` for where
 the run's record, logs, heartbeats and exit files live.
+
+Stages: ``--then WORKLOAD`` keeps the next stage in the run record (``then``); once the run is complete the head
+starts it over the run's output folder and names it in the record (``next_run``), see ``run_stages``.
 """
 from __future__ import annotations
 
@@ -198,7 +201,8 @@ def supervise_stages(c, record: dict, **bounds) -> dict:
 @user_errors()
 def run_(c, workload="", src="", dst="", args="", wait=False, name="", provider="", engine="local",
          until_done=False, attach=None, max_replacements=-1, budget_usd="", then="", then_dst="", then_args=""):
-    """Start a workload on every node of the fleet, each on its share of the inputs."""
+    """Start a workload on every node of the fleet, each on its share of the inputs (--then: and a second stage
+    over its outputs once it is complete)."""
     job = c.config.job
     # --- issue 13: --attach / --until-done (playbooks/supervise.py)
     bounds = {"max_replacements": None if max_replacements < 0 else int(max_replacements),

@@ -5,6 +5,8 @@ point to a small window kept in the run's folder on the shared disk, ``<run>/rat
 
     {"points": [[t, settled, working], ...]}     settled = items done + failed, as the head counted them;
                                                  working = nodes running or starting at that moment
+                                                 (progress.working_nodes: not one the supervisor replaced,
+                                                 at most the run's shard count)
 
 so separate ``invoke progress`` calls, a ``--watch`` in another terminal and the supervisor all share one
 history.  ``run`` writes the first point when it starts the run (what was already there counts as settled).
@@ -12,8 +14,8 @@ history.  ``run`` writes the first point when it starts the run (what was alread
 The estimate is the rate **per working node** over the recent window, times the nodes working now:
 
 * items settled in the window / node-seconds worked in it (each interval between two points counts the nodes
-  working at both its ends), so a lost node lowers the ETA's rate at once, a replacement raises it back
-  as soon as it reports, and a stretch with no node working (the whole fleet lost) adds no node-seconds and
+  working at both its ends), so a lost node lowers the ETA's rate once it is seen lost, its replacement
+  raises it back as soon as it is starting (the ETA looks ahead: a starting node will work), and a stretch with no node working (the whole fleet lost) adds no node-seconds and
   leaves the per-node rate as it was;
 * the window is the last ``window_s`` seconds of points, ``window_s`` growing with the run
   (``WINDOW_SHARE`` of the time since outputs began, between ``MIN_WINDOW_S`` and ``MAX_WINDOW_S``): the rate per
