@@ -102,9 +102,10 @@ def node_counts(record: dict, nodes: list[dict]) -> dict:
 
 
 def working_nodes(record: dict, nodes: list[dict]) -> int:
-    """Nodes that work on (running or starting), not counting one the supervisor replaced already (it may look
-    alive until ``job.lost_after``), at most the run's shard count."""
-    replaced = {e["name"] for e in record["nodes"] if e.get("replaced_by")}
+    """Nodes that work on (running or starting), not counting one the supervisor found gone or replaced already
+    (it may look alive until ``job.lost_after``), at most the run's shard count."""
+    events = record.get("events") or {}
+    replaced = {e["name"] for e in record["nodes"] if e.get("replaced_by") or e["name"] in events}
     working = sum(1 for n in nodes if n["state"] in ("running", "starting") and n["name"] not in replaced)
     return min(working, int(record.get("shards") or len(record["nodes"])))
 

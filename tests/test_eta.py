@@ -201,3 +201,14 @@ def test_recorded_runs_stay_within_10_percent_of_the_run(path):
 def test_there_are_recorded_runs():
     assert any(json.loads(p.read_text())["killed"] for p in RECORDED)
     assert sum(not json.loads(p.read_text())["killed"] for p in RECORDED) >= 2
+
+
+def test_a_node_the_supervisor_found_gone_no_longer_counts_as_working():
+    record = {"shards": 3, "events": {"n1": {"cause": "lost"}},
+              "nodes": [{"name": "n0"}, {"name": "n1"}, {"name": "n2", "replaced_by": "n3"}, {"name": "n3"}]}
+    nodes = [{"name": n, "state": "running"} for n in ("n0", "n1", "n2")] + [{"name": "n3", "state": "starting"}]
+    assert progress.working_nodes(record, nodes) == 2                 # n0 and the starting replacement n3
+    record["events"] = {}
+    nodes.append({"name": "n4", "state": "running"})
+    record["nodes"].append({"name": "n4"})
+    assert progress.working_nodes(record, nodes) == 3                 # never more than the run's shards
