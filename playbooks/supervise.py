@@ -241,7 +241,8 @@ def supervise(c, record: dict, max_replacements: int | None = None, budget_usd: 
             if gone:
                 # a preempted or lost node must be gone from the provider before create refills its place
                 for e in gone:
-                    if listed.get(machine_of(e), TERMINATED) != TERMINATED and events[e["name"]]["cause"] != "preempted":
+                    if listed.get(machine_of(e), TERMINATED) != TERMINATED and \
+                            events[e["name"]]["cause"] != "preempted":
                         _kill_if_local(c, record, e)
                 ready = [e for e in gone if events[e["name"]]["cause"] != "preempted"
                          or listed.get(machine_of(e), TERMINATED) == TERMINATED]

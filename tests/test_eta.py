@@ -1,6 +1,6 @@
 """The head's ETA (issue 13, item 5; playbooks/runs/eta.py): synthetic sequences for each rule, the window on the
-shared disk shared by separate looks at a run, and sequences recorded on real 3-node runs (bench/test_eta.py with
-FLEETBOOK_ETA_RECORD) replayed poll by poll against their real finish."""
+shared disk shared by separate looks at a run, and sequences recorded on real 3-node runs
+(bench/test_progress_eta.py with FLEETBOOK_ETA_RECORD) replayed poll by poll against their real finish."""
 from __future__ import annotations
 
 import json

@@ -15,7 +15,8 @@ The estimate is the rate **per working node** over the recent window, times the 
 
 * items settled in the window / node-seconds worked in it (each interval between two points counts the nodes
   working at both its ends), so a lost node lowers the ETA's rate once it is seen lost, its replacement
-  raises it back as soon as it is starting (the ETA looks ahead: a starting node will work), and a stretch with no node working (the whole fleet lost) adds no node-seconds and
+  raises it back as soon as it is starting (the ETA looks ahead: a starting node will work), and a stretch
+  with no node working (the whole fleet lost) adds no node-seconds and
   leaves the per-node rate as it was;
 * the window is the last ``window_s`` seconds of points, ``window_s`` growing with the run
   (``WINDOW_SHARE`` of the time since outputs began, between ``MIN_WINDOW_S`` and ``MAX_WINDOW_S``): the rate per

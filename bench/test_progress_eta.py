@@ -15,7 +15,7 @@ output the first ETA came and at what % done.  The second case kills one node (n
 ``--until-done`` supervisor runs beside the poller and replaces it.
 
 Ratios of one run, not seconds: a shared 2-core machine is noisy.  Run it at full size with
-``pytest bench/test_eta.py --bench-scale default -s``.
+``pytest bench/test_progress_eta.py --bench-scale default -s``.
 """
 from __future__ import annotations
 
