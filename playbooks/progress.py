@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from playbooks.runs import disk as rundisk
+from playbooks.runs import eta
 from playbooks.settings import setting
 from playbooks.runs import state as runstate
 from playbooks.fleet import provider_of
@@ -34,17 +35,22 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
 
     ``processed`` is the sum of the nodes' own counts (an item done twice counts twice); once every node has
     finished, ``duration_s`` runs from the start to the last exit or heartbeat and ``rate_per_s`` is the run's
-    average (items this run made per second), else ``duration_s`` is None and the rate is the nodes' current one.
+    average (items this run made per second), else ``duration_s`` is None and the rate and ``eta_s`` are the
+    head's (``runs/eta.py``: outputs counted over the recent looks at the run, per node working, times the nodes
+    working now; this look is added to that window).  ``heartbeat_rate_per_s``: the running nodes' own rates
+    summed (what the ETA fell back on before it had a window).
     A node's own ``rate_per_s`` is its current rate while it runs, its average once it has finished.
     """
     now = now or time.time()
-    tally = rundisk.of_record(c, record).tally(record)
+    disk = rundisk.of_record(c, record)
+    tally = disk.tally(record)
     counts, free = tally.counts, tally.free_bytes
     lost_after = float(c.config.job.lost_after)
     nodes, rate, last = [], 0.0, 0.0
     for entry in record["nodes"]:
         beat, exit_ = tally.node(entry["name"])
         state = runstate.node_status(record, entry["name"], beat, exit_, lost_after, now)
+        state = replaced_state(record, entry, state)
         # a node's last heartbeat holds its own average so far: what it does now, or did over its whole run
         node_rate = float(beat.get("rate_per_s", 0.0)) if beat and state in ("running", "done", "failed") else 0.0
         rate += node_rate if state == "running" else 0.0
@@ -59,16 +65,50 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
     processed = sum(n["done"] for n in nodes)
     over = all(n["state"] in ENDED for n in nodes)
     span = last - record["started_at"] if over and last > record["started_at"] else None
+    eta_s, beat_rate = None, rate
     if span:   # a finished run: its average, of what this run made (outputs that were there are not its work)
         rate = min(counts["done"], processed) / span
+    elif not over:   # the head's own count over time (runs/eta.py), shared by every look at the run
+        working = working_nodes(record, nodes)
+        window = eta.observe(disk, runstate.run_rel(record["run_id"]), now, counts["done"] + counts["failed"],
+                             working)
+        rate, eta_s = eta.estimate(window, left, working, heartbeat_rate=rate)
     return {
         "run_id": record["run_id"], "workload": record["workload"], "total": counts["total"],
         "done": counts["done"], "failed": counts["failed"], "rate_per_s": round(rate, 3),
-        "eta_s": (0.0 if left <= 0 else round(left / rate, 1) if rate > 0 and not over else None),
+        "eta_s": 0.0 if left <= 0 else None if eta_s is None else round(eta_s, 1),
         "elapsed_s": round(elapsed, 1), "duration_s": round(span, 1) if span else None, "processed": processed,
         "cost_usd": cost(c, record, elapsed), "nodes": nodes,
-        "head_free_bytes": free,
+        "head_free_bytes": free, "heartbeat_rate_per_s": round(beat_rate, 3), **node_counts(record, nodes),
     }
+
+
+def replaced_state(record: dict, entry: dict, state: str) -> str:
+    """A node the supervisor replaced is what the supervisor saw it become (lost, preempted, failed), whatever
+    its files say since (none, when its machine vanished before its first heartbeat)."""
+    if entry.get("replaced_by") and state not in ENDED:
+        cause = ((record.get("events") or {}).get(entry["name"]) or {}).get("cause")
+        return cause if cause in ENDED else "lost"
+    return state
+
+
+def node_counts(record: dict, nodes: list[dict]) -> dict:
+    """How many of the run's nodes were lost (no heartbeat for job.lost_after), preempted (they had notice and
+    stopped cleanly: their items in flight are not failed items, they are left for others), failed (the
+    workload ended non-zero) and how many joined as replacements."""
+    states = [n["state"] for n in nodes]
+    return {"nodes_lost": states.count("lost"), "nodes_preempted": states.count("preempted"),
+            "nodes_failed": states.count("failed"),
+            "nodes_replaced": sum(1 for e in record["nodes"] if e.get("replaces"))}
+
+
+def working_nodes(record: dict, nodes: list[dict]) -> int:
+    """Nodes that work on (running or starting), not counting one the supervisor found gone or replaced already
+    (it may look alive until ``job.lost_after``), at most the run's shard count."""
+    events = record.get("events") or {}
+    replaced = {e["name"] for e in record["nodes"] if e.get("replaced_by") or e["name"] in events}
+    working = sum(1 for n in nodes if n["state"] in ("running", "starting") and n["name"] not in replaced)
+    return min(working, int(record.get("shards") or len(record["nodes"])))
 
 
 def node_done(beat: dict | None, exit_: dict | None) -> int:
@@ -91,7 +131,7 @@ def cost(c, record: dict, elapsed: float) -> float | None:
 def as_json(snap: dict) -> dict:
     """What `--json` prints: the run's numbers and, per node, name, rate, last seen and state."""
     keys = ("run_id", "total", "done", "failed", "rate_per_s", "eta_s", "elapsed_s", "duration_s", "processed",
-            "cost_usd")
+            "cost_usd", "nodes_lost", "nodes_preempted", "nodes_failed", "nodes_replaced")
     return {k: snap[k] for k in keys} | {"nodes": [{k: n[k] for k in ("name", "rate_per_s", "last_seen_s", "state")}
                                                    for n in snap["nodes"]]}
 
@@ -105,15 +145,19 @@ def table(snap: dict) -> Table:
     when = (f"{snap['rate_per_s']:.1f} items/s on average, finished in {snap['duration_s']:.1f} s"
             if snap["duration_s"] else
             f"{snap['rate_per_s']:.1f} items/s, ETA {eta}, {snap['elapsed_s']:.0f} s elapsed")
+    fleet = ", ".join(f"{snap.get('nodes_' + k, 0)} {k}" for k in ("lost", "preempted", "failed", "replaced")
+                      if snap.get("nodes_" + k))
     t = Table(title=Text(f"run {snap['run_id']}: {snap['done']}/{snap['total']} done, {snap['failed']} failed, {when}"
-                         + (f", ${snap['cost_usd']:.2f}" if snap["cost_usd"] is not None else "")),
+                         + (f", ${snap['cost_usd']:.2f}" if snap["cost_usd"] is not None else "")
+                         + (f"; nodes {fleet}" if fleet else "")),
               title_justify="left", caption=runstate.common_cause(snap["nodes"], snap.get("head_free_bytes")),
               caption_justify="left")
     for col in ("node", "state", "items/s", "done", "failed", "last seen"):
         t.add_column(col)
     for n in snap["nodes"]:
         seen = "-" if n["last_seen_s"] is None else f"{n['last_seen_s']:.0f} s ago"
-        style = {"lost": "red", "failed": "red", "unhealthy": "red", "done": "green"}.get(n["state"], "")
+        style = {"lost": "red", "failed": "red", "unhealthy": "red", "done": "green", "preempted": "yellow"}.get(
+            n["state"], "")
         said = f" ({n['error']})" if n.get("error") and n["state"] in ("lost", "failed", "unhealthy") else ""
         t.add_row(Text(n["name"]), Text(n["state"] + said, style=style), f"{n['rate_per_s']:.1f}",  # data: never markup
                   str(n["done"]), str(n["failed"]), seen)
@@ -147,8 +191,9 @@ def wait_until_finished(c, record: dict) -> dict:
             snap = snapshot(c, record)
     nodehealth.name_causes(c, record, snap)   # a lost node's own last words, over SSH (issue 13 item 4)
     console.print(table(snap))
+    left = snap["total"] - snap["done"] - snap["failed"]
     bad = [f"{n['name']} ({n['state']}{': ' + n['error'] if n.get('error') else ''})" for n in snap["nodes"]
-           if n["state"] in ("lost", "failed", "unhealthy")]
+           if n["state"] in ("lost", "failed", "unhealthy") or (n["state"] == "preempted" and left > 0)]
     if bad:
         cause = runstate.common_cause(snap["nodes"], snap.get("head_free_bytes"))
         raise Exit(f"run {record['run_id']}: {', '.join(bad)}; {cause + '; ' if cause else ''}"
@@ -159,7 +204,8 @@ def wait_until_finished(c, record: dict) -> dict:
 @task(help={
     "watch": "refresh until every node has finished (with --json: one JSON object per line)",
     "json": "print only JSON: run_id, total, done, failed, rate_per_s, eta_s, elapsed_s, duration_s, processed, "
-            "cost_usd, nodes",
+            "cost_usd, nodes_lost, nodes_preempted (counted apart: a preempted node had notice, none of its items "
+            "failed), nodes_failed, nodes_replaced, nodes",
     "failed": "list the failed items with their reasons",
     "run_id": "which run (default: the latest)",
     "name": "fleet name (default: fleet.name); matters for a cloud fleet with a head instance",

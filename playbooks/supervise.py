@@ -13,12 +13,15 @@ Bounds: ``--max-replacements`` (``job.max_replacements``) and, where the provide
 says so and leaves the fleet as it is.  Stopping the supervisor (Ctrl-C, a closed terminal) stops nothing on the
 fleet: the nodes run detached; ``invoke run --attach`` resumes from the run record, which holds every
 replacement made so far.
+
+Stages (``invoke run --workload resize --then features``): each stage is supervised to its end, then the next
+starts over its output folder (``run.supervise_stages``; ``run --attach`` to a stage goes on to the next).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
-from collections import deque
 
 from invoke.exceptions import Exit
 from rich.console import Console
@@ -36,7 +39,6 @@ from playbooks.settings.defaults import shared_root
 console = Console()
 GONE = ("lost", "preempted", "failed", "unhealthy")   # states of a node that does no more work and is replaced
 STATUS_EVERY_S = 10.0                    # a status line this often
-ETA_WINDOW_S = 30.0                      # the head's rate: outputs counted over the polls of this window
 
 
 def node_env_extra(c, provider: str) -> dict[str, str]:
@@ -57,38 +59,23 @@ def node_env_extra(c, provider: str) -> dict[str, str]:
 DEFAULT_METADATA = {"gcp": "http://metadata.google.internal", "aws": "http://169.254.169.254"}
 
 
-# ------------------------------------------------------------------------------------------------- ETA
-class HeadRate:
-    """The run's rate from the outputs the head counts at each poll (a window of recent polls), so an ETA is
-    known from the second poll after outputs appear, and stays right when nodes die and new ones start."""
-
-    def __init__(self, window_s: float = ETA_WINDOW_S):
-        self.window_s = window_s
-        self.polls: deque = deque()
-
-    def add(self, t: float, done: int) -> None:
-        self.polls.append((t, done))
-        while len(self.polls) > 2 and t - self.polls[1][0] >= self.window_s:
-            self.polls.popleft()
-        while len(self.polls) > 2 and self.polls[0][1] == self.polls[1][1]:   # a flat start (nodes starting, a
-            self.polls.popleft()                                                # stall) is no rate of the run
-
-    def rate(self) -> float | None:
-        if len(self.polls) < 2:
-            return None
-        (t0, d0), (t1, d1) = self.polls[0], self.polls[-1]
-        return (d1 - d0) / (t1 - t0) if t1 > t0 and d1 > d0 else None
-
-    def eta(self, left: int) -> float | None:
-        if left <= 0:
-            return 0.0
-        r = self.rate()
-        return left / r if r else None
-
-
 # ------------------------------------------------------------------------------------------------- replacing
 def _entries(record: dict) -> list[dict]:
     return [e for e in record["nodes"] if not e.get("replaced_by")]
+
+
+def machine_of(entry: dict) -> str:
+    """The provider's name of the machine a run entry runs on.  A cloud refills a fleet under the names it lost
+    (demo-1 again), so a replacement on a reused name joins the run as ``<name>.<k>`` (its own state folder,
+    heartbeat and events) with ``machine`` naming the machine."""
+    return entry.get("machine") or entry["name"]
+
+
+def _run_name(record: dict, machine: str) -> str:
+    taken = {e["name"] for e in record["nodes"]}
+    if machine not in taken:
+        return machine
+    return next(f"{machine}.{k}" for k in range(2, 10_000) if f"{machine}.{k}" not in taken)
 
 
 def _deploy_new(c, name: str, provider: str, nodes) -> list:
@@ -113,56 +100,36 @@ def start_on(c, record: dict, pairs: list[tuple[object, dict]]) -> list:
     provider = record.get("provider", "local")
     disk = shared_disk(c, provider, record["fleet"])
     root = shared_root(c)
-    _wl, _opts, extra = workload_opts(record["workload"], str(root / record["src"]),
-                                          str(root / record["dst"]), record.get("args", ""))
+    bucket = "://" in record["src"]     # issue 14: a bucket run's paths are the buckets' own
+    _wl, _opts, extra = workload_opts(record["workload"], *((record["src"], record["dst"]) if bucket else
+                                                            (str(root / record["src"]), str(root / record["dst"]))),
+                                      record.get("args", ""))
     now = time.time()
+    as_run = {}                       # machine -> the node as the run knows it (its name in the run)
     for node, old in pairs:
-        retire_name(record, node.name)
-        record["nodes"].append({"name": node.name, "id": node.id, "shard": old["shard"], "started_at": now,
-                                "replaces": old["name"]})
-        old["replaced_by"] = node.name
+        entry = {"name": _run_name(record, node.name), "shard": old["shard"], "started_at": now,
+                 "replaces": old["name"]}
+        if entry["name"] != node.name:
+            entry["machine"] = node.name
+        record["nodes"].append(entry)
+        old["replaced_by"] = entry["name"]
+        as_run[node.name] = dataclasses.replace(node, name=entry["name"])
     runstate.save_run(disk, record)
     for node, _old in pairs:
-        disk.give_to_nodes(f"{runstate.run_rel(record['run_id'])}/nodes/{node.name}")
+        disk.give_to_nodes(f"{runstate.run_rel(record['run_id'])}/nodes/{as_run[node.name].name}")
     workers = int(c.config.local.cores_per_node) if provider == "local" else None
     env = {**node_env(c, provider), **node_env_extra(c, provider)}
     timeout = float(c.config.fleet.ssh_timeout)
     shard_of = {node.name: old["shard"] for node, old in pairs}
     results = fan_out(c, record["fleet"], [n for n, _ in pairs], lambda conn, n: int(run_checked(
-        conn, node_command(n, record, shard_of[n.name], extra, workers, env), timeout).split()[-1]),
+        conn, node_command(as_run[n.name], record, shard_of[n.name], extra, workers, env), timeout).split()[-1]),
         step="start")
     for r in results:
         for e in record["nodes"]:
-            if e["name"] == r.node.name:
+            if e["name"] == as_run[r.node.name].name:
                 e["pid"] = r.value if r.ok else None
     runstate.save_run(disk, record, latest=True)
     return results
-
-
-def retire_name(record: dict, name: str) -> None:
-    """A cloud may give a replacement the name of the node it replaces (GCE's bulkInsert fills ``name-####``
-    from the lowest free number): the earlier entries of that name, and their events, become ``name.k`` (no cloud names a machine with a dot) so that
-    every entry and event names one machine.  Their files stay in the node's state folder, where the new node's
-    start removes the old exit record and its first heartbeat replaces the old one."""
-    events = record.setdefault("events", {})
-    for k, e in enumerate([e for e in record["nodes"] if e["name"] == name], start=1):
-        while any(x["name"] == f"{name}.{k}" for x in record["nodes"]):
-            k += 1
-        e["name"] = f"{name}.{k}"
-        if name in events:
-            events[e["name"]] = events.pop(name)
-        for x in record["nodes"]:
-            if x.get("replaces") == name and x is not e:
-                x["replaces"] = e["name"]
-
-
-def is_new(node, record: dict) -> bool:
-    """A node the run has not had yet: neither its name nor, when the provider gives ids, its id (a reused
-    name with another id is a new machine)."""
-    for e in record["nodes"]:
-        if e["name"] == node.name and (not e.get("id") or not node.id or e["id"] == node.id):
-            return False
-    return True
 
 
 def replace(c, record: dict, gone: list[dict], events: dict) -> list[str]:
@@ -172,6 +139,15 @@ def replace(c, record: dict, gone: list[dict], events: dict) -> list[str]:
     provider = record.get("provider", "local")
     prov = provider_of(c, provider)
     name = record["fleet"]
+    # a new machine: not one of the run's other nodes, and under a name the run never had, or (a cloud refills
+    # under the names it lost) another machine than the one seen when the loss was detected
+    busy = {machine_of(e) for e in _entries(record) if e not in gone}
+    known = {machine_of(e) for e in record["nodes"]}
+    old_ids = {events.get(e["name"], {}).get("machine_id") for e in gone} - {None, ""}
+
+    def is_new(n) -> bool:
+        return n.state != TERMINATED and n.name not in busy and (
+            n.name not in known or (bool(n.id) and n.id not in old_ids))
     size = int(record.get("shards") or len(_entries(record)))
     spec = FleetSpec(name=name, count=size, provider=provider, spot=True, min_count=1,
                      ttl_hours=float(c.config.fleet.ttl_hours))
@@ -180,7 +156,7 @@ def replace(c, record: dict, gone: list[dict], events: dict) -> list[str]:
     deadline = time.monotonic() + float(c.config.fleet.ready_timeout)
     while True:
         nodes = prov.list_nodes(c, name)
-        fresh = [n for n in nodes if is_new(n, record) and n.state != TERMINATED]
+        fresh = [n for n in nodes if is_new(n)]
         if all(n.state == "running" for n in fresh):
             break
         if time.monotonic() > deadline:
@@ -188,7 +164,7 @@ def replace(c, record: dict, gone: list[dict], events: dict) -> list[str]:
                           "); trying again at the next poll", markup=False)
             return []
         time.sleep(0.2)
-    new = fresh[:len(gone)]
+    new = [n for n in nodes if is_new(n)][:len(gone)]
     if not new:
         console.print(f"supervisor: the provider made no new node for {', '.join(e['name'] for e in gone)} "
                       f"(fleet: {', '.join(f'{n.name} {n.state}' for n in nodes)}); trying again", markup=False)
@@ -205,10 +181,11 @@ def replace(c, record: dict, gone: list[dict], events: dict) -> list[str]:
     if not pairs:
         return []
     results = start_on(c, record, pairs)
-    started = [r.node.name for r in results if r.ok]
-    for node, old in pairs:
+    by_machine = {machine_of(e): e["name"] for e in _entries(record)}
+    started = [by_machine.get(r.node.name, r.node.name) for r in results if r.ok]
+    for _node, old in pairs:
         ev = events.setdefault(old["name"], {})
-        ev.update(replaced_by=node.name, replaced_at=time.time())
+        ev.update(replaced_by=old["replaced_by"], replaced_at=time.time())
     return started
 
 
@@ -217,7 +194,7 @@ def _kill_if_local(c, record: dict, entry: dict) -> None:
     health check would: only then can create refill its place."""
     if record.get("provider", "local") == "local":
         from playbooks.providers import local
-        local.kill_node(c, record["fleet"], entry["name"])
+        local.kill_node(c, record["fleet"], machine_of(entry))
 
 
 # ------------------------------------------------------------------------------------------------- the loop
@@ -229,7 +206,6 @@ def supervise(c, record: dict, max_replacements: int | None = None, budget_usd: 
     record.setdefault("shards", len(record["nodes"]))
     record["until_done"] = True
     events: dict = record.setdefault("events", {})
-    rate = HeadRate()
     polls: list = []
     prov = provider_of(c, record.get("provider", "local"))
     bound = None
@@ -241,25 +217,27 @@ def supervise(c, record: dict, max_replacements: int | None = None, budget_usd: 
             now = time.time()
             snap = progress.snapshot(c, record, now)
             left = snap["total"] - snap["done"] - snap["failed"]
-            rate.add(now, snap["done"])
-            eta = rate.eta(left)
+            eta = snap["eta_s"]     # the head's rate window (runs/eta.py), shared with `invoke progress`
             polls.append({"t": round(now, 2), "done": snap["done"], "failed": snap["failed"],
                           "total": snap["total"], "eta_s": None if eta is None else round(eta, 1)})
             if now - shown >= STATUS_EVERY_S:
                 shown = now
                 console.print(f"supervisor: {snap['done']}/{snap['total']} done, {snap['failed']} failed, "
-                              f"{rate.rate() or 0:.1f} items/s, ETA "
+                              f"{snap['rate_per_s']:.1f} items/s, ETA "
                               f"{'-' if eta is None else f'{eta:.0f} s'}", markup=False)
             states = {n["name"]: n for n in snap["nodes"]}
-            listed = {n.name: n.state for n in prov.list_nodes(c, record["fleet"])}
+            machines = prov.list_nodes(c, record["fleet"])
+            listed = {n.name: n.state for n in machines}
             heal_mounts(c, record, states, listed, events)   # a dropped mount: remount, not replace
             for e in _entries(record):
                 st = states.get(e["name"], {}).get("state")
                 ev = events.get(e["name"])
-                if ev is None and st in ("running", "starting") and listed.get(e["name"], TERMINATED) == TERMINATED:
+                if ev is None and st in ("running", "starting") and \
+                        listed.get(machine_of(e), TERMINATED) == TERMINATED:
                     st = "lost"               # its machine is gone: no need to wait for job.lost_after
                 if st in GONE and ev is None:
-                    events[e["name"]] = {"cause": "preempted" if st == "preempted" else st, "detected_at": now}
+                    events[e["name"]] = {"cause": "preempted" if st == "preempted" else st, "detected_at": now,
+                                         "machine_id": next((n.id for n in machines if n.name == machine_of(e)), "")}
                     if states.get(e["name"], {}).get("error"):     # its own words (nodehealth.diagnose)
                         events[e["name"]]["detail"] = states[e["name"]]["error"]
                     console.print(f"supervisor: {e['name']} is {st} (shard {e['shard']})", markup=False)
@@ -273,10 +251,11 @@ def supervise(c, record: dict, max_replacements: int | None = None, budget_usd: 
             if gone:
                 # a preempted or lost node must be gone from the provider before create refills its place
                 for e in gone:
-                    if listed.get(e["name"], TERMINATED) != TERMINATED and events[e["name"]]["cause"] != "preempted":
+                    if listed.get(machine_of(e), TERMINATED) != TERMINATED and \
+                            events[e["name"]]["cause"] != "preempted":
                         _kill_if_local(c, record, e)
                 ready = [e for e in gone if events[e["name"]]["cause"] != "preempted"
-                         or listed.get(e["name"], TERMINATED) == TERMINATED]
+                         or listed.get(machine_of(e), TERMINATED) == TERMINATED]
                 made = sum(1 for ev in events.values() if ev.get("replaced_by"))
                 if ready and made + len(ready) > max_replacements:
                     bound = f"--max-replacements {max_replacements} reached"

@@ -1,5 +1,5 @@
 """Issue 13 without a fleet: per-item claims, preemption notices (a loopback fake metadata server), the head's
-rate window, the head's sweep of an ended run."""
+ETA error of the final report (the rate window: tests/test_eta.py), the head's sweep of an ended run."""
 from __future__ import annotations
 
 import json
@@ -144,17 +144,6 @@ def test_a_notice_mid_run_stops_cleanly_preempted(metadata, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ the head
-def test_the_head_rate_is_known_at_the_second_poll_and_follows_a_change():
-    rate = supervise.HeadRate(window_s=10)
-    rate.add(0.0, 0)
-    assert rate.eta(100) is None
-    rate.add(1.0, 10)
-    assert rate.eta(90) == pytest.approx(9.0)
-    for t in range(2, 40):        # the fleet halves its speed: the window forgets the old rate
-        rate.add(float(t), 10 + 5 * (t - 1))
-    assert rate.rate() == pytest.approx(5.0)
-
-
 def test_eta_error_is_the_worst_poll_between_10_and_90_percent():
     polls = [{"t": 10.0, "done": 5, "failed": 0, "total": 100, "eta_s": None},
              {"t": 20.0, "done": 20, "failed": 0, "total": 100, "eta_s": 80.0},

@@ -91,7 +91,8 @@ def test_progress_json_for_scripts(up, fleet_base):
     assert result.returncode == 0, result.stderr
     snap = json.loads(result.stdout)
     assert set(snap) == {"run_id", "total", "done", "failed", "rate_per_s", "eta_s", "elapsed_s", "duration_s",
-                         "processed", "cost_usd", "nodes"}
+                         "processed", "cost_usd", "nodes", "nodes_lost", "nodes_preempted", "nodes_failed",
+                         "nodes_replaced"}
     assert snap["total"] == snap["done"] == IMAGES and snap["cost_usd"] is None
     assert {n["name"] for n in snap["nodes"]} == {f"{NAME}-{i}" for i in range(3)}
     assert set(snap["nodes"][0]) == {"name", "rate_per_s", "last_seen_s", "state"}
