@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import fw_faults
 from fw_errors import DestinationError
 from fw_failures import record_failure
-from fw_items import Job, Result, Task, run_tasks
+from fw_claims import group_by_block
+from fw_items import Job, Result, Task, block_key, run_tasks
 from fw_machine import DEFAULT_OVERHEAD_US, choose_chunksize, default_start_method, default_workers
 from fw_progress import Progress, log
 from fw_stop import Stopped, check_stop
@@ -159,7 +160,8 @@ class _PoolRun:
             log(self.job.opts, f"{self.job.workload.name}: {self.prog.total} items, {len(todo)} to do, "
                                f"workers={self.plan.workers} start_method={self.plan.method} chunksize={chunksize} "
                                f"per_task_overhead_us={self.plan.overhead} profile={self.info['profile']}")
-            self.run_chunks(pool, [todo[k:k + chunksize] for k in range(pos, len(todo), chunksize)], inflight)
+            rest = [t for _key, group in group_by_block(todo[pos:], block_key(self.job)) for t in group]
+            self.run_chunks(pool, [rest[k:k + chunksize] for k in range(0, len(rest), chunksize)], inflight)
         except BrokenProcessPool:
             kill_pool(pool)
             raise PoolBroke([t for chunk in inflight.values() for t in chunk if t.item not in self.finished]) \
