@@ -143,3 +143,32 @@ def test_a_callable_output_is_written_in_one_write_and_atomically(tmp_path, monk
     (tmp_path / "d").rmdir()
     fw_outputs.atomic_write(str(out), b"again")
     assert out.read_bytes() == b"again"
+
+
+def test_prefetch_reads_the_next_items_files_ahead_with_the_same_checks(tmp_path, monkeypatch):
+    """The next item's bytes are read in the background and taken once by read_bytes; what the checks refuse
+    (a link out of --src, a FIFO) is never taken from the prefetch: the item's own read raises as before."""
+    import fw_inputs
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(b"A" * 1000)
+    (tmp_path / "secret").write_bytes(b"S")
+    (src / "out.jpg").symlink_to(tmp_path / "secret")
+    os.mkfifo(src / "pipe.jpg")
+    reads = []
+    real = fw_inputs._read_now
+    monkeypatch.setattr(fw_inputs, "_read_now", lambda path: reads.append(path) or real(path))
+    fw_inputs.prefetch(str(src), ["a.jpg", "out.jpg", "pipe.jpg"])
+    for fut in list(fw_inputs._AHEAD.values()):
+        fut.exception(timeout=10)
+    assert reads == [str(src / "a.jpg"), str(src / "pipe.jpg")]           # the link out of src is not read
+    assert fw_inputs.read_bytes(str(src / "a.jpg")) == b"A" * 1000
+    assert reads.count(str(src / "a.jpg")) == 1                          # taken from the prefetch
+    with pytest.raises(fleetwork.BadInput, match="not a file|regular"):
+        fw_inputs.read_bytes(str(src / "pipe.jpg"))
+    assert not fw_inputs._AHEAD or set(fw_inputs._AHEAD) == {str(src / "out.jpg")}
+    fw_inputs._AHEAD.clear()
+    monkeypatch.setenv("FLEETBOOK_PREFETCH", "0")
+    fw_inputs.prefetch(str(src), ["a.jpg"])
+    assert not fw_inputs._AHEAD

@@ -13,7 +13,7 @@ import fw_notice
 from fw_disk import FATAL_ERRNOS, destination_failure
 from fw_errors import DestinationError, is_bad_input
 from fw_failures import clear_failure, record_failure
-from fw_inputs import check_sources
+from fw_inputs import check_sources, prefetch
 from fw_shards import parse_shard
 
 
@@ -59,7 +59,7 @@ def do_item(job: Job, task: Task) -> Result:
     # --- end of the claims hook
 
 
-def do_block(job: Job, key: str, tasks: list[Task]) -> list[Result]:
+def do_block(job: Job, key: str, tasks: list[Task], ahead=None) -> list[Result]:
     """The items of one claim block (``fw_claims.block_of``): one claim for all of them; each item's output is
     still checked just before it is done (a helper, or a dead holder, may have done it)."""
     claim = _claim(job, key, block=True)
@@ -68,6 +68,8 @@ def do_block(job: Job, key: str, tasks: list[Task]) -> list[Result]:
     results = []
     try:
         for task in tasks:
+            if ahead is not None:
+                ahead(task)
             if fw_notice.stopping(_runner()):
                 results.append(Result(task.item, "busy"))
             elif claim and os.path.exists(os.path.join(job.dst, job.workload.output_for(task.item, job.opts))):
@@ -158,12 +160,28 @@ def block_key(job: Job):
 
 def run_tasks(job: Job, tasks: list[Task]):
     """The results of ``tasks``, ``--threads`` claim blocks at once in this process: the tasks of one block
-    together (in the order of the block's first task), the blocks' items in their order."""
+    together (in the order of the block's first task), the blocks' items in their order.  With one thread, the
+    next item's source files are read in the background while an item computes (``fw_inputs.prefetch``)."""
     groups = fw_claims.group_by_block(list(tasks), block_key(job))
+    threads = getattr(job.opts, "threads", 1) or 1
+    order = [t for _key, members in groups for t in members]
+    following = dict(zip((t.item for t in order), order[1:])) if threads == 1 and job.src else {}
+
+    def ahead(task: Task) -> None:
+        nxt = following.get(task.item)
+        if nxt is not None:
+            try:
+                prefetch(job.src, job.workload.source_files(nxt.item, job.opts),
+                         bool(getattr(job.opts, "follow_links", False)))
+            except Exception:  # noqa: BLE001 - only a head start: the item reads its files itself
+                pass
 
     def one(group):
         key, members = group
-        return do_block(job, key, members) if key is not None else [do_item(job, members[0])]
+        if key is None:
+            ahead(members[0])
+            return [do_item(job, members[0])]
+        return do_block(job, key, members, ahead)
 
-    for results in threaded(one, groups, getattr(job.opts, "threads", 1) or 1):
+    for results in threaded(one, groups, threads):
         yield from results
