@@ -124,15 +124,17 @@ class Meter:
         self.groups = groups
 
     def sample(self) -> dict:
+        """CPU seconds per group, and ``<group>_switches``: its context switches (voluntary + not)."""
         out = {}
         for name, procs in self.groups.items():
-            total = 0.0
+            total, switches = 0.0, 0
             for p in procs:
                 try:
                     total += _cpu(p)
+                    switches += sum(p.num_ctx_switches())
                 except psutil.Error:
                     pass
-            out[name] = total
+            out[name], out[f"{name}_switches"] = total, switches
         return out
 
 
@@ -251,11 +253,13 @@ def test_disk_cpu_per_item(benchmark, cost_fleet, workload):
                 sftp_ops_per_item=round(sum(ops.values()) / images, 2), sftp_ops=per_item_ops,
                 pool_s=round(pool, 3), fleet_s=round(fleet_s, 3), throughput_ratio=round(pool / fleet_s, 3),
                 node_cores_per_head_core=round((work_ms + node_ms) / head_ms, 1) if head_ms else None,
+                switches_per_item={k: round(cpu[f"{k}_switches"] / images, 1) for k in ("node", "head")},
+                us_per_request={k: round(cpu[k] / max(1, sum(ops.values())) * 1e6) for k in ("node", "head")},
                 mount_opts=os.environ.get("FLEETBOOK_BENCH_MOUNT_OPTS", ""),
                 node_env=os.environ.get("FLEETBOOK_BENCH_ENV", ""))
     benchmark.extra_info.update(info)
     print(f"\n{workload}: work {work_ms:.2f} ms/item; node sshfs+ssh {node_ms:.2f} ms; head sshd {head_ms:.2f} ms; "
           f"disk/work {info['disk_over_work']}; runbook/pool {info['throughput_ratio']}; one head core feeds "
           f"{info['node_cores_per_head_core']} busy node cores; SFTP requests/item {info['sftp_ops_per_item']}: "
-          f"{per_item_ops}")
+          f"{per_item_ops}; context switches/item {info['switches_per_item']}")
     assert work_ms > 0 and node_ms > 0 and head_ms > 0
