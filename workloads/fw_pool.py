@@ -87,6 +87,21 @@ def _worker_chunk(tasks: list[Task]) -> tuple[list[Result], float]:
     return results, time.perf_counter() - t0
 
 
+def block_chunks(tasks: list[Task], key, chunksize: int) -> list[list[Task]]:
+    """Chunks of at least ``chunksize`` tasks made of whole claim blocks (``fw_claims.block_of``), so that one
+    worker holds each block's claim alone (a block cut in two would be shared by two workers of this runner)."""
+    chunks: list[list[Task]] = []
+    cur: list[Task] = []
+    for _key, group in group_by_block(tasks, key):
+        cur.extend(group)
+        if len(cur) >= chunksize:
+            chunks.append(cur)
+            cur = []
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
 # --------------------------------------------------------------------------------------------------- runner
 class PoolBroke(Exception):
     """A worker died: the items that were in flight (one of them probably killed it)."""
@@ -160,8 +175,7 @@ class _PoolRun:
             log(self.job.opts, f"{self.job.workload.name}: {self.prog.total} items, {len(todo)} to do, "
                                f"workers={self.plan.workers} start_method={self.plan.method} chunksize={chunksize} "
                                f"per_task_overhead_us={self.plan.overhead} profile={self.info['profile']}")
-            rest = [t for _key, group in group_by_block(todo[pos:], block_key(self.job)) for t in group]
-            self.run_chunks(pool, [rest[k:k + chunksize] for k in range(0, len(rest), chunksize)], inflight)
+            self.run_chunks(pool, block_chunks(todo[pos:], block_key(self.job), chunksize), inflight)
         except BrokenProcessPool:
             kill_pool(pool)
             raise PoolBroke([t for chunk in inflight.values() for t in chunk if t.item not in self.finished]) \
