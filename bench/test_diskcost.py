@@ -127,14 +127,16 @@ class Meter:
         """CPU seconds per group, and ``<group>_switches``: its context switches (voluntary + not)."""
         out = {}
         for name, procs in self.groups.items():
-            total, switches = 0.0, 0
+            total, switches, calls = 0.0, 0, 0
             for p in procs:
                 try:
                     total += _cpu(p)
                     switches += sum(p.num_ctx_switches())
+                    io = p.io_counters()
+                    calls += io.read_count + io.write_count
                 except psutil.Error:
                     pass
-            out[name], out[f"{name}_switches"] = total, switches
+            out[name], out[f"{name}_switches"], out[f"{name}_rw_calls"] = total, switches, calls
         return out
 
 
@@ -254,6 +256,7 @@ def test_disk_cpu_per_item(benchmark, cost_fleet, workload):
                 pool_s=round(pool, 3), fleet_s=round(fleet_s, 3), throughput_ratio=round(pool / fleet_s, 3),
                 node_cores_per_head_core=round((work_ms + node_ms) / head_ms, 1) if head_ms else None,
                 switches_per_item={k: round(cpu[f"{k}_switches"] / images, 1) for k in ("node", "head")},
+                rw_syscalls_per_item={k: round(cpu[f"{k}_rw_calls"] / images, 1) for k in ("node", "head")},
                 us_per_request={k: round(cpu[k] / max(1, sum(ops.values())) * 1e6) for k in ("node", "head")},
                 mount_opts=os.environ.get("FLEETBOOK_BENCH_MOUNT_OPTS", ""),
                 node_env=os.environ.get("FLEETBOOK_BENCH_ENV", ""))
@@ -261,5 +264,6 @@ def test_disk_cpu_per_item(benchmark, cost_fleet, workload):
     print(f"\n{workload}: work {work_ms:.2f} ms/item; node sshfs+ssh {node_ms:.2f} ms; head sshd {head_ms:.2f} ms; "
           f"disk/work {info['disk_over_work']}; runbook/pool {info['throughput_ratio']}; one head core feeds "
           f"{info['node_cores_per_head_core']} busy node cores; SFTP requests/item {info['sftp_ops_per_item']}: "
-          f"{per_item_ops}; context switches/item {info['switches_per_item']}")
+          f"{per_item_ops}; context switches/item {info['switches_per_item']}; read+write syscalls/item "
+          f"{info['rw_syscalls_per_item']}")
     assert work_ms > 0 and node_ms > 0 and head_ms > 0
