@@ -268,7 +268,8 @@ def test_disk_cpu_per_item(benchmark, cost_fleet, workload):
     benchmark.extra_info.update(info)
     print(f"\n{workload}: work {work_ms:.2f} ms/item; node sshfs+ssh {node_ms:.2f} ms; head sshd {head_ms:.2f} ms; "
           f"disk/work {info['disk_over_work']}; runbook/pool {info['throughput_ratio']} (rounds "
-          f"{info['ratio_per_round']}); one head core feeds {info['node_cores_per_head_core']} busy node cores; SFTP requests/item {info['sftp_ops_per_item']}: "
+          f"{info['ratio_per_round']}); one head core feeds {info['node_cores_per_head_core']} busy node cores; "
+          f"SFTP requests/item {info['sftp_ops_per_item']}: "
           f"{per_item_ops}; context switches/item {info['switches_per_item']}; read+write syscalls/item "
           f"{info['rw_syscalls_per_item']}")
     assert work_ms > 0 and node_ms > 0 and head_ms > 0
