@@ -1,6 +1,7 @@
-"""Per-item claims on the shared disk, so that the owner of a shard and the nodes helping it never do an item twice.
+"""Claims on the shared disk (per item, or per block of items), so that the owner of a shard and the nodes helping
+it never do an item twice.
 
-Before a node processes an item it creates ``<dst>/.claims/<sha1(item)[:24]>`` atomically (``O_CREAT|O_EXCL``:
+Before a node processes an item (a block: see below) it creates ``<dst>/.claims/<sha1(item)[:24]>`` atomically (``O_CREAT|O_EXCL``:
 over sshfs an SFTP open with EXCL, decided on the head); the claim names its holder (host, worker pid, runner
 pid, node, run, time).  Whoever holds the claim re-checks that the output is still missing, does the item and
 removes the claim.  A node that finds an item claimed leaves it ("busy") and comes back to it at the end of
