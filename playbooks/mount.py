@@ -5,6 +5,8 @@ pinned host key, keep-alives and reconnect.  The mounts are made in parallel, at
 """
 from __future__ import annotations
 
+import os
+
 from invoke import task
 from invoke.exceptions import Exit
 from rich.console import Console
@@ -44,8 +46,15 @@ def mount_command(node, head) -> str:
     ssh_opts = ["ServerAliveInterval=5", "ServerAliveCountMax=3", "BatchMode=yes", "StrictHostKeyChecking=yes",
                 "IdentitiesOnly=yes", f"Port={head.port}", "KexAlgorithms=curve25519-sha256",
                 "Ciphers=aes128-gcm@openssh.com"]
-    # no directory cache: a folder the head deleted and made again must not look stale on the nodes
-    opts = ",".join(["reconnect", *ssh_opts, "dir_cache=no"])
+    # no directory cache: a folder the head deleted and made again must not look stale on the nodes;
+    # 128 KiB per SFTP read and write (sshfs' default 32 KiB costs a request per 32 KiB of every input and output;
+    # OpenSSH's sftp-server takes 256 KiB): bench/test_diskcost.py
+    # $FLEETBOOK_SSHFS_CACHE=N (seconds; an explicit trade, off by default): the kernel keeps names, attributes
+    # and misses N s, so a node may see what the head removed, changed or made up to N s late
+    cache = os.environ.get("FLEETBOOK_SSHFS_CACHE", "")
+    cached = [f"{k}={float(cache):g}" for k in ("entry_timeout", "attr_timeout", "negative_timeout")] \
+        if cache.replace(".", "", 1).isdigit() and float(cache) > 0 else []
+    opts = ",".join(["reconnect", *ssh_opts, "dir_cache=no", "max_read=131072", "max_write=131072", *cached])
     keys = f"-o IdentityFile={h}/.ssh/fleet_head -o UserKnownHostsFile={h}/.ssh/known_hosts"
     target = q(f"{head.user}@{head.host}:{head.remote_path}")
     # sshfs hides why ssh gave up (a changed host key shows as "Connection reset by peer"): on failure, one

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+from types import SimpleNamespace
 
 import pytest
 
@@ -65,3 +66,109 @@ def test_bad_input_and_other_errors_are_recorded_but_a_full_disk_stops_the_run(t
     with pytest.raises(fleetwork.DestinationError, match="destination"):
         fw_items.do_item(job(tmp_path, Echo(OSError(errno.EROFS, "Read-only file system"))), Task("e"))
     assert "e" not in fleetwork.read_failures(str(tmp_path / "dst"))
+
+
+# ------------------------------------------------------------------------------------------------ issue 15
+def test_claims_per_block_one_claim_for_many_items_and_a_held_block_is_busy(tmp_path, monkeypatch):
+    """With the run's item count known, a block of items costs one claim (made and removed once), not one per
+    item; a block another live process holds is busy for all its items; the blocks every node computes are
+    the same and cover every item once."""
+    import fw_claims
+
+    monkeypatch.setenv("FLEETBOOK_CLAIM_BLOCK", "8")
+    items = [f"i{k:03d}" for k in range(64)]
+    keys = {it: fw_claims.block_of(it, 2, len(items)) for it in items}
+    assert keys == {it: fw_claims.block_of(it, 2, len(items)) for it in reversed(items)}
+    assert 4 <= len(set(keys.values())) <= 16                  # about 64 / 8 blocks, never one per item
+    wl = Echo()
+    j = Job(wl, str(tmp_path / "src"), str(tmp_path / "dst"), SimpleNamespace(shard="0/2"), "n1", total=len(items))
+    made = []
+    real_create = fw_claims._create
+    monkeypatch.setattr(fw_claims, "_create", lambda path, rec: real_create(path, rec) and not made.append(path))
+    held_key = keys[items[0]]
+    held = [it for it in items if keys[it] == held_key]
+    other = fw_claims.acquire(j.dst, held_key, node="n2")       # held by "another node" (this live process,
+    monkeypatch.setattr(fw_claims, "HOST", "elsewhere")          # seen as another host with no heartbeat)
+    made.clear()
+    results = list(fw_items.run_tasks(j, [Task(it) for it in items]))
+    assert sorted(r.item for r in results) == items
+    assert {r.item for r in results if r.status == "busy"} == set(held)
+    assert {r.item for r in results if r.status == "done"} == set(items) - set(held)
+    assert len(made) == len(set(keys.values())) - 1              # one claim per free block
+    fw_claims.release(other)
+    assert not os.listdir(tmp_path / "dst" / ".claims")
+    # the held block comes back (recheck): done now, and an output that appeared meanwhile is skipped
+    (tmp_path / "dst" / f"{held[0]}.out").write_bytes(b"by the other node")
+    again = {r.item: r.status for r in fw_items.run_tasks(j, [Task(it, recheck=True) for it in held])}
+    assert again[held[0]] == "skipped" and all(again[it] == "done" for it in held[1:])
+    assert sorted(wl.calls) == sorted(set(items) - {held[0]})      # nothing done twice
+
+
+def test_block_size_one_is_a_claim_per_item(tmp_path, monkeypatch):
+    import fw_claims
+
+    monkeypatch.setenv("FLEETBOOK_CLAIM_BLOCK", "1")
+    assert fw_claims.block_of("a", 2, 100) is None
+    monkeypatch.setenv("FLEETBOOK_CLAIM_BLOCK", "16")
+    assert fw_claims.block_of("a", 2, 0) is None                 # item count unknown: per item, as before
+
+
+def test_a_callable_output_is_written_in_one_write_and_atomically(tmp_path, monkeypatch):
+    """np.savez-like writers write many small pieces: over sshfs each would be a round trip, so the output is
+    built in memory and written once; a writer that fails leaves neither the output nor a temp file."""
+    import fw_outputs
+
+    writes = []
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, b: writes.append(len(b)) or real_write(fd, b))
+
+    def pieces(f):
+        for k in range(100):
+            f.write(b"%03d" % k)
+
+    out = tmp_path / "d" / "x.bin"
+    fw_outputs.atomic_write(str(out), pieces)
+    assert out.read_bytes() == b"".join(b"%03d" % k for k in range(100))
+    assert len(writes) == 1
+
+    def broken(f):
+        f.write(b"half")
+        raise RuntimeError("writer failed")
+
+    with pytest.raises(RuntimeError):
+        fw_outputs.atomic_write(str(tmp_path / "d" / "y.bin"), broken)
+    assert sorted(os.listdir(tmp_path / "d")) == ["x.bin"]
+    # the folder went away after this process made it once: made again, not an error
+    out.unlink()
+    (tmp_path / "d").rmdir()
+    fw_outputs.atomic_write(str(out), b"again")
+    assert out.read_bytes() == b"again"
+
+
+def test_prefetch_reads_the_next_items_files_ahead_with_the_same_checks(tmp_path, monkeypatch):
+    """The next item's bytes are read in the background and taken once by read_bytes; what the checks refuse
+    (a link out of --src, a FIFO) is never taken from the prefetch: the item's own read raises as before."""
+    import fw_inputs
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(b"A" * 1000)
+    (tmp_path / "secret").write_bytes(b"S")
+    (src / "out.jpg").symlink_to(tmp_path / "secret")
+    os.mkfifo(src / "pipe.jpg")
+    reads = []
+    real = fw_inputs._read_now
+    monkeypatch.setattr(fw_inputs, "_read_now", lambda path: reads.append(path) or real(path))
+    fw_inputs.prefetch(str(src), ["a.jpg", "out.jpg", "pipe.jpg"])
+    for fut in list(fw_inputs._AHEAD.values()):
+        fut.exception(timeout=10)
+    assert reads == [str(src / "a.jpg"), str(src / "pipe.jpg")]           # the link out of src is not read
+    assert fw_inputs.read_bytes(str(src / "a.jpg")) == b"A" * 1000
+    assert reads.count(str(src / "a.jpg")) == 1                          # taken from the prefetch
+    with pytest.raises(fleetwork.BadInput, match="not a file|regular"):
+        fw_inputs.read_bytes(str(src / "pipe.jpg"))
+    assert not fw_inputs._AHEAD or set(fw_inputs._AHEAD) == {str(src / "out.jpg")}
+    fw_inputs._AHEAD.clear()
+    monkeypatch.setenv("FLEETBOOK_PREFETCH", "0")
+    fw_inputs.prefetch(str(src), ["a.jpg"])
+    assert not fw_inputs._AHEAD

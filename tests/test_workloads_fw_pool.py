@@ -43,3 +43,22 @@ def test_inside_a_daemon_process_the_items_run_inline():
     proc.start()
     assert queue.get(timeout=30) == 1
     proc.join(30)
+
+
+def test_pool_chunks_are_whole_claim_blocks(monkeypatch):
+    """Issue 15: a chunk never cuts a claim block in two (one worker holds each block's claim alone)."""
+    import fw_claims
+    from fw_items import Task
+    from fw_pool import block_chunks
+
+    monkeypatch.setenv("FLEETBOOK_CLAIM_BLOCK", "8")
+    tasks = [Task(f"x{k:03d}") for k in range(100)]
+    key = lambda t: fw_claims.block_of(t.item, 1, len(tasks))  # noqa: E731
+    chunks = block_chunks(tasks, key, 5)
+    assert sorted(t.item for c in chunks for t in c) == [t.item for t in tasks]
+    owner = {}
+    for i, c in enumerate(chunks):
+        assert len(c) >= 5 or i == len(chunks) - 1
+        for t in c:
+            assert owner.setdefault(key(t), i) == i                 # every block in one chunk
+    assert len(chunks) > 4

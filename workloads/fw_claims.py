@@ -1,6 +1,7 @@
-"""Per-item claims on the shared disk, so that the owner of a shard and the nodes helping it never do an item twice.
+"""Claims on the shared disk (per item, or per block of items), so that the owner of a shard and the nodes helping
+it never do an item twice.
 
-Before a node processes an item it creates ``<dst>/.claims/<sha1(item)[:24]>`` atomically (``O_CREAT|O_EXCL``:
+Before a node processes an item (a block: see below) it creates ``<dst>/.claims/<sha1(item)[:24]>`` atomically (``O_CREAT|O_EXCL``:
 over sshfs an SFTP open with EXCL, decided on the head); the claim names its holder (host, worker pid, runner
 pid, node, run, time).  Whoever holds the claim re-checks that the output is still missing, does the item and
 removes the claim.  A node that finds an item claimed leaves it ("busy") and comes back to it at the end of
@@ -13,6 +14,13 @@ A claim is *stale*, and may be taken over, when its holder is gone:
   seconds (``job.lost_after``, 30 by default), or it wrote its exit file, or, without a heartbeat to read,
   the claim is older than ten times that;
 * an empty or unreadable claim (its holder died between create and write) older than that same bound.
+
+Claims per block (``block_of``): a runner that knows the run's item count (``Job.total``) claims a block of
+about ``$FLEETBOOK_CLAIM_BLOCK`` items (16 by default; 1 = one claim per item) at once: the items of one shard
+whose hash falls in the same bucket.  The bucket depends on the item, the number of shards and the item count
+only, so every node computes the same blocks.  The holder still checks each item's output just before doing it,
+so a block taken over from a dead holder redoes only the item that was in flight.  The workers of one runner
+share its blocks (a pool chunk may cut a block in two: both parts go on, neither waits for the other).
 
 Taking over renames the stale claim away (only one of several takers can rename the same file) and creates a
 fresh one with ``O_EXCL`` again.  The folder holds only the claims in flight: each is removed when its item is
@@ -39,6 +47,45 @@ def lost_after() -> float:
         return max(1.0, float(os.environ.get("FLEETBOOK_LOST_AFTER", "30")))
     except ValueError:
         return 30.0
+
+
+def block_size() -> int:
+    try:
+        return max(1, int(os.environ.get("FLEETBOOK_CLAIM_BLOCK", "16")))
+    except ValueError:
+        return 16
+
+
+def block_of(item: str, shards: int, total: int, size: int | None = None) -> str | None:
+    """The claim key of the block ``item`` belongs to, or None for a claim per item (block size 1, or an
+    unknown item count).  ``shards`` = n of ``--shard i/n`` (1 without); ``total`` = the run's item count."""
+    size = block_size() if size is None else size
+    if size <= 1 or total <= 0:
+        return None
+    shards = max(1, shards)
+    per_shard = max(1, -(-total // (shards * size)))        # blocks per shard
+    h = int(hashlib.sha1(item.encode("utf-8", "surrogateescape")).hexdigest(), 16)
+    return f"block:{per_shard}:{h % shards}:{(h // shards) % per_shard}"
+
+
+def group_by_block(tasks: list, key) -> list[tuple[object, list]]:
+    """``tasks`` grouped by ``key(task)`` (None: a group of its own), the groups in the order of their first task,
+    each group's tasks in their order."""
+    groups: dict = {}
+    out: list[tuple[object, list]] = []
+    for t in tasks:
+        k = key(t)
+        if k is None:
+            out.append((None, [t]))
+        elif k in groups:
+            groups[k].append(t)
+        else:
+            groups[k] = [t]
+            out.append((k, groups[k]))
+    return out
+
+
+SHARED = "shared"    # acquire_block: another worker of this runner holds the block: go on, do not release it
 
 
 def path_for(dst: str, item: str) -> str:
@@ -166,8 +213,21 @@ _LEFTOVER: set[str] = set()     # claims this process could not remove (its moun
 _MOUNT_ERRNOS = (errno.ENOTCONN, errno.EIO, errno.ECONNABORTED, errno.ESTALE, errno.ETIMEDOUT)
 
 
+def acquire_block(dst: str, key: str, *, runner_pid: int | None = None, node: str | None = None,
+                  state_dir: str | None = None) -> str | None:
+    """``acquire`` for a block key; ``SHARED`` when a live worker of the same runner holds it."""
+    got = acquire(dst, key, runner_pid=runner_pid, node=node, state_dir=state_dir)
+    if got is not None:
+        return got
+    rec, _ = _read(path_for(dst, key))
+    if rec is not None and rec.get("host") == HOST and rec.get("runner") == (runner_pid or os.getpid()) \
+            and rec.get("run") == os.environ.get("FLEETBOOK_RUN", ""):
+        return SHARED
+    return None
+
+
 def release(path: str | None) -> None:
-    if path:
+    if path and path != SHARED:
         try:
             _unlink(path)
         except OSError as e:

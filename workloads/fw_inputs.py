@@ -137,9 +137,50 @@ def check_sources(workload, item: str, src: str, opts) -> None:
 
 
 def read_bytes(path: str) -> bytes:
+    """The bytes of the source file ``path`` (BadInput when it is not a readable regular file); the bytes a
+    ``prefetch`` of it already read, when there are."""
+    ahead = _AHEAD.pop(path, None)
+    if ahead is not None:
+        try:
+            return ahead.result()
+        except Exception:  # noqa: BLE001 - read it again here, where its error is raised and recorded
+            pass
+    return _read_now(path)
+
+
+def _read_now(path: str) -> bytes:
     fd = check_regular_file(path)
     with os.fdopen(fd, "rb") as f:
         try:
             return f.read()
         except OSError as e:
             raise BadInput("unreadable", str(e)) from None
+
+
+# ------------------------------------------------------------------------------------------------ prefetch
+# While an item computes, one thread reads the next item's source files (issue 15: over sshfs a read waits on
+# a round trip through ssh and the head; the CPU meanwhile does the work).  At most AHEAD files are held.
+AHEAD = 4
+_AHEAD: dict = {}           # path -> Future of its bytes
+_POOL: list = []
+
+
+def prefetch(src: str, rels, follow_links: bool = False) -> None:
+    """Start reading the files ``rels`` below ``src`` (checked by ``check_source`` first) in the background;
+    ``read_bytes`` of the same path takes the bytes.  ``$FLEETBOOK_PREFETCH=0``: never."""
+    if os.environ.get("FLEETBOOK_PREFETCH", "1") == "0":
+        return
+    if not _POOL:
+        import concurrent.futures as cf
+        _POOL.append(cf.ThreadPoolExecutor(1, thread_name_prefix="fleetwork-prefetch"))
+    for rel in rels:
+        path = os.path.join(src, rel)
+        if path in _AHEAD:
+            continue
+        while len(_AHEAD) >= AHEAD:                   # not taken (the item was skipped or failed): let it go
+            _AHEAD.pop(next(iter(_AHEAD))).cancel()
+        _AHEAD[path] = _POOL[0].submit(_checked_read, src, rel, follow_links)
+
+
+def _checked_read(src: str, rel: str, follow_links: bool) -> bytes:
+    return _read_now(check_source(src, rel, follow_links))

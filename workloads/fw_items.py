@@ -13,7 +13,8 @@ import fw_notice
 from fw_disk import FATAL_ERRNOS, destination_error, mount_lost
 from fw_errors import MountLost, is_bad_input
 from fw_failures import clear_failure, record_failure
-from fw_inputs import check_sources
+from fw_inputs import check_sources, prefetch
+from fw_shards import parse_shard
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Job:
     dst: str
     opts: object
     node: str
+    total: int = 0      # the run's item count: claims per block when known (fw_claims.block_of), else per item
 
 
 class Task(NamedTuple):
@@ -51,34 +53,66 @@ def do_item(job: Job, task: Task) -> Result:
     if claim in ("busy", "skipped"):
         return Result(item, claim)
     try:
-        return _do_claimed(job, task)
+        return _after_claim(job, task)
     finally:
         fw_claims.release(claim)          # over a dropped mount the claim stays: this process takes it back
     # --- end of the claims hook
 
 
-def _claim(job: Job, item: str):
-    """The claim's path, or "busy" (a live holder has it, or this node got a preemption notice), or "skipped"
-    (its output appeared meanwhile)."""
-    workload, dst, opts = job.workload, job.dst, job.opts
-    runner = fw_faults._RUNNER.get("pid") or os.getpid()
+def do_block(job: Job, key: str, tasks: list[Task], ahead=None) -> list[Result]:
+    """The items of one claim block (``fw_claims.block_of``): one claim for all of them; each item's output is
+    still checked just before it is done (a helper, or a dead holder, may have done it)."""
+    claim = _claim(job, key, block=True)
+    if claim == "busy":
+        return [Result(t.item, "busy") for t in tasks]
+    results = []
+    try:
+        for task in tasks:
+            if ahead is not None:
+                ahead(task)
+            if fw_notice.stopping(_runner()):
+                results.append(Result(task.item, "busy"))
+            elif claim and os.path.exists(os.path.join(job.dst, job.workload.output_for(task.item, job.opts))):
+                results.append(Result(task.item, "skipped"))
+            else:
+                if claim:
+                    fw_claims.item_delay()
+                results.append(_do_claimed(job, task))
+    finally:
+        fw_claims.release(claim)
+    return results
+
+
+def _runner() -> int:
+    return fw_faults._RUNNER.get("pid") or os.getpid()
+
+
+def _claim(job: Job, item: str, block: bool = False):
+    """The claim's path, or "busy" (a live holder has it, or this node got a preemption notice), or "" (claims
+    off).  ``block``: ``item`` is a block key."""
+    dst, opts = job.dst, job.opts
+    runner = _runner()
     if fw_notice.stopping(runner):
         return "busy"
     if os.environ.get("FLEETBOOK_CLAIMS", "1") == "0":   # measuring only: the runner as it was before claims
         return ""
+    take = fw_claims.acquire_block if block else fw_claims.acquire
     try:
-        claim = fw_claims.acquire(dst, item, runner_pid=runner, node=job.node, state_dir=getattr(opts, "state", None))
+        claim = take(dst, item, runner_pid=runner, node=job.node, state_dir=getattr(opts, "state", None))
     except OSError as e:
         if e.errno in FATAL_ERRNOS:
             raise destination_error(e, dst, "cannot claim an item") from None
         raise
-    if claim is None:
-        return "busy"
-    if os.path.exists(os.path.join(dst, workload.output_for(item, opts))):
-        fw_claims.release(claim)
-        return "skipped"
-    fw_claims.item_delay()
-    return claim
+    return "busy" if claim is None else claim
+
+
+def _after_claim(job: Job, task: Task) -> Result:
+    """One item under its own claim: skipped when its output appeared meanwhile, else done."""
+    if os.environ.get("FLEETBOOK_CLAIMS", "1") != "0":
+        if os.path.exists(os.path.join(job.dst, job.workload.output_for(task.item, job.opts))):
+            return Result(task.item, "skipped")
+        fw_claims.item_delay()
+    return _do_claimed(job, task)
 
 
 def _do_claimed(job: Job, task: Task) -> Result:
@@ -118,6 +152,39 @@ def threaded(fn, tasks: list, threads: int):
             yield from pool.map(fn, tasks[k:k + step])
 
 
+def block_key(job: Job):
+    """The function giving a task's claim block (None: a claim of its own) for this job."""
+    if not job.total or os.environ.get("FLEETBOOK_CLAIMS", "1") == "0":
+        return lambda task: None
+    shard = parse_shard(getattr(job.opts, "shard", None))
+    shards = shard[1] if shard else 1
+    return lambda task: fw_claims.block_of(task.item, shards, job.total)
+
+
 def run_tasks(job: Job, tasks: list[Task]):
-    """The results of ``tasks`` in order, ``--threads`` items at once in this process."""
-    return threaded(lambda task: do_item(job, task), tasks, getattr(job.opts, "threads", 1) or 1)
+    """The results of ``tasks``, ``--threads`` claim blocks at once in this process: the tasks of one block
+    together (in the order of the block's first task), the blocks' items in their order.  With one thread, the
+    next item's source files are read in the background while an item computes (``fw_inputs.prefetch``)."""
+    groups = fw_claims.group_by_block(list(tasks), block_key(job))
+    threads = getattr(job.opts, "threads", 1) or 1
+    order = [t for _key, members in groups for t in members]
+    following = dict(zip((t.item for t in order), order[1:])) if threads == 1 and job.src else {}
+
+    def ahead(task: Task) -> None:
+        nxt = following.get(task.item)
+        if nxt is not None:
+            try:
+                prefetch(job.src, job.workload.source_files(nxt.item, job.opts),
+                         bool(getattr(job.opts, "follow_links", False)))
+            except Exception:  # noqa: BLE001 - only a head start: the item reads its files itself
+                pass
+
+    def one(group):
+        key, members = group
+        if key is None:
+            ahead(members[0])
+            return [do_item(job, members[0])]
+        return do_block(job, key, members, ahead)
+
+    for results in threaded(one, groups, threads):
+        yield from results

@@ -7,6 +7,7 @@ present are found with ONE recursive ``os.scandir`` walk (``scan``), which also 
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -37,26 +38,50 @@ def temp_name(final_path: str) -> str:
     return os.path.join(folder, name)
 
 
+_MADE: set[str] = set()     # folders this process made or found (remembered: no stat of them per output)
+
+
+def _open_temp(path: str) -> tuple[str, int]:
+    """Create the temp file of ``path`` (O_EXCL), making its folder first only when it is missing: a folder
+    this process already saw costs no stat (over sshfs every create or rename in a folder invalidates its
+    attributes, so ``makedirs(exist_ok=True)`` would cost one round trip per output)."""
+    folder = os.path.dirname(path) or "."
+    if folder not in _MADE:
+        os.makedirs(folder, exist_ok=True)
+        if len(_MADE) > 10_000:
+            _MADE.clear()
+        _MADE.add(folder)
+    tmp = temp_name(path)
+    try:
+        return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileNotFoundError:          # the folder went away since (removed by the head): make it again
+        os.makedirs(folder, exist_ok=True)
+        return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+
 def atomic_write(path: str, data, *, fault: bool = True) -> None:
     """Write ``data`` (bytes, or a callable taking a binary file object) to ``path`` via temp + ``os.replace``.
 
     The temp file lives in the same folder (so the rename is atomic, also over sshfs) and is named after its
-    owner (host, pid) so that a later run can sweep it when the owner is dead."""
-    folder = os.path.dirname(path) or "."
+    owner (host, pid) so that a later run can sweep it when the owner is dead.  A callable writes into memory
+    first and the whole output goes out in one ``write`` (over sshfs each small write of e.g. ``np.savez``
+    would be a round trip of its own)."""
+    if callable(data):
+        buf = io.BytesIO()
+        data(buf)
+        data = buf.getbuffer()
     if fault:
         fw_faults.mount_down(path)            # test-only: a mount that died ($FLEETBOOK_FAULT_MOUNT_DOWN)
-    os.makedirs(folder, exist_ok=True)
-    tmp = temp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    tmp, fd = _open_temp(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data)
-            f.flush()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             if fault:
-                fw_faults.fault("mid-write", f.fileno())
+                fw_faults.fault("mid-write", fd)
+        finally:
+            os.close(fd)
         if fault:
             fw_faults.fault("after-tmp-write")
         os.replace(tmp, path)

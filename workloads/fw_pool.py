@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import fw_faults
 from fw_errors import DestinationError
 from fw_failures import record_failure
-from fw_items import Job, Result, Task, run_tasks
+from fw_claims import group_by_block
+from fw_items import Job, Result, Task, block_key, run_tasks
 from fw_machine import DEFAULT_OVERHEAD_US, choose_chunksize, default_start_method, default_workers
 from fw_progress import Progress, log
 from fw_stop import Stopped, check_stop
@@ -84,6 +85,21 @@ def _worker_chunk(tasks: list[Task]) -> tuple[list[Result], float]:
     t0 = time.perf_counter()
     results = list(run_tasks(_WORKER["job"], tasks))
     return results, time.perf_counter() - t0
+
+
+def block_chunks(tasks: list[Task], key, chunksize: int) -> list[list[Task]]:
+    """Chunks of at least ``chunksize`` tasks made of whole claim blocks (``fw_claims.block_of``), so that one
+    worker holds each block's claim alone (a block cut in two would be shared by two workers of this runner)."""
+    chunks: list[list[Task]] = []
+    cur: list[Task] = []
+    for _key, group in group_by_block(tasks, key):
+        cur.extend(group)
+        if len(cur) >= chunksize:
+            chunks.append(cur)
+            cur = []
+    if cur:
+        chunks.append(cur)
+    return chunks
 
 
 # --------------------------------------------------------------------------------------------------- runner
@@ -159,7 +175,7 @@ class _PoolRun:
             log(self.job.opts, f"{self.job.workload.name}: {self.prog.total} items, {len(todo)} to do, "
                                f"workers={self.plan.workers} start_method={self.plan.method} chunksize={chunksize} "
                                f"per_task_overhead_us={self.plan.overhead} profile={self.info['profile']}")
-            self.run_chunks(pool, [todo[k:k + chunksize] for k in range(pos, len(todo), chunksize)], inflight)
+            self.run_chunks(pool, block_chunks(todo[pos:], block_key(self.job), chunksize), inflight)
         except BrokenProcessPool:
             kill_pool(pool)
             raise PoolBroke([t for chunk in inflight.values() for t in chunk if t.item not in self.finished]) \

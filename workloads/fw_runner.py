@@ -14,6 +14,7 @@ one chunk.  Standard library only.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -58,6 +59,7 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
     os.makedirs(os.path.join(dst, FAILED_DIR), exist_ok=True)
 
     items = list(items)
+    job = dataclasses.replace(job, total=len(items))   # issue 15: claims per block need the run's item count
     outputs, failures = _listing(dst, known)
     if collisions is None:
         collisions = find_collisions(workload, items, opts)

@@ -1,0 +1,275 @@
+"""What the shared disk costs in CPU, per item, on the nodes and on the head (issue 15).
+
+One local fleet of two nodes (one worker each).  For resize and for features, in one run:
+
+* ``work_ms``: the workload's own CPU per item, one process (``--workers 1``) on the head's own disk (the CPU of
+  a run of N items minus that of a run of a few, so the interpreter's start and imports do not count);
+* ``node_ms``: CPU per item of the nodes' sshfs processes and their ssh clients during ``invoke run --wait``;
+* ``head_ms``: CPU per item of the head's SFTP sshd and its children (one per mount, internal-sftp);
+* ``disk_over_work``: (node + head) / work, the goal is at most 0.25 for resize;
+* ``sftp_ops``: SFTP requests per item by kind: one ``--workers 1`` run through node 0's own sshfs command,
+  started here in the foreground with ``-o sshfs_debug`` (which logs every request);
+* ``throughput_ratio``: the runbook's images/s over one plain process pool of as many workers on the same
+  cores (goals: 0.8 resize, 0.9 features), best of three rounds each, the pool's run just before each runbook
+  round (``ratio_per_round``: the spread); it is the noisy one on a shared machine;
+* ``node_cores_per_head_core``: how many busy node cores (work + their own sshfs) one head core can feed.
+
+``FLEETBOOK_BENCH_MOUNT_OPTS`` (comma-separated sshfs options, added to the mount) and ``FLEETBOOK_BENCH_ENV``
+(``K=V,K=V`` put in the nodes' environment, e.g. ``FLEETBOOK_CLAIMS=0``) let one lever at a time be measured.
+Ratios of one run, never absolute seconds.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import re
+import resource
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.support.fleet import make_ctx
+
+from playbooks import deploy, fleet, mount, progress, run, teardown
+from playbooks.providers import local
+from playbooks.runs.samples import make_samples
+from playbooks.settings.defaults import fleet_dir
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.fleet
+NAME = "dcost" + secrets.token_hex(2)
+REQUEST = re.compile(r"^\[\d+\]\s+([A-Z_]+)", re.M)   # sshfs_debug: "[00042] OPEN"
+
+
+def _env_extra() -> dict:
+    raw = os.environ.get("FLEETBOOK_BENCH_ENV", "")
+    return dict(kv.split("=", 1) for kv in raw.split(",") if "=" in kv)
+
+
+@pytest.fixture(scope="module")
+def cost_fleet(tmp_path_factory, sized, monkeypatch_module):
+    if os.geteuid() == 0:
+        base = Path("/var/lib/fleetbook-tests") / secrets.token_hex(4)
+        base.mkdir(parents=True)
+    else:
+        base = tmp_path_factory.mktemp("costfleet")
+    c = make_ctx(base, local__cores_per_node=1, job__poll=0.1)
+    images = sized(small=24, default=480, large=3000)
+    make_samples(base / "data" / "src", images)
+    extra_opts = os.environ.get("FLEETBOOK_BENCH_MOUNT_OPTS", "")
+    if extra_opts:
+        real = mount.mount_command
+        monkeypatch_module.setattr(mount, "mount_command", lambda node, head: real(node, head).replace(
+            "sshfs -o ", f"sshfs -o {extra_opts},", 1))
+    extra_env = _env_extra()
+    if extra_env:
+        from playbooks import supervise
+        real_env = supervise.node_env_extra
+        monkeypatch_module.setattr(run, "node_env_extra", lambda c_, p: {**real_env(c_, p), **extra_env})
+    try:
+        fleet.create(c, n=2, name=NAME)
+        mount.mount(c, name=NAME)
+        deploy.deploy(c, name=NAME)
+        yield c, base, images
+    finally:
+        teardown.teardown(c, name=NAME)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+# ------------------------------------------------------------------------------------------------ CPU
+def _cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def head_procs(c) -> list[psutil.Process]:
+    """The head's SFTP sshd and every process below it (per-connection sshd, internal-sftp runs inside)."""
+    pid = int((fleet_dir(c, NAME) / "head" / "sshd.pid").read_text())
+    top = psutil.Process(pid)
+    return [top, *top.children(recursive=True)]
+
+
+def node_disk_procs(c) -> list[psutil.Process]:
+    """Every node's sshfs (run by the node's user fb-<fleet>-<i> as root, else named by its node folder) and the
+    ssh client below it."""
+    found = []
+    for p in psutil.process_iter(["name", "cmdline", "username"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            if p.info["name"] == "sshfs" and ((p.info["username"] or "").startswith(f"fb-{NAME}-")
+                                              or f"/{NAME}/" in cmd):
+                found += [p, *p.children(recursive=True)]
+        except psutil.Error:
+            continue
+    return found
+
+
+class Meter:
+    """CPU seconds used by groups of long-lived processes between ``start`` and ``stop``."""
+
+    def __init__(self, groups: dict):
+        self.groups = groups
+
+    def sample(self) -> dict:
+        """CPU seconds per group, and ``<group>_switches``: its context switches (voluntary + not)."""
+        out = {}
+        for name, procs in self.groups.items():
+            total, switches, calls = 0.0, 0, 0
+            for p in procs:
+                try:
+                    total += _cpu(p)
+                    switches += sum(p.num_ctx_switches())
+                    io = p.io_counters()
+                    calls += io.read_count + io.write_count
+                except psutil.Error:
+                    pass
+            out[name], out[f"{name}_switches"], out[f"{name}_rw_calls"] = total, switches, calls
+        return out
+
+
+def work_cpu_per_item(base: Path, workload: str, n: int) -> float:
+    """The workload's own CPU per item in one process on local disk: (CPU(n) - CPU(k)) / (n - k)."""
+    k = max(2, n // 16)
+    small = base / "data" / "src-few"
+    if not small.exists():
+        for f in sorted(p for p in (base / "data" / "src").rglob("*") if p.is_file())[:k]:
+            target = small / f.relative_to(base / "data" / "src")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, target)
+
+    def cpu_of(src: Path) -> float:
+        dst = base / "data" / f"local-{workload}"
+        shutil.rmtree(dst, ignore_errors=True)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, str(REPO / "workloads" / f"{workload}.py"), "--src", str(src), "--dst",
+                        str(dst), "--workers", "1", "--quiet"], check=True, capture_output=True,
+                       env={**os.environ, "FLEETBOOK_PROFILE": "/nonexistent"})
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+    few = min(cpu_of(small) for _ in range(2))
+    many = min(cpu_of(base / "data" / "src") for _ in range(2))
+    return max(0.0, many - few) / (n - k)
+
+
+def pool_seconds(base: Path, workload: str, workers: int) -> float:
+    dst = base / "data" / f"pool-{workload}"
+    shutil.rmtree(dst, ignore_errors=True)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, str(REPO / "workloads" / f"{workload}.py"), "--src", str(base / "data" / "src"),
+                    "--dst", str(dst), "--workers", str(workers), "--quiet"], check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def sshfs_argv(c, node, mp: str) -> list[str]:
+    """The node's own sshfs command (``mount.mount_command``, its options as they are) for a mount at ``mp``."""
+    from playbooks.mount import head_for
+    cmd = mount.mount_command(node, head_for(c, NAME, ""))
+    words = shlex.split(cmd[cmd.index("sshfs -o "):].split(" && ")[0])
+    return [*words[:-1], mp]
+
+
+def count_requests(c, base: Path, workload: str) -> tuple[collections.Counter, int]:
+    """SFTP requests by kind of one ``--workers 1`` run of ``workload`` over node 0's sshfs command (run here in
+    the foreground with ``sshfs_debug``), reading src and writing a folder of its own on the shared disk."""
+    from playbooks.ssh.sftp_head import give_to_nodes
+    node = local.list_nodes(c, NAME)[0]
+    mp = base / f"debug-mnt-{workload}"
+    mp.mkdir(exist_ok=True)
+    dst = f"debug-{workload}"
+    shutil.rmtree(base / "data" / dst, ignore_errors=True)
+    (base / "data" / dst).mkdir()
+    give_to_nodes(c, dst)
+    log = base / f"sshfs-debug-{workload}.log"
+    argv = sshfs_argv(c, node, str(mp))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([argv[0], "-f", "-o", "sshfs_debug", *argv[1:]], stdout=out, stderr=out)
+    try:
+        for _ in range(200):
+            if os.path.ismount(mp):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"debug mount did not come up: {log.read_text()[-500:]}")
+        at = log.stat().st_size
+        subprocess.run([sys.executable, str(REPO / "workloads" / f"{workload}.py"), "--src", f"{mp}/src",
+                        "--dst", f"{mp}/{dst}", "--workers", "1", "--quiet"], check=True, capture_output=True,
+                       env={**os.environ, "FLEETBOOK_PROFILE": "/nonexistent", **_env_extra()})
+        with open(log, "rb") as f:
+            f.seek(at)
+            text = f.read().decode("utf-8", "replace")
+        if os.environ.get("FLEETBOOK_BENCH_KEEP_LOG"):     # the request log, to read the sequence per item
+            shutil.copy(log, f"{os.environ['FLEETBOOK_BENCH_KEEP_LOG']}-{workload}.log")
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mp)], capture_output=True)
+        proc.terminate()
+        proc.wait(10)
+    return collections.Counter(REQUEST.findall(text)), len(list((base / "data" / dst).rglob("*.*")))
+
+
+@pytest.mark.parametrize("workload", ["resize", "features"])
+def test_disk_cpu_per_item(benchmark, cost_fleet, workload):
+    """CPU per item of the nodes' sshfs + ssh and of the head's sshd, next to the work's own, and the runbook's
+    throughput over one pool's (see the module docstring)."""
+    benchmark.group = "fleet: shared-disk CPU per item"
+    c, base, images = cost_fleet
+    nodes = local.list_nodes(c, NAME)
+    work = work_cpu_per_item(base, workload, images)
+    pools = []
+    meter = Meter({"node": node_disk_procs(c), "head": head_procs(c)})
+    assert meter.groups["node"] and meter.groups["head"], meter.groups
+    ops, _ = count_requests(c, base, workload)
+    runs = []
+
+    def clear():   # the pool's run just before each runbook round: the machine's load is about the same for both
+        pools.append(pool_seconds(base, workload, len(nodes)))
+        shutil.rmtree(base / "data" / "fleet", ignore_errors=True)
+        return (), {}
+
+    def runbook():
+        before, t0 = meter.sample(), time.perf_counter()
+        snap = progress.wait_until_finished(c, run.start(c, NAME, nodes, workload, "src", "fleet", ""))
+        secs, after = time.perf_counter() - t0, meter.sample()
+        assert snap["done"] == images
+        runs.append((secs, {k: after[k] - before[k] for k in after}))
+
+    benchmark.pedantic(runbook, setup=clear, rounds=3, iterations=1)
+    pool = min(pools)
+    paired = sorted(p / r[0] for p, r in zip(pools, runs))
+    _secs, cpu = min(runs, key=lambda r: r[1]["node"] + r[1]["head"])
+    fleet_s = min(r[0] for r in runs)
+    node_ms, head_ms, work_ms = (cpu["node"] / images * 1e3, cpu["head"] / images * 1e3, work * 1e3)
+    per_item_ops = {k: round(v / images, 2) for k, v in sorted(ops.items())}
+    info = dict(images=images, work_ms=round(work_ms, 3), node_ms=round(node_ms, 3), head_ms=round(head_ms, 3),
+                disk_over_work=round((node_ms + head_ms) / work_ms, 3) if work_ms else None,
+                sftp_ops_per_item=round(sum(ops.values()) / images, 2), sftp_ops=per_item_ops,
+                pool_s=round(pool, 3), fleet_s=round(fleet_s, 3), throughput_ratio=round(pool / fleet_s, 3),
+                ratio_per_round=[round(x, 2) for x in paired],
+                node_cores_per_head_core=round((work_ms + node_ms) / head_ms, 1) if head_ms else None,
+                switches_per_item={k: round(cpu[f"{k}_switches"] / images, 1) for k in ("node", "head")},
+                rw_syscalls_per_item={k: round(cpu[f"{k}_rw_calls"] / images, 1) for k in ("node", "head")},
+                us_per_request={k: round(cpu[k] / max(1, sum(ops.values())) * 1e6) for k in ("node", "head")},
+                mount_opts=os.environ.get("FLEETBOOK_BENCH_MOUNT_OPTS", ""),
+                node_env=os.environ.get("FLEETBOOK_BENCH_ENV", ""))
+    benchmark.extra_info.update(info)
+    print(f"\n{workload}: work {work_ms:.2f} ms/item; node sshfs+ssh {node_ms:.2f} ms; head sshd {head_ms:.2f} ms; "
+          f"disk/work {info['disk_over_work']}; runbook/pool {info['throughput_ratio']} (rounds "
+          f"{info['ratio_per_round']}); one head core feeds {info['node_cores_per_head_core']} busy node cores; "
+          f"SFTP requests/item {info['sftp_ops_per_item']}: "
+          f"{per_item_ops}; context switches/item {info['switches_per_item']}; read+write syscalls/item "
+          f"{info['rw_syscalls_per_item']}")
+    assert work_ms > 0 and node_ms > 0 and head_ms > 0

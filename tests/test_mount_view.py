@@ -1,0 +1,86 @@
+"""The nodes' sshfs mount options (playbooks/mount.py, issue 15) keep the view fresh: what the head deletes,
+re-creates or rewrites is seen by a node at once, never a cached old listing or old bytes."""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+
+import pytest
+from tests.support.fleet import bring_up, make_ctx
+
+from playbooks import teardown
+from playbooks.providers import local
+from playbooks.ssh.fanout import connect, q, run_checked
+
+pytestmark = [pytest.mark.fleet, pytest.mark.timeout(300)]
+NAME = "view" + secrets.token_hex(2)
+
+
+@pytest.fixture(scope="module")
+def up(fleet_base):
+    c = make_ctx(fleet_base)
+    (fleet_base / "data" / "src").mkdir(parents=True, exist_ok=True)
+    try:
+        yield bring_up(c, NAME, n=1)
+    finally:
+        teardown.teardown(c, name=NAME)
+
+
+def on_node(c, script: str) -> str:
+    node = local.list_nodes(c, NAME)[0]
+    conn = connect(c, NAME, node)
+    try:
+        return run_checked(conn, f"cd {q(node.mountpoint)} && {script}").strip()
+    finally:
+        conn.close()
+
+
+def test_a_folder_the_head_deletes_and_makes_again_is_seen_fresh(up):
+    root = up.config.shared.root
+    folder = f"{root}/view"
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(f"{folder}/sub")
+    for name in ("a.txt", "sub/old.txt"):
+        with open(f"{folder}/{name}", "w") as f:
+            f.write("first\n")
+    # the node looks at everything (listing, attributes, contents) so that any cache would hold it
+    assert on_node(up, "ls view; cat view/a.txt; stat -c %s view/a.txt; ls view/sub") == "a.txt\nsub\nfirst\n6\nold.txt"
+    shutil.rmtree(folder)
+    os.makedirs(f"{folder}/sub")
+    with open(f"{folder}/a.txt", "w") as f:
+        f.write("second, longer\n")
+    with open(f"{folder}/sub/new.txt", "w") as f:
+        f.write("n")
+    # at once, no sleep: the new listing, the new size and the new bytes
+    assert on_node(up, "ls view; cat view/a.txt; stat -c %s view/a.txt; ls view/sub; "
+                       "test -e view/sub/old.txt && echo STALE || echo gone") == \
+        "a.txt\nsub\nsecond, longer\n15\nnew.txt\ngone"
+    # rewritten in place with the same size: the node reads the new bytes (no kernel page cache of the old)
+    with open(f"{folder}/a.txt", "w") as f:
+        f.write("SECOND, LONGER\n")
+    assert on_node(up, "cat view/a.txt") == "SECOND, LONGER"
+    # a file the head removes is gone for the node at once, and one it makes is there
+    os.unlink(f"{folder}/sub/new.txt")
+    with open(f"{folder}/sub/newer.txt", "w") as f:
+        f.write("x")
+    assert on_node(up, "ls view/sub; test -e view/sub/new.txt && echo STALE || echo gone") == "newer.txt\ngone"
+
+
+def test_the_cache_trade_is_an_explicit_option(monkeypatch):
+    """By default the mount keeps no cache that could show a stale view (no dir_cache, the kernel's 1 s default
+    timeouts) and reads and writes 128 KiB per request; $FLEETBOOK_SSHFS_CACHE=N asks for N s caches."""
+    from playbooks import mount
+    from playbooks.providers.types import Node
+    from playbooks.ssh.sftp_head import Head
+
+    node, head = Node(name="n", host="h", labels={"home": "/h"}), Head("127.0.0.1", 2299, "u", "/data")
+    monkeypatch.delenv("FLEETBOOK_SSHFS_CACHE", raising=False)
+    plain = mount.mount_command(node, head)
+    assert "dir_cache=no" in plain and "max_read=131072" in plain and "max_write=131072" in plain
+    assert "timeout" not in plain and "kernel_cache" not in plain
+    monkeypatch.setenv("FLEETBOOK_SSHFS_CACHE", "10")
+    cached = mount.mount_command(node, head)
+    assert "entry_timeout=10,attr_timeout=10,negative_timeout=10" in cached and "dir_cache=no" in cached
+    monkeypatch.setenv("FLEETBOOK_SSHFS_CACHE", "10; rm -rf /")
+    assert "timeout" not in mount.mount_command(node, head)
