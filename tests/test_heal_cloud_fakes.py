@@ -126,9 +126,11 @@ def _gcp_cloud(request, port, host_key):
     return c, "gcp", moved, gce.preempt, lambda: len(bulk_bodies(gce)), lambda: int(bulk_bodies(gce)[-1]["count"])
 
 
-def _aws_cloud(request, port, host_key):
-    """moto: its public IPs are fictitious, so instances are pointed at the sshd (the first instance at the first
-    address, every later one at the second) and the console output at its key.  Deleting is TerminateInstances."""
+def _aws_cloud(request, port, host_key, create_fleet: bool = False):
+    """moto: its public IPs are fictitious (never connected to), so instances are pointed at the sshd (the
+    first instance at the first address, every later one at the second) and the console output at its key.
+    Deleting is TerminateInstances.  ``create_fleet``: through the CreateFleet layer (subnets and instance types
+    allowed), whose calls tests/support/fake_ec2_fleet.py counts."""
     import dataclasses
 
     import boto3
@@ -136,7 +138,7 @@ def _aws_cloud(request, port, host_key):
     from playbooks.providers import aws
     from playbooks.providers import cloud as cc
     from tests.test_aws import CONSOLE
-    c = request.getfixturevalue("aws_ctx")
+    c = request.getfixturevalue("aws_fleet_ctx" if create_fleet else "aws_ctx")
     mp = request.getfixturevalue("monkeypatch")
     c.config.aws.user = getpass.getuser()
     c.config.aws.ssh_port = port
@@ -158,23 +160,36 @@ def _aws_cloud(request, port, host_key):
         ids = [n.id for n in aws.list_nodes(c, FLEET) if n.name == name]
         ec2.terminate_instances(InstanceIds=ids)
 
-    def calls():                        # one RunInstances call is one reservation
-        return len(ec2.describe_instances()["Reservations"])
+    if create_fleet:
+        fake = request.getfixturevalue("ec2_fleet")
 
-    def last_count():
-        reservations = sorted(ec2.describe_instances()["Reservations"],
-                              key=lambda r: max(i["LaunchTime"] for i in r["Instances"]))
-        return len(reservations[-1]["Instances"])
+        def calls():
+            assert fake.calls["RunInstances"] == 0
+            return fake.calls["CreateFleet"]
+
+        def last_count():
+            return int(fake.fleets[-1]["TargetCapacitySpecification"]["TotalTargetCapacity"])
+    else:
+        def calls():                        # one RunInstances call is one reservation
+            return len(ec2.describe_instances()["Reservations"])
+
+        def last_count():
+            reservations = sorted(ec2.describe_instances()["Reservations"],
+                                  key=lambda r: max(i["LaunchTime"] for i in r["Instances"]))
+            return len(reservations[-1]["Instances"])
 
     return c, "aws", lambda _first: None, delete, calls, last_count
 
 
-@pytest.mark.parametrize("cloud", ["gcp", "aws"])
+CLOUDS = {"gcp": _gcp_cloud, "aws": _aws_cloud,
+          "aws-create-fleet": lambda request, port, key: _aws_cloud(request, port, key, create_fleet=True)}
+
+
+@pytest.mark.parametrize("cloud", list(CLOUDS))
 def test_a_deleted_instance_is_replaced_by_one_more_bulk_call_and_the_run_finishes(
         request, cloud, two_address_sshd, head_root, metadata, tmp_path):
     port, host_key, home = two_address_sshd
-    c, provider, moved, delete, bulk_calls, last_count = (_gcp_cloud if cloud == "gcp" else _aws_cloud)(
-        request, port, host_key)
+    c, provider, moved, delete, bulk_calls, last_count = CLOUDS[cloud](request, port, host_key)
     c.config.shared.root = str(head_root)
     c.config.shared.mountpoint = str(tmp_path / "mnt")
     c.config.local.base_address = "127.0.9.20"
