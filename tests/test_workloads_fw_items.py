@@ -159,6 +159,7 @@ def test_prefetch_reads_the_next_items_files_ahead_with_the_same_checks(tmp_path
     reads = []
     real = fw_inputs._read_now
     monkeypatch.setattr(fw_inputs, "_read_now", lambda path: reads.append(path) or real(path))
+    fw_inputs._AHEAD.clear()              # what an earlier run in this process read ahead and never took
     fw_inputs.prefetch(str(src), ["a.jpg", "out.jpg", "pipe.jpg"])
     for fut in list(fw_inputs._AHEAD.values()):
         fut.exception(timeout=10)
