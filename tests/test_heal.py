@@ -6,11 +6,10 @@ import json
 import os
 import subprocess
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from tests.support.loopback_http import LoopbackServer
+from tests.support.metadata import Metadata as _Metadata, metadata  # noqa: F401 - metadata: a fixture
 from tests.support.workloads import PY, check_jpeg_outputs, many_jpegs, run, script, summary_of, temp_files
 
 import fw_claims as claims
@@ -69,43 +68,6 @@ def test_helpers_and_owners_never_do_an_item_twice(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ notices
-class _Metadata(BaseHTTPRequestHandler):
-    preempted = False
-
-    def do_GET(self):  # noqa: N802
-        if self.path == "/computeMetadata/v1/instance/preempted":
-            ok = self.headers.get("Metadata-Flavor") == "Google"
-            self._answer(200 if ok else 403, "TRUE" if type(self).preempted else "FALSE")
-        elif self.path == "/latest/meta-data/spot/instance-action":
-            if type(self).preempted and self.headers.get("X-aws-ec2-metadata-token") == "tok":
-                self._answer(200, '{"action": "terminate", "time": "2026-12-02T18:00:00Z"}')
-            else:
-                self._answer(404, "")
-        else:
-            self._answer(404, "")
-
-    def do_PUT(self):  # noqa: N802
-        self._answer(200 if self.path == "/latest/api/token" else 404, "tok")
-
-    def _answer(self, code, body):
-        data = body.encode()
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *a):
-        pass
-
-
-@pytest.fixture
-def metadata():
-    _Metadata.preempted = False
-    server = LoopbackServer().serve(_Metadata, "fake-metadata")
-    yield server
-    server.stop()
-
-
 @pytest.mark.parametrize("kind", ["gcp", "aws"])
 def test_a_cloud_notice_is_seen_on_the_metadata_server(metadata, kind):
     assert notice.check_once(kind, metadata.endpoint) is None

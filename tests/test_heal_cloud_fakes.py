@@ -23,17 +23,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support.cloud import FLEET, free_port
+from tests.support.cloud import FLEET, free_port, run_fleet_sshd
 from tests.support.fleet import check_resized, outputs
-from tests.support.loopback_http import LoopbackServer
-from tests.test_heal import _Metadata
+from tests.support.metadata import metadata  # noqa: F401 - a fixture
 
 from playbooks import deploy, fleet, mount, progress, run, supervise
 from playbooks.runs.samples import make_samples
 from playbooks.settings.defaults import fleet_dir
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(300)]
-SSHD = "/usr/sbin/sshd"
 ADDRESSES = ("127.0.0.1", "127.0.0.2")
 
 
@@ -41,49 +39,13 @@ ADDRESSES = ("127.0.0.1", "127.0.0.2")
 def two_address_sshd(tmp_path):
     """One real sshd answering on two loopback addresses (the two "machines"), its sessions' python3 the
     project's venv (the image's python3 with Pillow and numpy)."""
-    from playbooks.ssh import keys as sshkeys
-    from playbooks.ssh.ports import banner
-    from playbooks.ssh.sshd import sshd_config
-    state = tmp_path / "state"
-    pub = sshkeys.keypair(state / FLEET / "id_ed25519", f"fleetbook-{FLEET}")
-    d = tmp_path / "sshd"
-    (d / "bin").mkdir(parents=True)
-    shim = d / "bin" / "python3"            # a link would lose the venv (found beside the path it is run by)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "python3"            # a link would lose the venv (found beside the path it is run by)
     shim.write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
     shim.chmod(0o755)
-    (d / "authorized_keys").write_text(pub + "\n")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_ed25519")], check=True)
-    port = free_port()
-    cfg = d / "sshd_config"
-    cfg.write_text(sshd_config(
-        listen=ADDRESSES[0], port=port, host_key=d / "host_ed25519", pid_file=d / "sshd.pid",
-        authorized=d / "authorized_keys", user=getpass.getuser(),
-        extra=[f"ListenAddress {ADDRESSES[1]}:{port}", "AllowTcpForwarding remote",
-               f"SetEnv HOME={d / 'home'} PATH={d / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-               "Subsystem sftp internal-sftp"]))
-    (d / "home").mkdir(mode=0o700)
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    log = open(d / "sshd.log", "wb")
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                            start_new_session=True)
-    for _ in range(100):
-        if all(banner(a, port, 0.5) for a in ADDRESSES):
-            break
-        time.sleep(0.05)
-    host_key = " ".join((d / "host_ed25519.pub").read_text().split()[:2])
-    yield port, host_key, d / "home"
-    proc.terminate()
-    proc.wait(10)
-    log.close()
-
-
-@pytest.fixture
-def metadata():
-    _Metadata.preempted = False
-    server = LoopbackServer().serve(_Metadata, "fake-metadata")
-    yield server
-    server.stop()
+    for port, host_key, d in run_fleet_sshd(tmp_path, ADDRESSES, ["AllowTcpForwarding remote"], str(bin_dir)):
+        yield port, host_key, d / "home"
 
 
 def bulk_bodies(gce):

@@ -30,7 +30,7 @@ FLEET = "demo"
 SSHD = "/usr/sbin/sshd"
 
 __all__ = ["FLEET", "free_port", "make_context", "gce", "gcp_ctx", "fleet_sshd", "moto_endpoint", "aws_env",
-           "aws_ctx", "moto_ami", "isolated_env", "head_root", "ec2_fleet", "aws_fleet_ctx"]
+           "aws_ctx", "moto_ami", "isolated_env", "head_root", "ec2_fleet", "aws_fleet_ctx", "run_fleet_sshd"]
 
 
 def free_port() -> int:
@@ -72,37 +72,49 @@ def gce():
     fake.stop()
 
 
-@pytest.fixture
-def fleet_sshd(tmp_path):
-    """A real sshd on 127.0.0.1:<free port> accepting the fleet's key; yields (port, host key line, authorized
-    keys file: append another fleet's public key to let it in)."""
+def run_fleet_sshd(tmp_path, addresses=("127.0.0.1",), extra=(), path: str = ""):
+    """A real sshd on a free port of each loopback address in ``addresses``, accepting the fleet's key, its
+    sessions' HOME ``<tmp>/sshd/home`` (and PATH ``path`` first, when given); yields (port, host key line, sshd
+    folder)."""
     from playbooks.ssh.ports import banner
     from playbooks.ssh.sshd import sshd_config
     state = tmp_path / "state"
     pub = sshkeys.keypair(state / FLEET / "id_ed25519", f"fleetbook-{FLEET}")
     d = tmp_path / "sshd"
-    d.mkdir()
+    d.mkdir(exist_ok=True)
     (d / "authorized_keys").write_text(pub + "\n")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_ed25519")], check=True)
     port = free_port()
     cfg = d / "sshd_config"
-    cfg.write_text(sshd_config(listen="127.0.0.1", port=port, host_key=d / "host_ed25519", pid_file=d / "sshd.pid",
+    env = f"SetEnv HOME={d / 'home'}" + (f" PATH={path}:/usr/local/bin:/usr/bin:/bin" if path else "")
+    cfg.write_text(sshd_config(listen=addresses[0], port=port, host_key=d / "host_ed25519", pid_file=d / "sshd.pid",
                                authorized=d / "authorized_keys", user=getpass.getuser(),
-                               extra=[f"SetEnv HOME={d / 'home'}", "Subsystem sftp internal-sftp"]))
+                               extra=[*(f"ListenAddress {a}:{port}" for a in addresses[1:]), *extra, env,
+                                      "Subsystem sftp internal-sftp"]))
     (d / "home").mkdir(mode=0o700)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True) if os.geteuid() == 0 else None
     log = open(d / "sshd.log", "wb")
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                             start_new_session=True)
     for _ in range(100):
-        if banner("127.0.0.1", port, 0.5):
+        if all(banner(a, port, 0.5) for a in addresses):
             break
         time.sleep(0.05)
     host_key = " ".join((d / "host_ed25519.pub").read_text().split()[:2])
-    yield port, host_key, d / "authorized_keys"
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+    try:
+        yield port, host_key, d
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+@pytest.fixture
+def fleet_sshd(tmp_path):
+    """A real sshd on 127.0.0.1:<free port> accepting the fleet's key; yields (port, host key line, authorized
+    keys file: append another fleet's public key to let it in)."""
+    for port, host_key, d in run_fleet_sshd(tmp_path):
+        yield port, host_key, d / "authorized_keys"
 
 
 @pytest.fixture
