@@ -36,8 +36,8 @@ def repair_dead(mp: str) -> str:
     """Shell: a dead sshfs mount at ``mp`` (already quoted) is lazily unmounted, and "repaired: <why>" said.  A
     dead mount is still listed, but every call on it, ``mkdir -p`` included, fails with "Transport endpoint is
     not connected" (its sshfs died) or hangs (its link is down): ``statfs`` (never cached), bounded, tells."""
-    return (f"if {is_mounted(mp)} && ! why=$(timeout 20 stat -f {mp} 2>&1 >/dev/null); then why=${{why##*: }}; "
-            f"echo \"repaired: ${{why:-no answer within 20 s}}\"; fusermount3 -u -z {mp}; fi")
+    return (f"if {is_mounted(mp)} && ! why=$(timeout 10 stat -f {mp} 2>&1 >/dev/null); then why=${{why##*: }}; "
+            f"echo \"repaired: ${{why:-no answer within 10 s}}\"; fusermount3 -u -z {mp}; fi")
 
 
 def mount_command(node, head) -> str:

@@ -27,6 +27,8 @@ from playbooks.settings import setting
 from playbooks.ssh.fanout import describe, fan_out, q, run_checked
 
 console = Console()
+SUSPECT_AFTER_S = 6.0                  # a running node silent this long (3 heartbeats) is looked at over SSH
+SUSPECT_S = 5.0                        # ... at most this often
 CACHE_S = 10.0                         # `progress --watch`: one SSH look at a lost node per this many seconds
 _CACHE: dict = {}                      # (run id, node) -> (time, diagnosis)
 
@@ -194,15 +196,25 @@ def heal(c, record: dict, states: dict, listed: dict, events: dict, env: dict[st
         else:
             st["state"] = "repairing"
     open_ = {rep["node"] for rep in repairs if rep.get("open")}
+
+    def suspect(name: str) -> bool:
+        st = states.get(name, {})
+        if st.get("state") in ("lost", "unhealthy"):
+            return True
+        # silent for a few heartbeats but not lost yet: a look costs one SSH command, at most every SUSPECT_S
+        seen = st.get("last_seen_s")
+        return st.get("state") == "running" and seen is not None and seen > SUSPECT_AFTER_S and \
+            now - _CACHE.get((record["run_id"], name), (0.0, None))[0] > SUSPECT_S
     suspects = [e for e in record["nodes"] if not e.get("replaced_by") and e["name"] not in events
-                and e["name"] not in open_ and states.get(e["name"], {}).get("state") in ("lost", "unhealthy")
-                and listed.get(e["name"], TERMINATED) != TERMINATED]
+                and e["name"] not in open_ and suspect(e["name"]) and listed.get(e["name"], TERMINATED) != TERMINATED]
     if not suspects:
         return
     looks = diagnose(c, record, [e["name"] for e in suspects])
     nodes = {n.name: n for n in provider_of(c, record.get("provider", "local")).list_nodes(c, record["fleet"])}
     for e in suspects:
         d = looks.get(e["name"], {})
+        if states[e["name"]].get("state") == "running" and not (d.get("reachable") and d.get("mount") == "dead"):
+            continue                              # only late: its mount answers (or it does not answer at all)
         if not mount_trouble(d) or e["name"] not in nodes:
             if cause(d):
                 states[e["name"]]["error"] = cause(d)

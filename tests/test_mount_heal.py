@@ -107,3 +107,20 @@ def test_a_local_disks_io_error_is_the_items_a_network_mounts_is_the_mounts(tmp_
             raise ValueError("unreadable") from None
     except ValueError as bad:
         assert fw_disk.mount_oserror(bad) is gone
+
+
+def test_a_nodes_last_words_name_the_cause():
+    from playbooks import nodehealth
+    said = ("mount: dead Transport endpoint is not connected\nalive: no\n== health.json\n"
+            '{"state": "unhealthy", "error": "mount lost: Transport endpoint is not connected (item \'a\'); it did '
+            'not come back within 60 s"}\n\n== exit.json\n{"code": 4, "unhealthy": true}\n\n== log\nfleetwork: x\n')
+    d = nodehealth.parse_last_words(said)
+    assert d["mount"] == "dead" and d["alive"] is False and d["exit"]["code"] == 4 and d["log"] == ["fleetwork: x"]
+    assert nodehealth.cause(d) == "mount lost: Transport endpoint is not connected"
+    assert nodehealth.mount_trouble(d)
+    back = nodehealth.parse_last_words(said.replace("mount: dead Transport endpoint is not connected", "mount: ok"))
+    assert nodehealth.cause(back).startswith("mount lost: Transport endpoint is not connected (item 'a')")
+    assert nodehealth.mount_trouble(back)               # the workload says it lost its mount: restart it
+    fine = nodehealth.parse_last_words("mount: ok\nalive: yes\n== health.json\n\n== exit.json\n\n== log\n")
+    assert nodehealth.cause(fine) is None and not nodehealth.mount_trouble(fine)
+    assert not nodehealth.mount_trouble({"reachable": False, "error": "unreachable over SSH: timed out"})

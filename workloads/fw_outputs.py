@@ -18,6 +18,7 @@ from fw_disk import NAME_MAX
 from fw_shards import item_hash
 
 TMP_MARK = ".tmp-"
+LEFTOVER_TEMPS: set[str] = set()     # temp files of this process that could not be removed (a dropped mount)
 HOST = socket.gethostname()
 
 
@@ -88,8 +89,10 @@ def atomic_write(path: str, data, *, fault: bool = True) -> None:
     except BaseException:
         try:
             os.unlink(tmp)
-        except OSError:
+        except FileNotFoundError:
             pass
+        except OSError:                 # its mount dropped: the runner removes it once the mount is back
+            LEFTOVER_TEMPS.add(tmp)
         raise
 
 

@@ -99,6 +99,8 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
             tasks, prog.busy = [Task(it, True, had.get(it, False)) for it in prog.busy], []
         if info["todo"] and not fw_notice.stopping():
             fw_claims.sweep(dst, state_dir)
+        if info.get("mount_recoveries"):
+            _sweep_after_mount(dst)
     except MountLost as e:
         error = prog.error = f"{e}; it did not come back within {mount_wait():g} s"
         info["unhealthy"] = True
@@ -140,6 +142,22 @@ def last_words(rec: dict) -> None:
             write_json(os.path.join(folder, "health.json"), rec)
         except OSError:
             pass
+
+
+def _sweep_after_mount(dst: str) -> None:
+    """The temp files that writes cut by a dropped mount left (this process's, and its dead workers'): one walk of
+    the destination, only after a run that rode out a mount loss."""
+    import fw_outputs
+    for path in sorted(fw_outputs.LEFTOVER_TEMPS):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    fw_outputs.LEFTOVER_TEMPS.clear()
+    try:
+        sweep_temps(scan(dst)[1])
+    except OSError:
+        pass
 
 
 def ride_out(job: Job, prog: Progress, why: str, info: dict) -> bool:

@@ -42,7 +42,7 @@ def mount_answers(mp: str) -> str:
     """Shell test: the mount at ``mp`` (already quoted) answers: listed is not enough, a dead sshfs stays listed
     while every call on it fails with "Transport endpoint is not connected".  ``stat -f`` (statfs) goes to the
     server every time; bounded, since a mount whose link is down hangs until its keep-alives give up."""
-    return f"timeout 20 stat -f {mp} >/dev/null 2>&1"
+    return f"timeout 10 stat -f {mp} >/dev/null 2>&1"
 
 
 def preflight(c, name, nodes, workload, repair=None):
