@@ -16,6 +16,7 @@ else it is started again on its shard.  If the remount fails the node is left to
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -23,6 +24,7 @@ from rich.console import Console
 
 from playbooks.engines.launch import is_mounted, local_state, mount_answers
 from playbooks.providers import TERMINATED
+from playbooks.runs.layout import machine_of
 from playbooks.settings import setting
 from playbooks.ssh.fanout import describe, fan_out, q, run_checked
 
@@ -83,9 +85,11 @@ def diagnose(c, record: dict, names: list[str]) -> dict[str, dict]:
     prov = provider_of(c, record.get("provider", "local"))
     nodes = {n.name: n for n in prov.list_nodes(c, record["fleet"])}
     pids = {e["name"]: e.get("pid") for e in record["nodes"]}
+    machine = {e["name"]: machine_of(e) for e in record["nodes"]}
     out = {n: {"reachable": False, "error": "its machine is gone"} for n in names
-           if n not in nodes or nodes[n].state == TERMINATED}
-    ask = [nodes[n] for n in names if n not in out]
+           if machine.get(n, n) not in nodes or nodes[machine.get(n, n)].state == TERMINATED}
+    # each machine under the run's name for it (a replacement on a reused name: layout.machine_of)
+    ask = [dataclasses.replace(nodes[machine.get(n, n)], name=n) for n in names if n not in out]
     timeout = setting(c, "fleet.ssh_timeout")
     for r in fan_out(c, record["fleet"], ask, lambda conn, n: run_checked(
             conn, last_words_command(n, record["run_id"], pids.get(n.name)), timeout), step="diagnose"):
@@ -144,14 +148,13 @@ def name_causes(c, record: dict, snap: dict) -> dict:
 def restart(c, record: dict, entry: dict, node, env: dict[str, str]) -> bool:
     """Start the run's workload again on ``node`` (whose mount works again) on its own shard: its old heartbeat
     and exit file go first (else it would still look lost or ended)."""
-    from playbooks.engines.launch import node_command, workload_opts
+    from playbooks.engines.launch import head_paths, node_command, workload_opts
     from playbooks.runs import disk as rundisk
     from playbooks.runs import state as runstate
     from playbooks.settings.defaults import shared_root
     provider = record.get("provider", "local")
     root = shared_root(c)
-    _wl, _opts, extra = workload_opts(record["workload"], str(root / record["src"]), str(root / record["dst"]),
-                                      record.get("args", ""))
+    _wl, _opts, extra = workload_opts(record["workload"], *head_paths(root, record), record.get("args", ""))
     workers = int(c.config.local.cores_per_node) if provider == "local" else None
     state = f"{node.mountpoint}/{runstate.node_state_rel(record['run_id'], node.name)}"
     command = (f"rm -f {q(state + '/heartbeat.json')} {q(state + '/exit.json')} && "
@@ -206,7 +209,8 @@ def heal(c, record: dict, states: dict, listed: dict, events: dict, env: dict[st
         return st.get("state") == "running" and seen is not None and seen > SUSPECT_AFTER_S and \
             now - _CACHE.get((record["run_id"], name), (0.0, None))[0] > SUSPECT_S
     suspects = [e for e in record["nodes"] if not e.get("replaced_by") and e["name"] not in events
-                and e["name"] not in open_ and suspect(e["name"]) and listed.get(e["name"], TERMINATED) != TERMINATED]
+                and e["name"] not in open_ and suspect(e["name"])
+                and listed.get(machine_of(e), TERMINATED) != TERMINATED]
     if not suspects:
         return
     looks = diagnose(c, record, [e["name"] for e in suspects])
@@ -215,7 +219,7 @@ def heal(c, record: dict, states: dict, listed: dict, events: dict, env: dict[st
         d = looks.get(e["name"], {})
         if states[e["name"]].get("state") == "running" and not (d.get("reachable") and d.get("mount") == "dead"):
             continue                              # only late: its mount answers (or it does not answer at all)
-        if not mount_trouble(d) or e["name"] not in nodes:
+        if not mount_trouble(d) or machine_of(e) not in nodes:
             if cause(d):
                 states[e["name"]]["error"] = cause(d)
             continue
@@ -224,7 +228,7 @@ def heal(c, record: dict, states: dict, listed: dict, events: dict, env: dict[st
         rep = again or {"node": e["name"], "shard": e["shard"], "cause": why, "detected_at": now}
         rep.update(open=True, done_before=int(states.get(e["name"], {}).get("done") or 0))
         console.print(f"supervisor: {e['name']} stopped reporting: {why}", markup=False)
-        node = nodes[e["name"]]
+        node = dataclasses.replace(nodes[machine_of(e)], name=e["name"])   # its state folder: the run's name
         if d.get("mount") in ("dead", "absent"):
             [m] = mount_all(c, record["fleet"], [node], record.get("provider", "local"))
             if not m.ok:

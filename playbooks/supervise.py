@@ -32,6 +32,7 @@ from playbooks.providers import TERMINATED, FleetSpec
 from playbooks.providers.preempt import NOTICE_FILE   # local provider: in the node's workdir (fleet.preempt)
 from playbooks.runs import disk as rundisk
 from playbooks.runs import state as runstate
+from playbooks.runs.layout import machine_of  # noqa: F401 - also what run.py's stop imports from here
 from playbooks.settings import setting
 from playbooks.settings.errors import FleetbookError
 from playbooks.settings.defaults import shared_root
@@ -64,13 +65,6 @@ def _entries(record: dict) -> list[dict]:
     return [e for e in record["nodes"] if not e.get("replaced_by")]
 
 
-def machine_of(entry: dict) -> str:
-    """The provider's name of the machine a run entry runs on.  A cloud refills a fleet under the names it lost
-    (demo-1 again), so a replacement on a reused name joins the run as ``<name>.<k>`` (its own state folder,
-    heartbeat and events) with ``machine`` naming the machine."""
-    return entry.get("machine") or entry["name"]
-
-
 def _run_name(record: dict, machine: str) -> str:
     taken = {e["name"] for e in record["nodes"]}
     if machine not in taken:
@@ -93,17 +87,14 @@ def _deploy_new(c, name: str, provider: str, nodes) -> list:
 def start_on(c, record: dict, pairs: list[tuple[object, dict]]) -> list:
     """Start the run's workload on new nodes, each with the shard of the entry it replaces; the record (on the
     shared disk) gets an entry per new node and names it in the entry it replaces."""
-    from playbooks.engines.launch import node_command, workload_opts
+    from playbooks.engines.launch import head_paths, node_command, workload_opts
     from playbooks.measure.profiles import node_env
     from playbooks.runs.disk import shared_disk
     from playbooks.ssh.fanout import fan_out, run_checked
     provider = record.get("provider", "local")
     disk = shared_disk(c, provider, record["fleet"])
     root = shared_root(c)
-    bucket = "://" in record["src"]     # issue 14: a bucket run's paths are the buckets' own
-    _wl, _opts, extra = workload_opts(record["workload"], *((record["src"], record["dst"]) if bucket else
-                                                            (str(root / record["src"]), str(root / record["dst"]))),
-                                      record.get("args", ""))
+    _wl, _opts, extra = workload_opts(record["workload"], *head_paths(root, record), record.get("args", ""))
     now = time.time()
     as_run = {}                       # machine -> the node as the run knows it (its name in the run)
     for node, old in pairs:

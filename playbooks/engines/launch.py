@@ -115,6 +115,12 @@ def node_command(node, record: dict, shard: int, extra: list[str], workers: int 
             f">> {ll} 2>&1 < /dev/null & echo $!; }}")
 
 
+def head_paths(root, record: dict) -> tuple[str, str]:
+    """A run record's --src and --dst as the head checks them: below the shared root ``root``, or the buckets'
+    URLs (issue 14)."""
+    return tuple(p if "://" in p else str(root / p) for p in (record["src"], record["dst"]))
+
+
 def data_path(mp: str, path: str) -> str:
     """Where a node finds a run's --src / --dst: below its mountpoint, or the bucket URL itself (issue 14)."""
     return path if "://" in path else f"{mp}/{path}"

@@ -18,6 +18,13 @@ def runs_dir(c) -> Path:
     return shared_root(c) / STATE / "runs"
 
 
+def machine_of(entry: dict) -> str:
+    """The provider's name of the machine a run entry runs on.  A cloud refills a fleet under the names it lost
+    (demo-1 again), so a replacement on a reused name joins the run as ``<name>.<k>`` (its own state folder,
+    heartbeat and events) with ``machine`` naming the machine."""
+    return entry.get("machine") or entry["name"]
+
+
 def node_state_rel(run_id: str, node: str) -> str:
     """The node's state folder relative to the shared root (the same below every mountpoint)."""
     return f"{STATE}/runs/{run_id}/nodes/{node}"
