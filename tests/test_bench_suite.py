@@ -25,8 +25,10 @@ def test_invoke_bench_selects_pytest_bench_minus_the_fleet_benchmarks():
     everything, machine = _collected(), _collected("-m", "not fleet")
     fleet_only = everything - machine
     assert machine < everything and fleet_only
-    assert {t.split("::")[0] for t in fleet_only} <= {"bench/test_fleet.py", "bench/test_plan_check.py"}
-    assert not any(t.startswith(("bench/test_fleet.py", "bench/test_plan_check.py")) for t in machine)
+    assert {t.split("::")[0] for t in fleet_only} <= {"bench/test_fleet.py", "bench/test_plan_check.py",
+                                                     "bench/test_diskcost.py"}
+    assert not any(t.startswith(("bench/test_fleet.py", "bench/test_plan_check.py", "bench/test_diskcost.py"))
+                   for t in machine)
 
 
 def test_workload_benchmarks_honour_bench_scale():
