@@ -11,7 +11,9 @@ One local fleet of two nodes (one worker each).  For resize and for features, in
   started here in the foreground with ``-o sshfs_debug`` (which logs every request);
 * ``throughput_ratio``: the runbook's images/s over one plain process pool of as many workers on the same
   cores (goals: 0.8 resize, 0.9 features), best of three rounds each, the pool's run just before each runbook
-  round (``ratio_per_round``: the spread); it is the noisy one on a shared machine;
+  round (``ratio_per_round``: the spread); it is the noisy one on a shared machine.  ``fixed_s``: the same run
+  on the finished folder (start over SSH, listing, the wait for the exit files): what a run costs whatever its
+  items; ``ratio_less_fixed`` leaves it out;
 * ``node_cores_per_head_core``: how many busy node cores (work + their own sshfs) one head core can feed.
 
 ``FLEETBOOK_BENCH_MOUNT_OPTS`` (comma-separated sshfs options, added to the mount) and ``FLEETBOOK_BENCH_ENV``
@@ -248,6 +250,10 @@ def test_disk_cpu_per_item(benchmark, cost_fleet, workload):
         runs.append((secs, {k: after[k] - before[k] for k in after}))
 
     benchmark.pedantic(runbook, setup=clear, rounds=3, iterations=1)
+    t0 = time.perf_counter()     # the same run on the finished folder: what a run costs whatever its items
+    again = progress.wait_until_finished(c, run.start(c, NAME, nodes, workload, "src", "fleet", ""))
+    fixed = time.perf_counter() - t0
+    assert again["done"] == images, again     # counted as done: every output is there
     pool = min(pools)
     paired = sorted(p / r[0] for p, r in zip(pools, runs))
     _secs, cpu = min(runs, key=lambda r: r[1]["node"] + r[1]["head"])
@@ -258,7 +264,8 @@ def test_disk_cpu_per_item(benchmark, cost_fleet, workload):
                 disk_over_work=round((node_ms + head_ms) / work_ms, 3) if work_ms else None,
                 sftp_ops_per_item=round(sum(ops.values()) / images, 2), sftp_ops=per_item_ops,
                 pool_s=round(pool, 3), fleet_s=round(fleet_s, 3), throughput_ratio=round(pool / fleet_s, 3),
-                ratio_per_round=[round(x, 2) for x in paired],
+                ratio_per_round=[round(x, 2) for x in paired], fixed_s=round(fixed, 3),
+                ratio_less_fixed=round(pool / (fleet_s - fixed), 3) if fleet_s > fixed else None,
                 node_cores_per_head_core=round((work_ms + node_ms) / head_ms, 1) if head_ms else None,
                 switches_per_item={k: round(cpu[f"{k}_switches"] / images, 1) for k in ("node", "head")},
                 rw_syscalls_per_item={k: round(cpu[f"{k}_rw_calls"] / images, 1) for k in ("node", "head")},
@@ -268,7 +275,8 @@ def test_disk_cpu_per_item(benchmark, cost_fleet, workload):
     benchmark.extra_info.update(info)
     print(f"\n{workload}: work {work_ms:.2f} ms/item; node sshfs+ssh {node_ms:.2f} ms; head sshd {head_ms:.2f} ms; "
           f"disk/work {info['disk_over_work']}; runbook/pool {info['throughput_ratio']} (rounds "
-          f"{info['ratio_per_round']}); one head core feeds {info['node_cores_per_head_core']} busy node cores; "
+          f"{info['ratio_per_round']}; a run of the finished folder takes {fixed:.2f} s, without it "
+          f"{info['ratio_less_fixed']}); one head core feeds {info['node_cores_per_head_core']} busy node cores; "
           f"SFTP requests/item {info['sftp_ops_per_item']}: "
           f"{per_item_ops}; context switches/item {info['switches_per_item']}; read+write syscalls/item "
           f"{info['rw_syscalls_per_item']}")

@@ -5,8 +5,6 @@ pinned host key, keep-alives and reconnect.  The mounts are made in parallel, at
 """
 from __future__ import annotations
 
-import os
-
 from invoke import task
 from invoke.exceptions import Exit
 from rich.console import Console
@@ -49,12 +47,8 @@ def mount_command(node, head) -> str:
     # no directory cache: a folder the head deleted and made again must not look stale on the nodes;
     # 128 KiB per SFTP read and write (sshfs' default 32 KiB costs a request per 32 KiB of every input and output;
     # OpenSSH's sftp-server takes 256 KiB): bench/test_diskcost.py
-    # $FLEETBOOK_SSHFS_CACHE=N (seconds; an explicit trade, off by default): the kernel keeps names, attributes
-    # and misses N s, so a node may see what the head removed, changed or made up to N s late
-    cache = os.environ.get("FLEETBOOK_SSHFS_CACHE", "")
-    cached = [f"{k}={float(cache):g}" for k in ("entry_timeout", "attr_timeout", "negative_timeout")] \
-        if cache.replace(".", "", 1).isdigit() and float(cache) > 0 else []
-    opts = ",".join(["reconnect", *ssh_opts, "dir_cache=no", "max_read=131072", "max_write=131072", *cached])
+    # (longer entry/attr/negative timeouts and kernel_cache measured no gain: every item's names are new)
+    opts = ",".join(["reconnect", *ssh_opts, "dir_cache=no", "max_read=131072", "max_write=131072"])
     keys = f"-o IdentityFile={h}/.ssh/fleet_head -o UserKnownHostsFile={h}/.ssh/known_hosts"
     target = q(f"{head.user}@{head.host}:{head.remote_path}")
     # sshfs hides why ssh gave up (a changed host key shows as "Connection reset by peer"): on failure, one

@@ -26,8 +26,9 @@ def test_invoke_bench_selects_pytest_bench_minus_the_fleet_benchmarks():
     fleet_only = everything - machine
     assert machine < everything and fleet_only
     assert {t.split("::")[0] for t in fleet_only} <= {"bench/test_fleet.py", "bench/test_plan_check.py",
-                                                   "bench/test_progress_eta.py"}
-    assert not any(t.startswith(("bench/test_fleet.py", "bench/test_plan_check.py", "bench/test_progress_eta.py"))
+                                                   "bench/test_progress_eta.py", "bench/test_diskcost.py"}
+    assert not any(t.startswith(("bench/test_fleet.py", "bench/test_plan_check.py", "bench/test_progress_eta.py",
+                                 "bench/test_diskcost.py"))
                    for t in machine)
 
 

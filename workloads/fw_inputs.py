@@ -182,5 +182,11 @@ def prefetch(src: str, rels, follow_links: bool = False) -> None:
         _AHEAD[path] = _POOL[0].submit(_checked_read, src, rel, follow_links)
 
 
+def forget_prefetched() -> None:
+    """Drop whatever was read ahead and not taken (the end of a list of items)."""
+    while _AHEAD:
+        _AHEAD.pop(next(iter(_AHEAD))).cancel()
+
+
 def _checked_read(src: str, rel: str, follow_links: bool) -> bytes:
     return _read_now(check_source(src, rel, follow_links))

@@ -13,7 +13,7 @@ import fw_notice
 from fw_disk import FATAL_ERRNOS, destination_error, mount_lost
 from fw_errors import MountLost, is_bad_input
 from fw_failures import clear_failure, record_failure
-from fw_inputs import check_sources, prefetch
+from fw_inputs import check_sources, forget_prefetched, prefetch
 from fw_shards import parse_shard
 
 
@@ -186,5 +186,8 @@ def run_tasks(job: Job, tasks: list[Task]):
             return [do_item(job, members[0])]
         return do_block(job, key, members, ahead)
 
-    for results in threaded(one, groups, threads):
-        yield from results
+    try:
+        for results in threaded(one, groups, threads):
+            yield from results
+    finally:
+        forget_prefetched()     # bytes read ahead for an item not done here are never served later
