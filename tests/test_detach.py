@@ -2,6 +2,8 @@
 SSH channel (here: the pipes of a subprocess) is not held open by what they leave running."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 
@@ -26,7 +28,14 @@ def _returns_at_once(shell: str, cmd: str) -> int:
     out = subprocess.run([shell, "-c", cmd], capture_output=True, text=True, timeout=10)
     assert time.monotonic() - t0 < 5, f"{shell} waited for what it started"
     pid = int(out.stdout.split()[-1])
-    subprocess.run(["kill", "-9", f"-{pid}"], capture_output=True)    # the whole detached group
+    assert pid > 1
+    for _ in range(100):                  # setsid may not have run yet: its own session, then the whole group
+        if os.getsid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    else:
+        raise AssertionError(f"{pid} did not get a session of its own (setsid)")
     return pid
 
 
