@@ -76,4 +76,5 @@ def test_the_mount_keeps_no_cache_that_could_go_stale():
 
     cmd = mount.mount_command(Node(name="n", host="h", labels={"home": "/h"}), Head("127.0.0.1", 2299, "u", "/d"))
     assert "dir_cache=no" in cmd and "max_read=131072" in cmd and "max_write=131072" in cmd
-    assert "timeout" not in cmd and "kernel_cache" not in cmd
+    opts = cmd.split("sshfs -o ", 1)[1].split(" ", 1)[0]       # the mount's options (the repair uses `timeout`)
+    assert "timeout" not in opts and "kernel_cache" not in opts and "dir_cache=no" in opts
