@@ -14,8 +14,9 @@ from there into ``SCRATCH/dst``, as a fleet run would (claims, temp file + renam
 * ``seconds``: the workload's own processing time (its last line, ``seconds=S``), one worker: per item, the
   work plus every wait on the mount (reads, claims, writes, renames).
 
-It prints one JSON line and removes the scratch folder.  The head's side (its sshd's SFTP sessions) is measured
-by ``invoke bench --node`` on the operator's machine around this command.
+It prints one JSON line and removes the scratch folder.  ``invoke bench --node`` runs the three steps apart
+(``--step prepare|run|clean``) and measures the head's side (its sshd's SFTP sessions) on the operator's machine
+around ``run`` alone: copying the sample in and removing it cost the head too, and are no part of an item.
 """
 from __future__ import annotations
 
@@ -99,16 +100,29 @@ def main(argv=None) -> int:
     ap.add_argument("--workload", default="resize")
     ap.add_argument("--items", type=int, default=200)
     ap.add_argument("--args", default="", help="extra workload arguments, one shell-quoted string")
+    ap.add_argument("--step", choices=("prepare", "run", "clean", "all"), default="all",
+                    help="prepare: copy the sample; run: the measured run; clean: remove the scratch folder; all "
+                         "three (invoke bench --node runs them apart, measuring the head around `run` only)")
     a = ap.parse_args(argv)
-    items = sample(a.src, a.items)
-    if not items:
-        print(json.dumps({"workload": a.workload, "items": 0, "error": f"no images in {a.src}"}))
-        return 0
-    shutil.rmtree(a.scratch, ignore_errors=True)
-    for item in items:
-        dst = os.path.join(a.scratch, "src", item)
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        shutil.copyfile(os.path.join(a.src, item), dst)
+    if a.step in ("prepare", "all"):
+        items = sample(a.src, a.items)
+        if not items:
+            print(json.dumps({"workload": a.workload, "items": 0, "error": f"no images in {a.src}"}))
+            return 0
+        shutil.rmtree(a.scratch, ignore_errors=True)
+        for item in items:
+            dst = os.path.join(a.scratch, "src", item)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copyfile(os.path.join(a.src, item), dst)
+    if a.step in ("run", "all"):
+        measure(a)
+    if a.step in ("clean", "all"):
+        shutil.rmtree(a.scratch, ignore_errors=True)
+    return 0
+
+
+def measure(a) -> None:
+    items = [f for _, _, files in os.walk(os.path.join(a.scratch, "src")) for f in files]
     pids = mount_pids(mountpoint_of(a.scratch))
     cmd = [sys.executable, f"workloads/{a.workload}.py", "--src", os.path.join(a.scratch, "src"),
            "--dst", os.path.join(a.scratch, "dst"), "--workers", "1", "--quiet", *a.args.split()]
@@ -118,14 +132,12 @@ def main(argv=None) -> int:
     after_node, after_work = cpu_s(pids), resource.getrusage(resource.RUSAGE_CHILDREN)
     last = (out.stdout.strip().splitlines() or [""])[-1]
     fields = dict(kv.split("=", 1) for kv in last.split() if "=" in kv)
-    shutil.rmtree(a.scratch, ignore_errors=True)
     print(json.dumps({
         "workload": a.workload, "items": len(items), "done": int(fields.get("done", 0)),
         "failed": int(fields.get("failed", 0)), "seconds": float(fields.get("seconds", wall)), "wall_s": wall,
         "node_cpu_s": after_node - before_node, "mount_processes": len(pids),
         "work_cpu_s": (after_work.ru_utime + after_work.ru_stime) - (before_work.ru_utime + before_work.ru_stime),
         "exit": out.returncode, "stderr": out.stderr[-400:] if out.returncode else ""}))
-    return 0
 
 
 if __name__ == "__main__":

@@ -141,11 +141,12 @@ def probe_rel(node) -> str:
     return f"{layout.STATE}/probe/{node.name}"
 
 
-def probe_command(node, src_on_node: str, workload: str, items: int, env: dict[str, str]) -> str:
+def probe_command(node, src_on_node: str, workload: str, items: int, env: dict[str, str], step: str) -> str:
     scratch = f"{node.mountpoint}/{probe_rel(node)}"
     envs = " ".join(f"{k}={q(v)}" for k, v in env.items())
     return (f"cd {q(node.workdir)} && {envs + ' ' if envs else ''}{q(node.python)} bench/disk_probe.py "
-            f"--src {q(src_on_node)} --scratch {q(scratch)} --workload {q(workload)} --items {int(items)}")
+            f"--src {q(src_on_node)} --scratch {q(scratch)} --workload {q(workload)} --items {int(items)} "
+            f"--step {q(step)}")
 
 
 def probe_disk(c, conn, fleet: str, node, src_on_node: str, scale: str, provider: str) -> dict:
@@ -161,11 +162,16 @@ def probe_disk(c, conn, fleet: str, node, src_on_node: str, scale: str, provider
         disk.give_to_nodes(probe_rel(node), tree=True)     # the node writes there as the head's SFTP user
     finally:
         disk.close()
+    def step(workload: str, name: str):
+        return conn.run(probe_command(node, src_on_node, workload, items, env, name), hide=True, warn=True,
+                        in_stream=False, timeout=setting(c, "bench.node_timeout"))
+
     for workload in PROBED:
+        prepared = step(workload, "prepare")         # the sample's copy costs the head too: not measured
         before = sessions_cpu_s(c, fleet)
-        result = conn.run(probe_command(node, src_on_node, workload, items, env), hide=True, warn=True,
-                          in_stream=False, timeout=setting(c, "bench.node_timeout"))
+        result = step(workload, "run") if not prepared.stdout.strip() else prepared
         after = sessions_cpu_s(c, fleet)
+        step(workload, "clean")
         try:
             probe = json.loads((result.stdout.strip().splitlines() or ["{}"])[-1])
         except ValueError:

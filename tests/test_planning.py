@@ -21,7 +21,7 @@ def test_a_node_bound_option_by_hand():
     o = planning.option(m, 5)
     rate = 5 * 2 * 0.75 / 0.010                                    # 750 items/s, the head allows 4,000
     assert o["bottleneck"] == planning.NODE_CPU and o["items_per_s"] == pytest.approx(rate)
-    run_s = 2 * 0.5 + 0.4 + 0.01 + 10_000 / rate + 0.010 + 0.5
+    run_s = 2 * 0.5 + 0.4 + 0.01 + 10_000 / rate + 0.010 + planning.CLAIM_RECHECK_S + 0.5
     boot_s = 60 + 3 * 0.5
     assert o["run_s"] == pytest.approx(run_s, abs=0.01) and o["boot_s"] == pytest.approx(boot_s)
     assert o["wall_s"] == pytest.approx(run_s + boot_s, abs=0.01)
@@ -74,7 +74,7 @@ def test_recommend(kw, nodes, why):
 
 
 def test_budget_without_prices_says_so():
-    opts = [planning.option(Model(items=100, item_s=0.01), n) for n in (1, 2)]
+    opts = [planning.option(Model(items=10_000, item_s=0.01), n) for n in (1, 2)]
     best, why = planning.recommend(opts, budget_usd=5)
     assert best["nodes"] == 2 and "no price known" in why
 
@@ -82,7 +82,7 @@ def test_budget_without_prices_says_so():
 def test_recorded_local_profile_a_local_fleet_cannot_beat_its_machine():
     p = json.loads(RECORDED.read_text())
     item_s = p["item_seconds"]["resize"]
-    m = Model(items=600, item_s=item_s, cores=p["cores"], efficiency=p["parallel_efficiency"], machine_cores=2,
+    m = Model(items=6000, item_s=item_s, cores=p["cores"], efficiency=p["parallel_efficiency"], machine_cores=2,
               machine_efficiency=0.8, run_start_s=p["run_start_s"]["resize"], poll_s=0.2)
     opts = {o["nodes"]: o for o in (planning.option(m, n) for n in (1, 2, 3, 4))}
     assert opts[1]["bottleneck"] == planning.NODE_CPU
@@ -124,3 +124,13 @@ def test_workers_waiting_on_the_mount_and_a_local_nodes_disk_cpu():
     assert planning.caps(local, 1)[planning.NODE_CPU] == pytest.approx(500)      # 1 / 2 ms: sshfs elsewhere
     assert planning.caps(Model(items=1, item_s=0.002, node_disk_s=0.004), 1)[planning.NODE_CPU] == \
         pytest.approx(1 / 0.006)
+
+
+def test_helpers_wait_one_claim_recheck_at_the_end():
+    """More than one node: the last of them may look at the others' claims once more (fw_runner.CLAIM_RECHECK)."""
+    import tests.support.workloads  # noqa: F401 - puts workloads/ on sys.path
+    import fw_runner
+    assert planning.CLAIM_RECHECK_S == fw_runner.CLAIM_RECHECK
+    m = Model(items=100, item_s=0.01, cores=1, node_disk_s=0.0, head_disk_s=0.0)
+    one, two = planning.option(m, 1), planning.option(m, 2)
+    assert two["run_s"] - one["run_s"] == pytest.approx(planning.CLAIM_RECHECK_S - 0.5, abs=0.02)

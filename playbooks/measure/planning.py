@@ -17,7 +17,7 @@ The model (every figure per item is CPU seconds unless it says bytes):
 
 Wall time = boot (create, wait, mount, deploy: ``boot_s`` plus three SSH fan-out rounds) + the run (two fan-out
 rounds to check and start, the workload's start on a node, its pool start, the items at the fleet's rate, one
-item per worker at the end, half a progress poll).  ``run_s`` alone is what ``invoke run --wait`` takes on a
+item per worker at the end, with more than one node one claim recheck, half a progress poll).  ``run_s`` alone is what ``invoke run --wait`` takes on a
 fleet that is up.  Cost = node-hours at the node price (at least ``min_billed_s`` per node) + the head instance.
 
 AWS Batch (``batch_options``): one job per shard; each job pays ``job_start_s`` before its items; the jobs run
@@ -34,6 +34,7 @@ DEFAULT_NODE_DISK_S = 1.8e-3
 DEFAULT_HEAD_DISK_S = 1.3e-3
 DEFAULT_DISK_SOURCE = ("default: DESIGN.md section 4 figures (node sshfs+ssh 1.8 ms, head sshd/sftp 1.3 ms per "
                        "item, resize on a 2-core machine), not measured on this fleet")
+CLAIM_RECHECK_S = 1.0  # workloads/fw_runner.py CLAIM_RECHECK (tests/test_planning.py keeps them equal)
 WITHIN = 1.10          # no deadline or budget: the smallest fleet within 10 % of the fastest option
 NODE_CPU, NODE_WAIT, HEAD_CPU, MACHINE_CPU = "node CPU", "node I/O wait", "head CPU", "machine CPU (local)"
 HEAD_LINK, UPLINK, DOWNLINK = "head link", "operator uplink", "operator downlink"
@@ -77,6 +78,7 @@ class Model:
     run_start_s: float = 0.3          # a workload run's start on a node (interpreter, imports, listing, scan)
     pool_start_s: float = 0.0         # its process pool's start
     poll_s: float = 1.0               # `run --wait` refreshes this often
+    claim_recheck_s: float = CLAIM_RECHECK_S
     node_price_h: float | None = None
     head_price_h: float | None = None  # a head instance (on-demand); None: none or unknown
     min_billed_s: float = 60.0
@@ -111,6 +113,9 @@ def option(m: Model, nodes: int) -> dict:
     rate = allowed[bottleneck]
     work = m.items / rate if m.items else 0.0
     per_worker_tail = m.item_s + max(m.node_disk_s, m.io_s) if m.items else 0.0
+    # with helpers, a node that runs out of items while others still hold claims on theirs looks again one
+    # claim recheck later (workloads/fw_runner.py CLAIM_RECHECK): the run ends up to that much after its last item
+    per_worker_tail += m.claim_recheck_s if nodes > 1 and m.items else 0.0
     run_s = (2 * rounds(m, nodes) * m.ssh_s + m.run_start_s + m.pool_start_s + work + per_worker_tail
              + m.poll_s / 2)
     boot_s = m.boot_s + 3 * rounds(m, nodes) * m.ssh_s
