@@ -37,7 +37,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support.fleet import make_ctx
+from tests.support.fleet import bench_base, make_ctx
 
 from playbooks import deploy, fleet, mount, progress, run, teardown
 from playbooks.providers import local
@@ -57,11 +57,7 @@ def _env_extra() -> dict:
 
 @pytest.fixture(scope="module")
 def cost_fleet(tmp_path_factory, sized, monkeypatch_module):
-    if os.geteuid() == 0:
-        base = Path("/var/lib/fleetbook-tests") / secrets.token_hex(4)
-        base.mkdir(parents=True)
-    else:
-        base = tmp_path_factory.mktemp("costfleet")
+    base = bench_base(tmp_path_factory, "costfleet")
     c = make_ctx(base, local__cores_per_node=1, job__poll=0.1)
     images = sized(small=24, default=480, large=3000)
     make_samples(base / "data" / "src", images)

@@ -16,7 +16,6 @@ How to read it: the ratios, not the seconds (a shared 2-core machine is noisy).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-from tests.support.fleet import make_ctx  # noqa: E402
+from tests.support.fleet import bench_base, make_ctx  # noqa: E402
 
 from playbooks import deploy, fleet, mount, progress, run, teardown  # noqa: E402
 from playbooks.runs import state as runstate
@@ -40,11 +39,7 @@ NAME = "bench" + secrets.token_hex(2)
 
 @pytest.fixture(scope="module")
 def bench_fleet(tmp_path_factory, sized, n_workers):
-    if os.geteuid() == 0:
-        base = Path("/var/lib/fleetbook-tests") / secrets.token_hex(4)
-        base.mkdir(parents=True)
-    else:
-        base = tmp_path_factory.mktemp("benchfleet")
+    base = bench_base(tmp_path_factory, "benchfleet")
     c = make_ctx(base, local__cores_per_node=1, job__poll=0.1)
     images = sized(small=24, default=480, large=3000)
     make_samples(base / "data" / "src", images)

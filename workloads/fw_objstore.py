@@ -35,7 +35,7 @@ import time
 
 from fw_errors import UsageError
 from fw_failures import FAILED_DIR, failure_path, find_collisions
-from fw_progress import Progress
+from fw_progress import Progress, tally
 from fw_runner import SUMMARY_KEYS, run_items
 from fw_shards import item_hash, parse_shard, shard_of
 
@@ -231,15 +231,7 @@ def count_progress(workload, src_url: str, dst_url: str, opts, items: list[str] 
     dfs.invalidate_cache()                       # a listing of now, not fsspec's cache of an earlier one
     listing = list_relative(dfs, droot)
     outputs = {rel for rel in listing if visible(rel)}
-    failures = read_failures(dst_url, listing, endpoint)
-    losers = find_collisions(workload, items, opts)
-    done = failed = 0
-    for item in items:
-        if item not in losers and workload.output_for(item, opts) in outputs:
-            done += 1
-        elif item in failures:
-            failed += 1
-    return {"total": len(items), "done": done, "failed": failed, "pending": len(items) - done - failed}
+    return tally(workload, items, opts, outputs, read_failures(dst_url, listing, endpoint))
 
 
 def run_cli(workload, opts) -> int:

@@ -105,8 +105,12 @@ def count_progress(workload, src: str, dst: str, opts, items: list[str] | None =
     never count as done), failed = failure records of items not done.  ``items``: the source's items when the
     caller listed them already (they do not change during a run; the outputs do)."""
     items = workload.list_items(src, opts) if items is None else items
-    outputs = scan_outputs(dst)
-    failures = read_failures(dst)
+    return tally(workload, items, opts, scan_outputs(dst), read_failures(dst))
+
+
+def tally(workload, items, opts, outputs, failures) -> dict:
+    """The count itself, wherever the outputs and failure records were listed (a disk, or a bucket:
+    fw_objstore.count_progress): done = expected outputs present, collision losers never done."""
     losers = find_collisions(workload, items, opts)
     done = failed = 0
     for item in items:

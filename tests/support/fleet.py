@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,16 @@ def fleet_base(tmp_path_factory):
     yield base
     shutil.rmtree(base, ignore_errors=True)
 
+
+
+def bench_base(tmp_path_factory, prefix: str) -> Path:
+    """A bench fleet's folder: as root below root-owned /var/lib (the head's sshd chroots into the shared root),
+    else pytest's own temporary folder."""
+    if os.geteuid() == 0:
+        base = Path("/var/lib/fleetbook-tests") / secrets.token_hex(4)
+        base.mkdir(parents=True)
+        return base
+    return tmp_path_factory.mktemp(prefix)
 
 
 def bring_up(c, name: str, n: int) -> Context:
