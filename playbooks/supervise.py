@@ -155,7 +155,7 @@ def replace(c, record: dict, gone: list[dict], events: dict) -> list[str]:
                           "); trying again at the next poll", markup=False)
             return []
         time.sleep(0.2)
-    new = [n for n in nodes if is_new(n)][:len(gone)]
+    new = fresh[:len(gone)]
     if not new:
         console.print(f"supervisor: the provider made no new node for {', '.join(e['name'] for e in gone)} "
                       f"(fleet: {', '.join(f'{n.name} {n.state}' for n in nodes)}); trying again", markup=False)

@@ -148,7 +148,7 @@ def test_host_keys_from_console_output():
 
 def test_bake_tags_an_image_skips_the_same_steps_and_is_used(aws_ctx, monkeypatch):
     ran = []
-    monkeypatch.setattr(aws, "wait_ready", lambda c, name, timeout: aws.list_nodes(c, name))
+    monkeypatch.setattr(aws, "wait_ready", lambda c, name, timeout, only=None: aws.list_nodes(c, name))
     monkeypatch.setattr(image, "run_steps", lambda c, fleet, node, steps, timeout: ran.append((fleet, steps)))
     aws_ctx.config.image.steps = ["echo one", "echo two"]
     first = image.bake(aws_ctx, provider="aws")

@@ -53,8 +53,6 @@ class Provider:
         """Waits until every node answers SSH and its host key is pinned in the fleet's known_hosts; raises
         ``NodesNotReady`` naming the nodes that never came up.  ``only``: wait for these nodes alone (a
         supervisor's replacements, while another node of the fleet may be dying)."""
-        if only is None:
-            return self.module.wait_ready(c, name, timeout)
         return self.module.wait_ready(c, name, timeout, only=only)
 
     def terminate(self, c, name: str, dry_run: bool = False, **kw) -> int:
