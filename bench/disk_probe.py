@@ -6,7 +6,7 @@
 
 It copies a sample of ``--items`` inputs of ``--src`` (spread by the hash of their names, among the first
 ``20 * items`` found) into ``SCRATCH/src`` on the same mount, then runs ``workloads/<workload>.py --workers 1``
-from there into ``SCRATCH/dst``, as a fleet run would (claims, temp file + rename, skip scan), and measures:
+from there into ``SCRATCH/dst-<workload>``, as a fleet run would (claims, temp file + rename, skip scan), and measures:
 
 * ``node_cpu_s``: CPU seconds of the sshfs process serving this mount and of its ssh child, during the run
   (read from /proc: no psutil needed on the node);
@@ -125,7 +125,7 @@ def measure(a) -> None:
     items = [f for _, _, files in os.walk(os.path.join(a.scratch, "src")) for f in files]
     pids = mount_pids(mountpoint_of(a.scratch))
     cmd = [sys.executable, f"workloads/{a.workload}.py", "--src", os.path.join(a.scratch, "src"),
-           "--dst", os.path.join(a.scratch, "dst"), "--workers", "1", "--quiet", *a.args.split()]
+           "--dst", os.path.join(a.scratch, f"dst-{a.workload}"), "--workers", "1", "--quiet", *a.args.split()]
     before_node, before_work, t0 = cpu_s(pids), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0

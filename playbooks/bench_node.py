@@ -44,6 +44,11 @@ NEEDS = "import pytest, pytest_benchmark, numpy, PIL"
 JSON_NAME = "bench-node.json"
 
 
+def env_prefix(env: dict[str, str]) -> str:
+    """``K=V `` words (quoted) before a command, or nothing."""
+    return "".join(f"{k}={q(v)} " for k, v in env.items())
+
+
 def bench_files() -> list[tuple[str, str]]:
     return [(str(REPO / "bench" / name), name) for name in SUPPORT + NODE_TESTS]
 
@@ -56,9 +61,8 @@ def node_command(node, scale: str, src_on_node: str, sample: int, env: dict[str,
     list the folders above), its temporary files too (``--basetemp``: a /tmp/pytest-of-<user> left by an earlier
 user of the same name would stop it), and path options are spelled ``--opt=PATH`` (a bare path argument would take part
     in the choice of the root directory)."""
-    envs = " ".join(f"{k}={q(v)}" for k, v in env.items())
     tests = " ".join(f"bench/{t}" for t in NODE_TESTS)
-    return (f"cd {q(node.workdir)} && rm -f {JSON_NAME} && {envs + ' ' if envs else ''}{q(node.python)} -m pytest "
+    return (f"cd {q(node.workdir)} && rm -f {JSON_NAME} && {env_prefix(env)}{q(node.python)} -m pytest "
             f"{tests} -c /dev/null --rootdir=. --confcutdir=. --basetemp=.bench-tmp -p no:cacheprovider -q "
             f"-k {q(NODE_SELECT)} "
             f"--bench-scale={q(scale)} "
@@ -143,16 +147,16 @@ def probe_rel(node) -> str:
 
 def probe_command(node, src_on_node: str, workload: str, items: int, env: dict[str, str], step: str) -> str:
     scratch = f"{node.mountpoint}/{probe_rel(node)}"
-    envs = " ".join(f"{k}={q(v)}" for k, v in env.items())
-    return (f"cd {q(node.workdir)} && {envs + ' ' if envs else ''}{q(node.python)} bench/disk_probe.py "
+    return (f"cd {q(node.workdir)} && {env_prefix(env)}{q(node.python)} bench/disk_probe.py "
             f"--src {q(src_on_node)} --scratch {q(scratch)} --workload {q(workload)} --items {int(items)} "
             f"--step {q(step)}")
 
 
 def probe_disk(c, conn, fleet: str, node, src_on_node: str, scale: str, provider: str) -> dict:
     """The shared disk's cost per item of each of ``PROBED``: one real run of the workload through the node's
-    mount (``bench/disk_probe.py``), the head's sshd sessions measured here around it (when the head is this
-    machine).  Nothing else may use the fleet meanwhile: the head's figure counts every session."""
+    mount (``bench/disk_probe.py``) on one sample copied there for all of them, the head's sshd sessions
+    measured here around each run alone (when the head is this machine).  Nothing else may use the fleet
+    meanwhile: the head's figure counts every session."""
     out = {}
     items = PROBE_ITEMS.get(scale, PROBE_ITEMS["default"])
     env = profiles.node_env(c, provider)
@@ -162,27 +166,30 @@ def probe_disk(c, conn, fleet: str, node, src_on_node: str, scale: str, provider
         disk.give_to_nodes(probe_rel(node), tree=True)     # the node writes there as the head's SFTP user
     finally:
         disk.close()
+
     def step(workload: str, name: str):
         return conn.run(probe_command(node, src_on_node, workload, items, env, name), hide=True, warn=True,
                         in_stream=False, timeout=setting(c, "bench.node_timeout"))
 
-    for workload in PROBED:
-        prepared = step(workload, "prepare")         # the sample's copy costs the head too: not measured
-        before = sessions_cpu_s(c, fleet)
-        result = step(workload, "run") if not prepared.stdout.strip() else prepared
-        after = sessions_cpu_s(c, fleet)
-        step(workload, "clean")
-        try:
-            probe = json.loads((result.stdout.strip().splitlines() or ["{}"])[-1])
-        except ValueError:
-            probe = {}
-        fig = disk_cost.figures(probe, after - before if before is not None and after is not None else None)
-        if fig is None:
-            console.print(f"warning: the shared-disk probe of {workload} on {node.name} measured nothing "
-                          f"({probe.get('error') or probe.get('stderr') or result.stderr.strip()[-200:]})",
-                          style="yellow", markup=False)
-            continue
-        out[workload] = fig
+    prepared = step(PROBED[0], "prepare")      # its copy costs the head too: outside what is measured
+    try:
+        for workload in PROBED:
+            before = sessions_cpu_s(c, fleet)
+            result = step(workload, "run") if not prepared.stdout.strip() else prepared   # else: its error
+            after = sessions_cpu_s(c, fleet)
+            try:
+                probe = json.loads((result.stdout.strip().splitlines() or ["{}"])[-1])
+            except ValueError:
+                probe = {}
+            fig = disk_cost.figures(probe, after - before if before is not None and after is not None else None)
+            if fig is None:
+                console.print(f"warning: the shared-disk probe of {workload} on {node.name} measured nothing "
+                              f"({probe.get('error') or probe.get('stderr') or result.stderr.strip()[-200:]})",
+                              style="yellow", markup=False)
+                continue
+            out[workload] = fig
+    finally:
+        step(PROBED[0], "clean")
     return out
 
 
