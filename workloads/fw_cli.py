@@ -26,7 +26,7 @@ import fw_stop
 from fw_disk import destination_failure
 from fw_errors import EXIT_UNHEALTHY, BadInput, UsageError
 from fw_failures import FAILED_DIR
-from fw_outputs import temp_name, write_json
+from fw_outputs import temp_name, write_json_if_can
 from fw_progress import log
 from fw_runner import SUMMARY_KEYS, run_items
 from fw_shards import parse_shard
@@ -90,13 +90,7 @@ def write_exit(state_dir: str | None, code: int, summary: dict | None = None, er
         rec["error"] = error
     # the node's own disk first: the shared disk's mount may be what failed
     for folder in (os.environ.get("FLEETBOOK_LOCAL_STATE"), state_dir):
-        if not folder:
-            continue
-        try:
-            os.makedirs(folder, exist_ok=True)
-            write_json(os.path.join(folder, "exit.json"), rec)
-        except OSError:
-            pass
+        write_json_if_can(folder, "exit.json", rec)
 
 
 def _on_notice(grace: float) -> None:

@@ -101,6 +101,18 @@ def write_json(path: str, obj, *, fault: bool = False) -> None:
     atomic_write(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), fault=fault)
 
 
+def write_json_if_can(folder: str | None, name: str, obj) -> None:
+    """``folder/name`` (the folder made first), or nothing when there is no folder or it cannot be written:
+    for state files that go to several places, one of which may be a mount that failed."""
+    if not folder:
+        return
+    try:
+        os.makedirs(folder, exist_ok=True)
+        write_json(os.path.join(folder, name), obj)
+    except OSError:
+        pass
+
+
 # --------------------------------------------------------------------------------------------------- scanning
 def parse_temp(name: str) -> tuple[str, int] | None:
     """``.<base>.tmp-<host>-<pid>-<rand>`` -> (host, pid) or None."""

@@ -27,7 +27,7 @@ from fw_errors import DestinationError, MountLost
 from fw_failures import FAILED_DIR, find_collisions, read_failed_dir, record_failure
 from fw_items import Job, Task, run_tasks
 from fw_machine import load_profile, machine_cores, profile_fits
-from fw_outputs import HOST, scan, sweep_temps, write_json
+from fw_outputs import HOST, scan, sweep_temps, write_json_if_can
 from fw_pool import run_pool, plan_pool
 from fw_progress import Progress, log
 from fw_shards import parse_shard, shard_order
@@ -135,13 +135,7 @@ def mount_answers(dst: str) -> bool:
 def last_words(rec: dict) -> None:
     """``$FLEETBOOK_LOCAL_STATE/health.json``: what this node says about itself, on its own disk (readable by
     the head over SSH when the shared disk's mount is gone)."""
-    folder = os.environ.get("FLEETBOOK_LOCAL_STATE")
-    if folder:
-        try:
-            os.makedirs(folder, exist_ok=True)
-            write_json(os.path.join(folder, "health.json"), rec)
-        except OSError:
-            pass
+    write_json_if_can(os.environ.get("FLEETBOOK_LOCAL_STATE"), "health.json", rec)
 
 
 def _sweep_after_mount(dst: str) -> None:
