@@ -16,12 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.support.fleet import INVOKE, bring_up, check_resized, make_ctx, outputs
+from tests.support.fleet import INVOKE, bring_up, check_resized, outputs, sampled_ctx
 
-from playbooks import teardown
 from playbooks.providers import local, preempt
 from playbooks.runs import state as runstate
-from playbooks.runs.samples import make_samples
 from playbooks.settings.defaults import REPO
 
 pytestmark = [pytest.mark.fleet, pytest.mark.chaos, pytest.mark.timeout(900)]
@@ -36,10 +34,8 @@ GAP = 12                # outputs made between two events (observed, not timed)
 
 @pytest.fixture(scope="module")
 def ctx(fleet_base):
-    c = make_ctx(fleet_base, job__lost_after=4.0, job__poll=0.5, local__cores_per_node=1)
-    make_samples(fleet_base / "data" / "src", IMAGES, size=(160, 120))
-    yield c
-    teardown.teardown(c, name=NAME)
+    yield from sampled_ctx(fleet_base, NAME, IMAGES, (160, 120), job__lost_after=4.0, job__poll=0.5,
+                           local__cores_per_node=1)
 
 
 @pytest.fixture(scope="module")

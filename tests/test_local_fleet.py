@@ -11,13 +11,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-from tests.support.fleet import ROOT, bring_up, check_resized, cmdline, fleet_processes, invoke_cli, make_ctx, outputs
+from tests.support.fleet import (ROOT, bring_up, check_resized, cmdline, fleet_processes, invoke_cli, outputs,
+                                 sampled_ctx)
 from invoke.exceptions import Exit
 
 from playbooks import deploy, fleet, progress, run, teardown
 from playbooks.runs import state as runstate
 from playbooks.providers import local
-from playbooks.runs.samples import make_samples
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(300)]
 NAME = "e2e" + secrets.token_hex(2)
@@ -26,10 +26,7 @@ IMAGES = 90
 
 @pytest.fixture(scope="module")
 def ctx(fleet_base):
-    c = make_ctx(fleet_base, job__lost_after=3.0, job__poll=0.2)
-    make_samples(fleet_base / "data" / "src", IMAGES, size=(800, 600))
-    yield c
-    teardown.teardown(c, name=NAME)
+    yield from sampled_ctx(fleet_base, NAME, IMAGES, (800, 600), job__lost_after=3.0, job__poll=0.2)
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,9 @@ import secrets
 from pathlib import Path
 
 import pytest
-from tests.support.fleet import bring_up, invoke_cli, make_ctx, outputs
+from tests.support.fleet import bring_up, invoke_cli, outputs, sampled_ctx
 
-from playbooks import teardown
 from playbooks.runs import state as runstate
-from playbooks.runs.samples import make_samples
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(600)]
 NAME = "stages" + secrets.token_hex(2)
@@ -20,12 +18,8 @@ IMAGES = 16
 
 @pytest.fixture(scope="module")
 def up(fleet_base):
-    c = make_ctx(fleet_base, job__poll=0.3, local__cores_per_node=1)
-    make_samples(fleet_base / "data" / "src", IMAGES, size=(160, 120))
-    try:
+    for c in sampled_ctx(fleet_base, NAME, IMAGES, (160, 120), job__poll=0.3, local__cores_per_node=1):
         yield bring_up(c, NAME, 2)
-    finally:
-        teardown.teardown(c, name=NAME)
 
 
 def runs_of(c) -> list[dict]:

@@ -60,6 +60,19 @@ def bench_base(tmp_path_factory, prefix: str) -> Path:
     return tmp_path_factory.mktemp(prefix)
 
 
+def sampled_ctx(base: Path, name: str, images: int, size: tuple[int, int], **settings):
+    """A fixture's body: a Context (``make_ctx``) with ``images`` sample JPEGs of ``size`` in <shared root>/src;
+    fleet ``name`` is torn down afterwards.  Use as ``yield from sampled_ctx(...)``."""
+    from playbooks import teardown
+    from playbooks.runs.samples import make_samples
+    c = make_ctx(base, **settings)
+    make_samples(base / "data" / "src", images, size=size)
+    try:
+        yield c
+    finally:
+        teardown.teardown(c, name=name)
+
+
 def bring_up(c, name: str, n: int) -> Context:
     """A real local fleet of ``n`` nodes, mounted and deployed: what every end-to-end test starts from."""
     from playbooks import deploy, fleet, mount
