@@ -28,6 +28,7 @@ console = Console()
 
 
 ENDED = ("done", "failed", "lost", "preempted", "unhealthy")  # node states after which a node does no more work in the run
+BROKEN = ("lost", "failed", "unhealthy")   # ended states that have a cause to name (progress's table and --json)
 
 
 def snapshot(c, record: dict, now: float | None = None) -> dict:
@@ -129,11 +130,17 @@ def cost(c, record: dict, elapsed: float) -> float | None:
 
 
 def as_json(snap: dict) -> dict:
-    """What `--json` prints: the run's numbers and, per node, name, rate, last seen and state."""
+    """What `--json` prints: the run's numbers and, per node, name, rate, last seen, state and cause (why a
+    lost, failed or unhealthy node ended, as the table says it: its own last words when they could be read;
+    else null)."""
     keys = ("run_id", "total", "done", "failed", "rate_per_s", "eta_s", "elapsed_s", "duration_s", "processed",
             "cost_usd", "nodes_lost", "nodes_preempted", "nodes_failed", "nodes_replaced")
     return {k: snap[k] for k in keys} | {"nodes": [{k: n[k] for k in ("name", "rate_per_s", "last_seen_s", "state")}
-                                                   for n in snap["nodes"]]}
+                                                   | {"cause": _cause(n)} for n in snap["nodes"]]}
+
+
+def _cause(node: dict) -> str | None:
+    return (node.get("error") or None) if node["state"] in BROKEN else None
 
 
 def finished(snap: dict) -> bool:
@@ -158,7 +165,7 @@ def table(snap: dict) -> Table:
         seen = "-" if n["last_seen_s"] is None else f"{n['last_seen_s']:.0f} s ago"
         style = {"lost": "red", "failed": "red", "unhealthy": "red", "done": "green", "preempted": "yellow"}.get(
             n["state"], "")
-        said = f" ({n['error']})" if n.get("error") and n["state"] in ("lost", "failed", "unhealthy") else ""
+        said = f" ({_cause(n)})" if _cause(n) else ""
         t.add_row(Text(n["name"]), Text(n["state"] + said, style=style), f"{n['rate_per_s']:.1f}",  # data: never markup
                   str(n["done"]), str(n["failed"]), seen)
     return t
@@ -205,7 +212,8 @@ def wait_until_finished(c, record: dict) -> dict:
     "watch": "refresh until every node has finished (with --json: one JSON object per line)",
     "json": "print only JSON: run_id, total, done, failed, rate_per_s, eta_s, elapsed_s, duration_s, processed, "
             "cost_usd, nodes_lost, nodes_preempted (counted apart: a preempted node had notice, none of its items "
-            "failed), nodes_failed, nodes_replaced, nodes",
+            "failed), nodes_failed, nodes_replaced, nodes (name, rate_per_s, last_seen_s, state, and cause: why a "
+            "lost, failed or unhealthy node ended, or null)",
     "failed": "list the failed items with their reasons",
     "run_id": "which run (default: the latest)",
     "name": "fleet name (default: fleet.name); matters for a cloud fleet with a head instance",

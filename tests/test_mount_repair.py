@@ -71,6 +71,9 @@ def test_a_dead_mount_mid_run_is_named_repaired_and_the_run_goes_on(up, fleet_ba
     shown = invoke_cli(fleet_base, "progress", env=ENV)
     assert shown.returncode == 0, shown.stderr
     assert "mount lost: Transport endpoint is not connected" in " ".join(shown.stdout.split()), shown.stdout
+    as_json = invoke_cli(fleet_base, "progress", "--json", env=ENV)
+    causes = {n["name"]: n["cause"] for n in json.loads(as_json.stdout)["nodes"]}
+    assert causes[victim.name].startswith("mount lost: Transport endpoint is not connected"), causes
     health_file = Path(victim.labels["home"]) / "fleetbook" / local_state(record["run_id"]) / "health.json"
     health = json.loads(health_file.read_text())
     assert health["state"] == "mount-lost" and "Transport endpoint is not connected" in health["error"]

@@ -147,4 +147,16 @@ def test_json_output_shows_no_internal_keys(tmp_path):
     result = invoke_cli(tmp_path, "progress", "--json")
     snap = json.loads(result.stdout)
     assert "head_free_bytes" not in snap and snap["total"] == 0
-    assert [set(n) for n in snap["nodes"]] == [{"name", "rate_per_s", "last_seen_s", "state"}]
+    assert [set(n) for n in snap["nodes"]] == [{"name", "rate_per_s", "last_seen_s", "state", "cause"}]
+    assert snap["nodes"][0]["cause"] is None                        # a running node has none
+
+
+def test_json_output_names_why_a_node_ended(tmp_path):
+    c = make_ctx(tmp_path, job__lost_after=30.0)
+    why = "shared disk full on the head: 0 bytes free below /mnt/fleetbook/out (Input/output error)"
+    a_run(c, {"f-0": 3.0, "f-1": 2.0}, exits={"f-0": {"code": 3, "error": why}, "f-1": {"code": 0}})
+    result = invoke_cli(tmp_path, "progress", "--json")
+    assert result.returncode == 0, result.stderr
+    nodes = {n["name"]: n for n in json.loads(result.stdout)["nodes"]}
+    assert (nodes["f-0"]["state"], nodes["f-0"]["cause"]) == ("failed", why)
+    assert (nodes["f-1"]["state"], nodes["f-1"]["cause"]) == ("done", None)
