@@ -155,7 +155,7 @@ def restart(c, record: dict, entry: dict, node, env: dict[str, str]) -> bool:
     provider = record.get("provider", "local")
     root = shared_root(c)
     _wl, _opts, extra = workload_opts(record["workload"], *head_paths(root, record), record.get("args", ""))
-    workers = int(c.config.local.cores_per_node) if provider == "local" else None
+    workers = setting(c, "local.cores_per_node") if provider == "local" else None
     state = f"{node.mountpoint}/{runstate.node_state_rel(record['run_id'], node.name)}"
     command = (f"rm -f {q(state + '/heartbeat.json')} {q(state + '/exit.json')} && "
                + node_command(node, record, entry["shard"], extra, workers, env))

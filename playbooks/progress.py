@@ -46,7 +46,7 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
     disk = rundisk.of_record(c, record)
     tally = disk.tally(record)
     counts, free = tally.counts, tally.free_bytes
-    lost_after = float(c.config.job.lost_after)
+    lost_after = setting(c, "job.lost_after")
     nodes, rate, last = [], 0.0, 0.0
     for entry in record["nodes"]:
         beat, exit_ = tally.node(entry["name"])
@@ -122,11 +122,7 @@ def cost(c, record: dict, elapsed: float) -> float | None:
     """Cost so far: the provider's own estimate when it has one; None on a local fleet."""
     if record.get("provider", "local") == "local":
         return None
-    prov = provider_of(c, record["provider"])
-    if hasattr(prov, "cost_so_far"):
-        return prov.cost_so_far(c, record, elapsed)
-    price = float(c.config.fleet.price_per_hour)
-    return round(price * len(record["nodes"]) * elapsed / 3600, 4) if price else None
+    return provider_of(c, record["provider"]).cost_so_far(c, record, elapsed)
 
 
 def as_json(snap: dict) -> dict:

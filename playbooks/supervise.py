@@ -108,9 +108,9 @@ def start_on(c, record: dict, pairs: list[tuple[object, dict]]) -> list:
     runstate.save_run(disk, record)
     for node, _old in pairs:
         disk.give_to_nodes(f"{runstate.run_rel(record['run_id'])}/nodes/{as_run[node.name].name}")
-    workers = int(c.config.local.cores_per_node) if provider == "local" else None
+    workers = setting(c, "local.cores_per_node") if provider == "local" else None
     env = {**node_env(c, provider), **node_env_extra(c, provider)}
-    timeout = float(c.config.fleet.ssh_timeout)
+    timeout = setting(c, "fleet.ssh_timeout")
     shard_of = {node.name: old["shard"] for node, old in pairs}
     results = fan_out(c, record["fleet"], [n for n, _ in pairs], lambda conn, n: int(run_checked(
         conn, node_command(as_run[n.name], record, shard_of[n.name], extra, workers, env), timeout).split()[-1]),
@@ -141,10 +141,10 @@ def replace(c, record: dict, gone: list[dict], events: dict) -> list[str]:
             n.name not in known or (bool(n.id) and n.id not in old_ids))
     size = int(record.get("shards") or len(_entries(record)))
     spec = FleetSpec(name=name, count=size, provider=provider, spot=True, min_count=1,
-                     ttl_hours=float(c.config.fleet.ttl_hours))
+                     ttl_hours=setting(c, "fleet.ttl_hours"))
     prov.create(c, spec)
     # wait for the NEW nodes only: another node of the fleet may be dying meanwhile (it is replaced next)
-    deadline = time.monotonic() + float(c.config.fleet.ready_timeout)
+    deadline = time.monotonic() + setting(c, "fleet.ready_timeout")
     while True:
         nodes = prov.list_nodes(c, name)
         fresh = [n for n in nodes if is_new(n)]
@@ -252,7 +252,7 @@ def supervise(c, record: dict, max_replacements: int | None = None, budget_usd: 
                     bound = f"--max-replacements {max_replacements} reached"
                     break
                 if ready and budget_usd and snap.get("cost_usd") is not None:
-                    price = float(c.config.fleet.price_per_hour)
+                    price = setting(c, "fleet.price_per_hour")
                     projected = snap["cost_usd"] + price * int(record["shards"]) * (eta or 0) / 3600
                     if projected > budget_usd:
                         bound = f"--budget-usd {budget_usd:g}: projected cost ${projected:.2f} would pass it"

@@ -7,6 +7,7 @@ from __future__ import annotations
 from playbooks.providers.cloud.head_boot import HEAD_DATA, HEAD_SFTP_USER
 from playbooks.providers.cloud.tunnels import install_head_access
 from playbooks.providers.types import RUNNING, Node, ProviderError
+from playbooks.settings import setting
 from playbooks.settings.defaults import fleet_dir
 
 
@@ -15,7 +16,7 @@ def instance_head(c, provider: str, fleet: str, head_node: Node, internal: str, 
     host key (pinned for this fleet from the cloud) under the head's internal address; they mount that."""
     from playbooks.ssh.sftp_head import Head
     from playbooks.ssh.keys import host_entry
-    port = int(c.config[provider].ssh_port)
+    port = setting(c, f"{provider}.ssh_port")
     kh = fleet_dir(c, fleet) / "known_hosts"
     entry = host_entry(head_node.host, head_node.port)
     line = next((ln for ln in (kh.read_text().splitlines() if kh.exists() else [])
