@@ -277,3 +277,188 @@ def test_disk_cpu_per_item(benchmark, cost_fleet, workload):
           f"{per_item_ops}; context switches/item {info['switches_per_item']}; read+write syscalls/item "
           f"{info['rw_syscalls_per_item']}")
     assert work_ms > 0 and node_ms > 0 and head_ms > 0
+
+
+# --------------------------------------------------------------------------- the SFTP path's floor (issue 15)
+def node_ssh_argv(c, node, cipher: str = "") -> list[str]:
+    """ssh from node ``node`` to the head as its sshfs makes it (``mount.ssh_options``, the node key, the pinned
+    host key); ``cipher`` first when given (ssh takes the first value of an option)."""
+    from playbooks.mount import head_for
+    head = head_for(c, NAME, "")
+    home = node.labels["home"]
+    opts = [*([f"Ciphers={cipher}"] if cipher else []), *mount.ssh_options(head),
+            f"IdentityFile={home}/.ssh/fleet_head", f"UserKnownHostsFile={home}/.ssh/known_hosts"]
+    return ["-F", "/dev/null", *(w for o in opts for w in ("-o", o)), f"{head.user}@{head.host}"]
+
+
+def _sessions(c, before: set[int]) -> list[psutil.Process]:
+    return [p for p in head_procs(c) if p.pid not in before]
+
+
+def _own_cpu(procs) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def sftp_costs(c, node, rel: str, cipher: str, n: int) -> dict:
+    """One SFTP session (OpenSSH's ssh as the transport, paramiko speaking SFTP over its stdin/stdout): CPU per
+    request of the node's ssh client, of the head's session (its sshd processes) and of the paramiko client, for
+    ``n`` STATs of ``rel`` and ``n`` 64 KiB READs of it (sshfs' largest read)."""
+    import socket
+
+    import paramiko
+    from paramiko.sftp import CMD_READ, CMD_STAT
+    from paramiko.sftp_file import int64
+
+    before = {p.pid for p in head_procs(c)}
+    mine, theirs = socket.socketpair()
+    ssh = subprocess.Popen(["ssh", "-s", *node_ssh_argv(c, node, cipher), "sftp"], stdin=theirs, stdout=theirs)
+    theirs.close()
+    class Quiet(paramiko.SFTPClient):
+        def _log(self, *args, **kwargs):    # it names its channel in each line: a plain socket has none
+            pass
+
+    sftp = Quiet(mine)
+    try:
+        session = _sessions(c, before)
+        me = psutil.Process(ssh.pid)
+        opened = sftp.open(rel, "rb")      # kept: the handle closes with it
+        handle = opened.handle
+        out = {}
+        for kind, call in (("stat", lambda: sftp._request(CMD_STAT, rel)),
+                           ("read64k", lambda: sftp._request(CMD_READ, handle, int64(0), 65536))):
+            call()
+            h0, s0, p0 = _own_cpu(session), _own_cpu([me]), time.process_time()
+            for _ in range(n):
+                call()
+            out[kind] = {"head_us": (_own_cpu(session) - h0) / n * 1e6, "ssh_us": (_own_cpu([me]) - s0) / n * 1e6,
+                         "paramiko_us": (time.process_time() - p0) / n * 1e6}
+        return out
+    finally:
+        sftp.close()
+        mine.close()
+        ssh.wait(10)
+
+
+def test_sftp_request_and_byte_cost(cost_fleet):
+    """Per request and per byte, on the head and in the node's ssh, by cipher: the floor of the FUSE/SFTP path
+    is (requests per item) x (per request) + (bytes per item) x (per byte), plus sshfs' own per request."""
+    c, base, images = cost_fleet
+    node = local.list_nodes(c, NAME)[0]
+    rel = sorted(p for p in (base / "data" / "src").rglob("*.jpg"))[0].relative_to(base / "data").as_posix()
+    n = 3000
+    info = {}
+    for cipher in ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"):
+        got = sftp_costs(c, node, rel, cipher, n)
+        per_kb = {k: (got["read64k"][k] - got["stat"][k]) / 64 for k in ("head_us", "ssh_us")}
+        info[cipher.split("@")[0]] = {"per_request_us": {k: round(v, 1) for k, v in got["stat"].items()},
+                                      "per_64k_read_us": {k: round(v, 1) for k, v in got["read64k"].items()},
+                                      "per_kib_us": {k: round(v, 3) for k, v in per_kb.items()}}
+    print(f"\nSFTP per request and per KiB (head session, node ssh client, paramiko client), {n} each: {info}")
+    for v in info.values():
+        assert v["per_request_us"]["head_us"] > 0 and v["per_64k_read_us"]["head_us"] > v["per_request_us"]["head_us"]
+
+
+# --------------------------------------------------------------- lever: a chunk in one SFTP stream (issue 15)
+SFTP_REQ = re.compile(r"^debug\d: request \d+: ([a-z@.-]+)", re.M)
+
+
+def _sftp_batch(c, node, lines: list[str], cwd: Path) -> float:
+    """Run OpenSSH ``sftp -b`` with ``lines`` as node ``node`` would (one session to the head); the CPU seconds
+    of sftp and its ssh."""
+    batch = cwd / "batch"
+    batch.write_text("\n".join(lines) + "\n")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(["sftp", "-q", "-B", "262144", "-b", str(batch), *node_ssh_argv(c, node)], check=True,
+                   capture_output=True, cwd=cwd)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def _count_batch(base: Path, lines: list[str], cwd: Path) -> collections.Counter:
+    """SFTP requests of the same batch, by kind, against a local sftp-server that logs each one."""
+    batch = cwd / "batch"
+    batch.write_text("\n".join(lines) + "\n")
+    got = subprocess.run(["sftp", "-q", "-B", "262144", "-b", str(batch), "-D",
+                          f"/usr/lib/openssh/sftp-server -e -l DEBUG3 -d {shlex.quote(str(base / 'data'))}"],
+                         capture_output=True, text=True, cwd=cwd)
+    assert got.returncode == 0, got.stderr[-500:]
+    return collections.Counter(k for k in SFTP_REQ.findall(got.stderr) if k not in ("limits", "realpath", "sent"))
+
+
+def test_lever_chunk_in_one_sftp_stream(cost_fleet):
+    """Lever (not built in the runner): node 0 fetches a chunk's inputs with ONE ``sftp -b`` session into a
+    node-local folder, runs resize there, pushes the outputs back with one more (put to a temp name + rename),
+    chunk after chunk.  CPU per item of sftp + ssh (node) and of the head's sessions, requests per item; the
+    sessions' own start (key exchange, login) measured apart."""
+    import tempfile
+
+    c, base, images = cost_fleet
+    node = local.list_nodes(c, NAME)[0]
+    from playbooks.ssh.sftp_head import give_to_nodes
+    src = base / "data" / "src"
+    rels = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.jpg"))
+    dst = "stream-resize"
+    shutil.rmtree(base / "data" / dst, ignore_errors=True)
+    (base / "data" / dst).mkdir()
+    give_to_nodes(c, dst)
+    chunk = max(8, len(rels) // 10)
+    node_s = head_s = 0.0
+    ops: collections.Counter = collections.Counter()
+    top = psutil.Process(head_procs(c)[0].pid)
+    with tempfile.TemporaryDirectory(dir=base) as tmp:
+        work = Path(tmp)
+        h0 = _cpu(top)
+        empty = min(_sftp_batch(c, node, [], work) for _ in range(3))
+        session_head = (_cpu(top) - h0) / 3
+        made: set[str] = set()
+        for at in range(0, len(rels), chunk):
+            part = rels[at:at + chunk]
+            inp, out = work / "in", work / "out"
+            shutil.rmtree(inp, ignore_errors=True)
+            shutil.rmtree(out, ignore_errors=True)
+            for r in part:
+                (inp / r).parent.mkdir(parents=True, exist_ok=True)
+            gets = (["ls -1 " + dst] if at == 0 else []) + [f'get "src/{r}" "in/{r}"' for r in part]
+            h0 = _cpu(top)
+            node_s += _sftp_batch(c, node, gets, work)
+            head_s += _cpu(top) - h0
+            if at == 0:
+                ops += _count_batch(base, gets, work)
+            subprocess.run([sys.executable, str(REPO / "workloads" / "resize.py"), "--src", str(inp), "--dst",
+                            str(out), "--workers", "1", "--quiet"], check=True, capture_output=True,
+                           env={**os.environ, "FLEETBOOK_PROFILE": "/nonexistent"})
+            outs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+            puts = []
+            for o in outs:
+                folder = os.path.dirname(o)
+                if folder and folder not in made:
+                    made.add(folder)
+                    puts.append(f'-mkdir "{dst}/{folder}"')
+                tmpname = f"{folder}/.{os.path.basename(o)}.tmp-{secrets.token_hex(4)}".lstrip("/")
+                puts += [f'put "out/{o}" "{dst}/{tmpname}"', f'rename "{dst}/{tmpname}" "{dst}/{o}"']
+            h0 = _cpu(top)
+            node_s += _sftp_batch(c, node, puts, work)
+            head_s += _cpu(top) - h0
+            if at == 0:
+                (base / "data" / "stream-count").mkdir(exist_ok=True)
+                ops += _count_batch(base, [p.replace(f'"{dst}/', '"stream-count/') for p in puts], work)
+    shutil.rmtree(base / "data" / "stream-count", ignore_errors=True)
+    n = len(rels)
+    sessions = 2 * -(-n // chunk)
+    first = min(chunk, n)
+    info = dict(images=n, chunk=chunk, node_ms=round(node_s / n * 1e3, 3), head_ms=round(head_s / n * 1e3, 3),
+                session_node_ms=round(empty * 1e3, 1), session_head_ms=round(session_head * 1e3, 1),
+                node_ms_less_sessions=round((node_s - sessions * empty) / n * 1e3, 3),
+                head_ms_less_sessions=round((head_s - sessions * session_head) / n * 1e3, 3),
+                sftp_ops_per_item=round(sum(ops.values()) / first, 2),
+                sftp_ops={k: round(v / first, 2) for k, v in sorted(ops.items())})
+    print(f"\nlever, a chunk in one sftp -b stream (resize): {info}")
+    done = {p.relative_to(base / "data" / dst).as_posix() for p in (base / "data" / dst).rglob("*.jpg")}
+    assert len(done) == n and not [p for p in (base / "data" / dst).rglob(".*")], "every output, no temp left"
