@@ -117,25 +117,38 @@ def node_disk_procs(c) -> list[psutil.Process]:
 
 
 class Meter:
-    """CPU seconds used by groups of long-lived processes between ``start`` and ``stop``."""
+    """CPU seconds used by groups of long-lived processes between two samples.  Each group is found again at
+    every sample (``finders``: name -> callable listing its processes), so a process that started in between
+    (e.g. a second ssh of sshfs ``max_conns``) counts from zero; ``delta`` subtracts per process."""
 
-    def __init__(self, groups: dict):
-        self.groups = groups
+    def __init__(self, finders: dict):
+        self.finders = finders
 
     def sample(self) -> dict:
-        """CPU seconds per group, and ``<group>_switches``: its context switches (voluntary + not)."""
+        """Per group, per pid: (CPU seconds, context switches (voluntary + not), read + write syscalls)."""
         out = {}
-        for name, procs in self.groups.items():
-            total, switches, calls = 0.0, 0, 0
-            for p in procs:
+        for name, find in self.finders.items():
+            got = {}
+            for p in find():
                 try:
-                    total += _cpu(p)
-                    switches += sum(p.num_ctx_switches())
                     io = p.io_counters()
-                    calls += io.read_count + io.write_count
+                    got[(p.pid, p.create_time())] = (_cpu(p), sum(p.num_ctx_switches()), io.read_count + io.write_count)
                 except psutil.Error:
                     pass
-            out[name], out[f"{name}_switches"], out[f"{name}_rw_calls"] = total, switches, calls
+            out[name] = got
+        return out
+
+    @staticmethod
+    def delta(before: dict, after: dict) -> dict:
+        """Per group: CPU seconds, and ``<group>_switches``, ``<group>_rw_calls`` between two samples."""
+        out = {}
+        for name, procs in after.items():
+            sums = [0.0, 0, 0]
+            for key, vals in procs.items():
+                was = before.get(name, {}).get(key, (0.0, 0, 0))
+                for k in range(3):
+                    sums[k] += vals[k] - was[k]
+            out[name], out[f"{name}_switches"], out[f"{name}_rw_calls"] = sums
         return out
 
 
@@ -228,8 +241,9 @@ def test_disk_cpu_per_item(benchmark, cost_fleet, workload):
     nodes = local.list_nodes(c, NAME)
     work = work_cpu_per_item(base, workload, images)
     pools = []
-    meter = Meter({"node": node_disk_procs(c), "head": head_procs(c)})
-    assert meter.groups["node"] and meter.groups["head"], meter.groups
+    meter = Meter({"node": lambda: node_disk_procs(c), "head": lambda: head_procs(c)})
+    found = meter.sample()
+    assert found["node"] and found["head"], found
     ops, _ = count_requests(c, base, workload)
     runs = []
 
@@ -243,7 +257,7 @@ def test_disk_cpu_per_item(benchmark, cost_fleet, workload):
         snap = progress.wait_until_finished(c, run.start(c, NAME, nodes, workload, "src", "fleet", ""))
         secs, after = time.perf_counter() - t0, meter.sample()
         assert snap["done"] == images
-        runs.append((secs, {k: after[k] - before[k] for k in after}))
+        runs.append((secs, Meter.delta(before, after)))
 
     benchmark.pedantic(runbook, setup=clear, rounds=3, iterations=1)
     t0 = time.perf_counter()     # the same run on the finished folder: what a run costs whatever its items
@@ -352,7 +366,7 @@ def test_sftp_request_and_byte_cost(cost_fleet):
     c, base, images = cost_fleet
     node = local.list_nodes(c, NAME)[0]
     rel = sorted(p for p in (base / "data" / "src").rglob("*.jpg"))[0].relative_to(base / "data").as_posix()
-    n = 3000
+    n = 5000
     info = {}
     for cipher in ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"):
         got = sftp_costs(c, node, rel, cipher, n)
@@ -369,16 +383,39 @@ def test_sftp_request_and_byte_cost(cost_fleet):
 SFTP_REQ = re.compile(r"^debug\d: request \d+: ([a-z@.-]+)", re.M)
 
 
-def _sftp_batch(c, node, lines: list[str], cwd: Path) -> float:
-    """Run OpenSSH ``sftp -b`` with ``lines`` as node ``node`` would (one session to the head); the CPU seconds
-    of sftp and its ssh."""
-    batch = cwd / "batch"
-    batch.write_text("\n".join(lines) + "\n")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(["sftp", "-q", "-B", "262144", "-b", str(batch), *node_ssh_argv(c, node)], check=True,
-                   capture_output=True, cwd=cwd)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+class SftpStream:
+    """One OpenSSH ``sftp -b -`` session from node ``node`` to the head, kept for a whole run as a streaming
+    runner would: ``do(lines)`` sends a batch and waits for its end (an ``lpwd`` after it, whose answer sftp
+    prints line-buffered); ``cpu()`` the CPU seconds so far of sftp + ssh and of the head's session."""
+
+    def __init__(self, c, node, cwd: Path):
+        before = {p.pid for p in head_procs(c)}
+        self.err = open(cwd / "sftp.err", "w+")
+        self.proc = subprocess.Popen(["sftp", "-q", "-B", "262144", "-b", "-", *node_ssh_argv(c, node)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True,
+                                     cwd=cwd)
+        self.do([])
+        self.node = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
+        self.head = _sessions(c, before)
+        assert self.head, "no head session found"
+
+    def do(self, lines: list[str]) -> None:
+        self.proc.stdin.write("".join(f"{line}\n" for line in lines) + "lpwd\n")
+        self.proc.stdin.flush()
+        for line in self.proc.stdout:
+            if line.startswith("Local working directory"):
+                return
+        self.err.seek(0)
+        raise AssertionError(f"sftp ended: {self.err.read()[-500:]}")
+
+    def cpu(self) -> tuple[float, float]:
+        return _own_cpu(self.node), _own_cpu(self.head)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(30)
+        self.proc.stdout.close()
+        self.err.close()
 
 
 def _count_batch(base: Path, lines: list[str], cwd: Path) -> collections.Counter:
@@ -393,10 +430,10 @@ def _count_batch(base: Path, lines: list[str], cwd: Path) -> collections.Counter
 
 
 def test_lever_chunk_in_one_sftp_stream(cost_fleet):
-    """Lever (not built in the runner): node 0 fetches a chunk's inputs with ONE ``sftp -b`` session into a
-    node-local folder, runs resize there, pushes the outputs back with one more (put to a temp name + rename),
-    chunk after chunk.  CPU per item of sftp + ssh (node) and of the head's sessions, requests per item; the
-    sessions' own start (key exchange, login) measured apart."""
+    """Lever (not built in the runner): node 0 keeps ONE ``sftp -b`` session to the head; for each chunk it
+    fetches the chunk's inputs into a node-local folder with one batch, runs resize there, and pushes the outputs
+    back with one more (put to a temp name + rename: atomic).  CPU per item of sftp + ssh (node) and of the
+    head's session, SFTP requests per item; a session's own start (key exchange, login) apart."""
     import tempfile
 
     c, base, images = cost_fleet
@@ -409,14 +446,19 @@ def test_lever_chunk_in_one_sftp_stream(cost_fleet):
     (base / "data" / dst).mkdir()
     give_to_nodes(c, dst)
     chunk = max(8, len(rels) // 10)
-    node_s = head_s = 0.0
     ops: collections.Counter = collections.Counter()
-    top = psutil.Process(head_procs(c)[0].pid)
     with tempfile.TemporaryDirectory(dir=base) as tmp:
         work = Path(tmp)
-        h0 = _cpu(top)
-        empty = min(_sftp_batch(c, node, [], work) for _ in range(3))
-        session_head = (_cpu(top) - h0) / 3
+        empty = []
+        for _ in range(3):             # a session's start and end alone: sftp + ssh on the node
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run(["sftp", "-q", "-b", "/dev/null", *node_ssh_argv(c, node)], check=True,
+                           capture_output=True)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            empty.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
+        stream = SftpStream(c, node, work)
+        node0, head0 = stream.cpu()
+        stream.do(["ls -1 " + dst])    # skip-if-done: one listing (of each output folder) per run
         made: set[str] = set()
         for at in range(0, len(rels), chunk):
             part = rels[at:at + chunk]
@@ -425,10 +467,8 @@ def test_lever_chunk_in_one_sftp_stream(cost_fleet):
             shutil.rmtree(out, ignore_errors=True)
             for r in part:
                 (inp / r).parent.mkdir(parents=True, exist_ok=True)
-            gets = (["ls -1 " + dst] if at == 0 else []) + [f'get "src/{r}" "in/{r}"' for r in part]
-            h0 = _cpu(top)
-            node_s += _sftp_batch(c, node, gets, work)
-            head_s += _cpu(top) - h0
+            gets = [f'get "src/{r}" "in/{r}"' for r in part]
+            stream.do(gets)
             if at == 0:
                 ops += _count_batch(base, gets, work)
             subprocess.run([sys.executable, str(REPO / "workloads" / "resize.py"), "--src", str(inp), "--dst",
@@ -443,20 +483,17 @@ def test_lever_chunk_in_one_sftp_stream(cost_fleet):
                     puts.append(f'-mkdir "{dst}/{folder}"')
                 tmpname = f"{folder}/.{os.path.basename(o)}.tmp-{secrets.token_hex(4)}".lstrip("/")
                 puts += [f'put "out/{o}" "{dst}/{tmpname}"', f'rename "{dst}/{tmpname}" "{dst}/{o}"']
-            h0 = _cpu(top)
-            node_s += _sftp_batch(c, node, puts, work)
-            head_s += _cpu(top) - h0
+            stream.do(puts)
             if at == 0:
                 (base / "data" / "stream-count").mkdir(exist_ok=True)
                 ops += _count_batch(base, [p.replace(f'"{dst}/', '"stream-count/') for p in puts], work)
+        node1, head1 = stream.cpu()
+        stream.close()
     shutil.rmtree(base / "data" / "stream-count", ignore_errors=True)
     n = len(rels)
-    sessions = 2 * -(-n // chunk)
     first = min(chunk, n)
-    info = dict(images=n, chunk=chunk, node_ms=round(node_s / n * 1e3, 3), head_ms=round(head_s / n * 1e3, 3),
-                session_node_ms=round(empty * 1e3, 1), session_head_ms=round(session_head * 1e3, 1),
-                node_ms_less_sessions=round((node_s - sessions * empty) / n * 1e3, 3),
-                head_ms_less_sessions=round((head_s - sessions * session_head) / n * 1e3, 3),
+    info = dict(images=n, chunk=chunk, node_ms=round((node1 - node0) / n * 1e3, 3),
+                head_ms=round((head1 - head0) / n * 1e3, 3), session_start_node_ms=round(min(empty) * 1e3, 1),
                 sftp_ops_per_item=round(sum(ops.values()) / first, 2),
                 sftp_ops={k: round(v / first, 2) for k, v in sorted(ops.items())})
     print(f"\nlever, a chunk in one sftp -b stream (resize): {info}")
