@@ -16,6 +16,13 @@ One local fleet of two nodes (one worker each).  For resize and for features, in
   items; ``ratio_less_fixed`` leaves it out;
 * ``node_cores_per_head_core``: how many busy node cores (work + their own sshfs) one head core can feed.
 
+* ``test_sftp_request_and_byte_cost``: CPU per SFTP request (STAT) and per 64 KiB READ, on the head's session
+  and in the node's ssh client, for AES-GCM and chacha20-poly1305: the floor of the FUSE/SFTP path is
+  (requests per item) x (per request) + (KiB per item) x (per KiB);
+* ``test_lever_chunk_in_one_sftp_stream``: the lever "a chunk's inputs and outputs in one SFTP stream" (one
+  ``sftp -b`` session per node, a batch of gets into a node-local folder, a batch of put-to-temp + rename):
+  node and head CPU per item and requests per item, to set against the sshfs path above.
+
 ``FLEETBOOK_BENCH_MOUNT_OPTS`` (comma-separated sshfs options, added to the mount) and ``FLEETBOOK_BENCH_ENV``
 (``K=V,K=V`` put in the nodes' environment, e.g. ``FLEETBOOK_CLAIMS=0``) let one lever at a time be measured.
 Ratios of one run, never absolute seconds.
