@@ -15,6 +15,7 @@ from playbooks.fleet import nodes_or_exit, provider_of
 from playbooks.settings import setting
 from playbooks.settings.errors import user_errors
 from playbooks.ssh.fanout import fan_out, q, run_checked, show_failures
+from playbooks.ssh.sshd import AEAD_CIPHERS
 
 console = Console()
 
@@ -38,22 +39,31 @@ def repair_dead(mp: str) -> str:
             f"echo \"repaired: ${{why:-no answer within 10 s}}\"; fusermount3 -u -z {mp}; fi")
 
 
+def ssh_options(head) -> list[str]:
+    """The ssh options of a node's link to the head (sshfs passes them to its ssh): keep-alives, the pinned host
+    key only, the node key only, the cheap key exchange; AES-GCM first (``sshd.AEAD_CIPHERS``, AEAD ciphers only)
+    and no compression (whatever a node's ssh_config says: inputs are JPEGs and the like)."""
+    return ["ServerAliveInterval=5", "ServerAliveCountMax=3", "BatchMode=yes", "StrictHostKeyChecking=yes",
+            "IdentitiesOnly=yes", f"Port={head.port}", "KexAlgorithms=curve25519-sha256",
+            f"Ciphers={AEAD_CIPHERS}", "Compression=no"]
+
+
 def mount_command(node, head) -> str:
     h = home(node)
     mp = q(node.mountpoint)
-    ssh_opts = ["ServerAliveInterval=5", "ServerAliveCountMax=3", "BatchMode=yes", "StrictHostKeyChecking=yes",
-                "IdentitiesOnly=yes", f"Port={head.port}", "KexAlgorithms=curve25519-sha256",
-                "Ciphers=aes128-gcm@openssh.com"]
+    ssh_opts = ssh_options(head)
     # no directory cache: a folder the head deleted and made again must not look stale on the nodes;
-    # 128 KiB per SFTP read and write (sshfs' default 32 KiB costs a request per 32 KiB of every input and output;
-    # OpenSSH's sftp-server takes 256 KiB): bench/test_diskcost.py
+    # larger SFTP reads and writes (sshfs' default 32 KiB costs a request per 32 KiB of every input and output;
+    # sshfs 3.7 caps both at 64 KiB whatever is asked): bench/test_diskcost.py
     # (longer entry/attr/negative timeouts and kernel_cache measured no gain: every item's names are new)
-    opts = ",".join(["reconnect", *ssh_opts, "dir_cache=no", "max_read=131072", "max_write=131072"])
+    # sshfs splits -o at commas: a comma inside a value (the cipher list) is escaped for it ("\\,")
+    opts = q(",".join(["reconnect", *(o.replace(",", "\\,") for o in ssh_opts), "dir_cache=no", "max_read=131072",
+                       "max_write=131072"]))
     keys = f"-o IdentityFile={h}/.ssh/fleet_head -o UserKnownHostsFile={h}/.ssh/known_hosts"
     target = q(f"{head.user}@{head.host}:{head.remote_path}")
     # sshfs hides why ssh gave up (a changed host key shows as "Connection reset by peer"): on failure, one
     # plain ssh to the head's SFTP subsystem says it on stderr, where remote.error_line finds it
-    why = (f"ssh {' '.join('-o ' + o for o in ssh_opts)} {keys} {q(f'{head.user}@{head.host}')} -s sftp "
+    why = (f"ssh {' '.join('-o ' + q(o) for o in ssh_opts)} {keys} {q(f'{head.user}@{head.host}')} -s sftp "
            "</dev/null 2>&1 | tail -3 >&2")
     return (f"{repair_dead(mp)}; mkdir -p {mp} && if {is_mounted(mp)} && ls {mp} >/dev/null 2>&1; then echo already; else "
             f"{{ ! {is_mounted(mp)} || fusermount3 -u -z {mp}; }} && "

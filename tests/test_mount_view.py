@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
 
+import psutil
 import pytest
 from tests.support.fleet import bring_up, make_ctx
 
-from playbooks import teardown
+from playbooks import mount, teardown
 from playbooks.providers import local
 from playbooks.ssh.fanout import connect, q, run_checked
 
@@ -78,3 +80,33 @@ def test_the_mount_keeps_no_cache_that_could_go_stale():
     assert "dir_cache=no" in cmd and "max_read=131072" in cmd and "max_write=131072" in cmd
     opts = cmd.split("sshfs -o ", 1)[1].split(" ", 1)[0]       # the mount's options (the repair uses `timeout`)
     assert "timeout" not in opts and "kernel_cache" not in opts and "dir_cache=no" in opts
+    ciphers = "Ciphers=aes128-gcm@openssh.com\\,aes256-gcm@openssh.com\\,chacha20-poly1305@openssh.com"
+    assert ciphers in opts and "Compression=no" in opts    # a comma inside a value is escaped for sshfs
+
+
+def test_the_link_to_the_head_is_aes_gcm_and_aead_only(up):
+    """A node's ssh to the head (the mount's own options) gets AES-GCM without compression, and the head refuses a
+    client offering no AEAD cipher (aes128-ctr is in OpenSSH's defaults, not in the head's list)."""
+    node = local.list_nodes(up, NAME)[0]
+    head = mount.head_for(up, NAME, "")
+    home = node.labels["home"]
+    opts = [*mount.ssh_options(head), f"IdentityFile={home}/.ssh/fleet_head",
+            f"UserKnownHostsFile={home}/.ssh/known_hosts"]
+
+    def ssh(*first: str) -> subprocess.CompletedProcess:
+        argv = ["ssh", "-v", "-F", "/dev/null", *(w for o in [*first, *opts] for w in ("-o", o)), "-s",
+                f"{head.user}@{head.host}", "sftp"]
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+
+    ok = ssh()
+    assert "kex: client->server cipher: aes128-gcm@openssh.com MAC: <implicit> compression: none" in ok.stderr, \
+        ok.stderr[-800:]
+    assert "Authenticated to" in ok.stderr
+    weak = ssh("Ciphers=aes128-ctr")
+    assert weak.returncode != 0 and "no matching cipher found" in weak.stderr, weak.stderr[-800:]
+    # and the live mount's ssh was started with the list (sshfs passed it on, unsplit)
+    assert "Compression=no" in mount.mount_command(node, head)
+    lines = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["name", "cmdline"])
+             if p.info["name"] == "ssh"]
+    assert any(f"Port={head.port}" in line and "-oCiphers=aes128-gcm@openssh.com,aes256-gcm@openssh.com,"
+               "chacha20-poly1305@openssh.com" in line for line in lines), lines

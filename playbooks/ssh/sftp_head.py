@@ -27,7 +27,7 @@ from playbooks.fs import safefs
 from playbooks.fs.public import public_folder
 from playbooks.settings.defaults import REPO, fleet_dir, public_dir, public_fleet_dir, shared_root, state_dir
 from playbooks.ssh.keys import ensure_fleet
-from playbooks.ssh.sshd import sshd_alive, sshd_config, start_sshd
+from playbooks.ssh.sshd import AEAD_CIPHERS, sshd_alive, sshd_config, start_sshd
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,8 @@ def _config(c, fleet: str, root: Path) -> tuple[Path, Head, list[str]]:
     cfg.write_text(sshd_config(
         listen=head.host, port=head.port, host_key=hdir / "ssh_host_ed25519_key", pid_file=hdir / "sshd.pid",
         authorized=authorized, user=user,
-        extra=extra + ["AllowTcpForwarding no", "AllowAgentForwarding no", "Subsystem sftp internal-sftp"]))
+        extra=extra + ["AllowTcpForwarding no", "AllowAgentForwarding no", "Subsystem sftp internal-sftp",
+                       f"Ciphers {AEAD_CIPHERS}", "Compression no"]))
     return cfg, head, wrapper
 
 

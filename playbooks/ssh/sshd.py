@@ -12,6 +12,10 @@ from invoke.exceptions import Exit
 from playbooks.ssh import daemons as procs
 
 SSHD = "/usr/sbin/sshd"
+# The node->head link's ciphers, cheapest first on a CPU with AES instructions (x86 AES-NI, ARMv8 crypto):
+# AES-GCM costs a fraction of OpenSSH's default chacha20-poly1305 per byte (bench/test_diskcost.py
+# test_sftp_request_and_byte_cost).  AEAD ciphers only, each in OpenSSH's own default list: never weaker.
+AEAD_CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com"
 
 
 class SshdRejected(Exit):
