@@ -174,14 +174,13 @@ def probe_disk(c, conn, fleet: str, node, src_on_node: str, scale: str, provider
     prepared = step(PROBED[0], "prepare")      # its copy costs the head too: outside what is measured
     try:
         for workload in PROBED:
+            start = step(workload, "start") if not prepared.stdout.strip() else None
             before = sessions_cpu_s(c, fleet)
             result = step(workload, "run") if not prepared.stdout.strip() else prepared   # else: its error
             after = sessions_cpu_s(c, fleet)
-            try:
-                probe = json.loads((result.stdout.strip().splitlines() or ["{}"])[-1])
-            except ValueError:
-                probe = {}
-            fig = disk_cost.figures(probe, after - before if before is not None and after is not None else None)
+            probe = json_line(result)
+            fig = disk_cost.figures({**probe, **json_line(start)},
+                                    after - before if before is not None and after is not None else None)
             if fig is None:
                 console.print(f"warning: the shared-disk probe of {workload} on {node.name} measured nothing "
                               f"({probe.get('error') or probe.get('stderr') or result.stderr.strip()[-200:]})",
@@ -191,6 +190,15 @@ def probe_disk(c, conn, fleet: str, node, src_on_node: str, scale: str, provider
     finally:
         step(PROBED[0], "clean")
     return out
+
+
+def json_line(result) -> dict:
+    """The last line of a probe step's output as JSON ({} when there is none)."""
+    try:
+        data = json.loads((result.stdout.strip().splitlines() or ["{}"])[-1]) if result is not None else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def summary_lines(p: dict) -> list[str]:

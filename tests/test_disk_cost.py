@@ -9,10 +9,23 @@ def test_figures_per_item_and_nothing_from_a_failed_probe():
              "work_cpu_s": 0.9, "mount_processes": 2, "exit": 0}
     f = disk_cost.figures(probe, 0.4)
     assert f == {"items": 200, "node_cpu_s_per_item": 0.0025, "head_cpu_s_per_item": 0.002,
-                 "item_wall_s": 0.01, "work_cpu_s_per_item": 0.0045, "mount_processes": 2}
+                 "item_wall_s": 0.01, "work_cpu_s_per_item": 0.0045, "mount_processes": 2,
+                 "start_cpu_s": None, "run_cpu_s_per_item": 0.0045}    # no start measured: all of it
     assert disk_cost.figures(probe, None)["head_cpu_s_per_item"] is None       # a head instance
     assert disk_cost.figures({**probe, "done": 0}, 0.4) is None
     assert disk_cost.figures({**probe, "exit": 2}, 0.4) is None
+
+
+def test_the_start_of_the_run_is_taken_out_of_its_cpu_per_item():
+    """0.9 s of the runner's CPU over 200 items, 0.3 s of which a run with nothing to do also costs: 3 ms per
+    item and 0.3 s per node."""
+    probe = {"done": 200, "seconds": 2.0, "node_cpu_s": 0.5, "work_cpu_s": 0.9, "start_cpu_s": 0.3, "exit": 0}
+    f = disk_cost.figures(probe, 0.4)
+    assert f["start_cpu_s"] == 0.3 and f["run_cpu_s_per_item"] == 0.003 and f["work_cpu_s_per_item"] == 0.0045
+    assert disk_cost.figures({**probe, "start_cpu_s": 2.0}, 0.4)["run_cpu_s_per_item"] == 0.0   # never below 0
+    assert disk_cost.figures({**probe, "start_cpu_s": -1}, 0.4)["start_cpu_s"] is None
+    line = disk_cost.summary({"resize": f})
+    assert "its CPU 3.00 ms + 0.30 s to start" in line
 
 
 def test_entry_per_workload_else_the_flat_figures_of_older_profiles():

@@ -8,7 +8,12 @@
   (a head instance: its CPU is not measured, the planner keeps its default);
 * ``item_wall_s``: one worker's wall time per item through the mount: the work plus every wait on the shared
   disk (reading the input, the claim, writing the temp file, the rename);
-* ``work_cpu_s_per_item``: the workload process's own CPU per item (start-up included, so a little high).
+* ``work_cpu_s_per_item``: the workload process's own CPU per item (start-up included, so a little high);
+* ``start_cpu_s``: the CPU of one run of it with nothing to do (interpreter, imports, listing, exit), which every
+  node pays once; None when not measured (older probes);
+* ``run_cpu_s_per_item``: the workload process's CPU per item through the mount without that start:
+  ``(work_cpu_s - start_cpu_s) / items`` (the work, its system calls through FUSE, its claims and renames),
+  never below 0; without a start figure, ``work_cpu_s_per_item``.
 """
 from __future__ import annotations
 
@@ -18,12 +23,17 @@ def figures(probe: dict, head_cpu_s: float | None) -> dict | None:
     items = int(probe.get("done") or 0)
     if items <= 0 or probe.get("exit"):
         return None
+    work = float(probe["work_cpu_s"])
+    start = probe.get("start_cpu_s")
+    start = float(start) if isinstance(start, (int, float)) and start >= 0 else None
     return {
         "items": items,
         "node_cpu_s_per_item": round(float(probe["node_cpu_s"]) / items, 6),
         "head_cpu_s_per_item": round(head_cpu_s / items, 6) if head_cpu_s is not None else None,
         "item_wall_s": round(float(probe["seconds"]) / items, 6),
-        "work_cpu_s_per_item": round(float(probe["work_cpu_s"]) / items, 6),
+        "work_cpu_s_per_item": round(work / items, 6),
+        "start_cpu_s": round(start, 4) if start is not None else None,
+        "run_cpu_s_per_item": round(max(0.0, work - (start or 0.0)) / items, 6),
         "mount_processes": probe.get("mount_processes"),
     }
 
@@ -47,6 +57,8 @@ def summary(disk: dict) -> str:
         head = f.get("head_cpu_s_per_item")
         parts.append(f"{workload} node {f['node_cpu_s_per_item'] * 1e3:.2f} ms, head "
                      + (f"{head * 1e3:.2f} ms" if head is not None else "not measured")
-                     + f", one worker {f['item_wall_s'] * 1e3:.2f} ms wall")
+                     + f", one worker {f['item_wall_s'] * 1e3:.2f} ms wall"
+                     + (f", its CPU {f['run_cpu_s_per_item'] * 1e3:.2f} ms + {f['start_cpu_s']:.2f} s to start"
+                        if f.get("start_cpu_s") is not None else ""))
     return "shared disk per item (CPU; " + str(next(iter(disk.values()), {}).get("items", "?")) + " items): " \
         + ("; ".join(parts) if parts else "not measured")
