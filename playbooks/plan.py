@@ -125,7 +125,7 @@ def build_model(c, workload: str, items: int, in_bytes: float | None, provider: 
                         + f"), outputs {out_b / 1e3:.1f} kB (" + ("the profile's sample)" if out_b else "unknown)"))
     here_cores, here_eff, here_src = _this_machine(c)
     links, machine_cores, machine_eff, uses_here = [], None, 1.0, False
-    run_cpu, start_cpu = None, 0.0
+    run_cpu, start_cpu, help_cpu = None, 0.0, None
     if provider == "local":
         node_machine_eff = p.get("machine_efficiency") if p.get("measured_on") == "node" else None
         head_cores, machine_cores = here_cores, here_cores
@@ -134,12 +134,17 @@ def build_model(c, workload: str, items: int, in_bytes: float | None, provider: 
         sources["machine"] = (f"{here_cores} cores shared by the nodes and the head; efficiency "
                               + ("measured by `invoke bench --node`" if node_machine_eff else here_src))
         run_cpu, start_cpu = local_cpu(disk)
+        help_cpu = disk.get("help_cpu_s_per_item")
+        help_cpu = float(help_cpu) if isinstance(help_cpu, (int, float)) else None
         sources["machine_cpu"] = (
             (f"per item the runner's {run_cpu * 1e3:.2f} ms through the mount" if run_cpu is not None else
              f"per item the work's {item_s * 1e3:.2f} ms (the runner's CPU through the mount not measured)")
-            + " + the node's sshfs + the head's sshd; "
-            + (f"{start_cpu:.2f} s of CPU to start each node's runner (measured by bench --node's probe)"
-               if start_cpu else "each node's start: not measured (0 s)"))
+            + " + the node's sshfs + the head's sshd"
+            + (f" + {help_cpu * 1e3:.2f} ms for each node beyond the first (helping)" if help_cpu is not None
+               else " (what helping costs: not measured)")
+            + "; " + (f"{start_cpu:.2f} s of CPU to start each node's runner" if start_cpu
+                      else "each node's start: not measured (0 s)")
+            + (" (measured by bench --node's probe)" if start_cpu or help_cpu is not None else ""))
     elif head == "instance":
         hmt = head_type(c, provider)
         head_cores = profiles.type_cores(hmt) or 2
@@ -166,7 +171,7 @@ def build_model(c, workload: str, items: int, in_bytes: float | None, provider: 
         head_disk_s=float(head_disk or planning.DEFAULT_HEAD_DISK_S), head_cores=float(head_cores),
         io_s=float(io_s or 0.0), disk_on_node_cores=provider != "local",
         links=tuple(links), machine_cores=machine_cores, machine_efficiency=float(machine_eff),
-        run_cpu_s=run_cpu, start_cpu_s=float(start_cpu or 0.0), boot_s=boot,
+        run_cpu_s=run_cpu, start_cpu_s=float(start_cpu or 0.0), help_cpu_s=float(help_cpu or 0.0), boot_s=boot,
         ssh_s=ssh_s if ssh_s >= 0 else SSH_S[provider],
         max_parallel=setting(c, "fleet.max_parallel"),
         run_start_s=float((p.get("run_start_s") or {}).get(workload) or 0.3),

@@ -177,3 +177,14 @@ def test_a_local_node_bound_run_is_not_shortened_by_the_machine_term():
     o = planning.option(m, 1)
     assert o["bottleneck"] == planning.NODE_WAIT and o["items_per_s"] == pytest.approx(1 / 0.0049, abs=0.01)
     assert o["run_s"] == pytest.approx(0.3 + 0.1 + 600 * 0.0049 + 0.0026 + 0.0023 + 0.1, abs=0.01)
+
+
+def test_each_local_node_beyond_the_first_adds_what_helping_costs():
+    """Helping costs 1 ms per item for each node beyond the first: 3 nodes pay 6 + 2 ms per item on 2 cores."""
+    m = Model(items=600, item_s=0.002, cores=1, node_disk_s=0.0015, head_disk_s=0.0015, disk_on_node_cores=False,
+              machine_cores=2, run_cpu_s=0.003, help_cpu_s=0.001, run_start_s=0.1, ssh_s=0.15, poll_s=0.2)
+    assert [planning.machine_item_s(m, n) for n in (1, 2, 3)] == pytest.approx([0.006, 0.007, 0.008])
+    assert planning.caps(m, 3)[planning.MACHINE_CPU] == pytest.approx(2 / 0.008)
+    three = planning.option(m, 3)
+    assert three["run_s"] == pytest.approx(0.3 + 0.1 + 600 * 0.008 / 2 + 0.002 + 0.0015 + 1.0 + 0.1, abs=0.01)
+    assert three["run_s"] > planning.option(m, 2)["run_s"]       # a third node only adds cost on 2 cores

@@ -14,8 +14,11 @@ The model (every figure per item is CPU seconds unless it says bytes):
 * a local fleet runs nodes and head on one machine, which pays for every process of the run: each node's
   runner (``run_cpu_s``: its CPU per item through the mount, i.e. the work plus its system calls through FUSE,
   its claims and renames, measured by ``bench --node``'s probe; else ``item_s``), its sshfs and ssh
-  (``node_disk_s``) and the head's sshd (``head_disk_s``): at most ``machine_cores * machine_efficiency /
-  machine_item_s`` items/s, ``machine_item_s`` their sum.  Each node's runner also pays its start once
+  (``node_disk_s``) and the head's sshd (``head_disk_s``), and for each node beyond the first what helping
+  costs (``help_cpu_s``: a node done with its own shard goes over the others', claiming their blocks and
+  checking each output; the probe's two-shard run less its one-runner run): at most ``machine_cores *
+  machine_efficiency / machine_item_s`` items/s, ``machine_item_s`` the sum, ``(nodes - 1) * help_cpu_s``
+  included.  Each node's runner also pays its start once
   (``start_cpu_s``: interpreter, imports, listing, exit; the probe's run with nothing to do) on the same
   cores: ``nodes`` starts take ``max(run_start_s, nodes * start_cpu_s / (machine_cores *
   machine_efficiency))``, so more local nodes than cores start slower, and the machine-bound phase is that
@@ -23,7 +26,8 @@ The model (every figure per item is CPU seconds unless it says bytes):
 * the fleet's rate is the smallest of these; the one that binds is the bottleneck (the machine, when its phase
   is longer than the start plus the items at the smallest other rate).
 
-Not counted: the ``invoke`` command's own start (its interpreter and imports, before ``run.start``), this
+Not counted: what helping costs a cloud node's cores and the head (only a local fleet's machine has it), the
+``invoke`` command's own start (its interpreter and imports, before ``run.start``), this
 machine's poller and fan-out (a few per cent of one core), and the kernel's threads (the FUSE and loopback
 work they do outside the processes above).
 
@@ -87,6 +91,7 @@ class Model:
     machine_efficiency: float = 1.0
     run_cpu_s: float | None = None    # local fleet: a runner's CPU per item through the mount (None: item_s)
     start_cpu_s: float = 0.0          # local fleet: a runner's CPU to start (on the machine the nodes share)
+    help_cpu_s: float = 0.0           # local fleet: CPU per item of the run that each node beyond the first adds
     boot_s: float = 0.0               # until the nodes answer SSH (create + boot)
     ssh_s: float = 0.3                # one fan-out round (connect + a short command), per max_parallel nodes
     max_parallel: int = 16
@@ -112,7 +117,7 @@ def caps(m: Model, nodes: int) -> dict[str, float]:
         if link.bytes_per_item > 0 and link.bytes_per_s > 0:
             out[link.name] = link.bytes_per_s / link.bytes_per_item
     if m.machine_cores:
-        out[MACHINE_CPU] = machine_capacity(m) / max(1e-12, machine_item_s(m))
+        out[MACHINE_CPU] = machine_capacity(m) / max(1e-12, machine_item_s(m, nodes))
     return out
 
 
@@ -121,10 +126,11 @@ def machine_capacity(m: Model) -> float:
     return (m.machine_cores or 0.0) * m.machine_efficiency
 
 
-def machine_item_s(m: Model) -> float:
-    """CPU seconds one item costs a local fleet's machine: the runner's, the node's sshfs+ssh, the head's."""
+def machine_item_s(m: Model, nodes: int = 1) -> float:
+    """CPU seconds one item costs a local fleet's machine: the runner's, the node's sshfs+ssh, the head's, and
+    with ``nodes`` nodes ``nodes - 1`` times what helping costs."""
     run = m.run_cpu_s if m.run_cpu_s is not None else m.item_s
-    return run + m.node_disk_s + m.head_disk_s
+    return run + m.node_disk_s + m.head_disk_s + max(0, nodes - 1) * m.help_cpu_s
 
 
 def start_s(m: Model, nodes: int) -> float:
