@@ -55,8 +55,12 @@ def measured_fleet(fleet_base, sized, bench_scale):
         mount.mount(c, name=NAME)
         deploy.deploy(c, name=NAME)
         nodes = fleet.nodes_or_exit(c, NAME)[1]
-        with redirect_stdout(io.StringIO()):
+        out = io.StringIO()
+        with redirect_stdout(out):
             bench.run(c, node=nodes[0].name, name=NAME, scale=bench_scale)
+        lines = out.getvalue().splitlines()       # what bench --node printed last: its summary
+        first = next((i for i, line in enumerate(lines) if line.startswith("1cpu:")), max(0, len(lines) - 7))
+        print("\nbench --node:\n" + "\n".join(lines[first:]))
         deploy.deploy(c, name=NAME)       # every node now has the profile of its machine type
         yield c, base, nodes, images
     finally:
@@ -209,6 +213,11 @@ def test_plan_predicts_run_wait(benchmark, measured_fleet, n):
     with redirect_stdout(io.StringIO()):
         result = plan.plan(c, workload="resize", src="src", provider="local", sizes="1,2,3", json_=True)
     predicted = next(o for o in result["options"] if o["nodes"] == n)
+    if n == 1:              # the table, as `invoke plan` prints it
+        out = io.StringIO()
+        with redirect_stdout(out):
+            plan.plan(c, workload="resize", src="src", provider="local", sizes="1,2,3")
+        print("\ninvoke plan --workload resize --src src --sizes 1,2,3\n" + out.getvalue())
 
     def clear():
         shutil.rmtree(base / "data" / "out", ignore_errors=True)
