@@ -31,7 +31,8 @@ from playbooks.settings.errors import user_errors
 console = Console()
 RUN_S_MEANS = ("`invoke run --wait` on a fleet that is up, from its first SSH round to the poll that sees the "
                "last node end; not the start of the `invoke` command itself (its Python and imports, before it "
-               "connects)")
+               "connects); with more than one node it counts one claim recheck at the end, which a run skips "
+               "when its nodes happen to finish their own shards together")
 BOOT_S = {"local": 1.0, "gcp": 60.0, "aws": 90.0}     # plan.boot_s = -1: seconds until a new node answers SSH
 SSH_S = {"local": 0.15, "gcp": 0.5, "aws": 0.5}      # plan.ssh_s = -1 (local: run.start's two rounds took 0.27-0.42 s)
 

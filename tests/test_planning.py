@@ -134,6 +134,7 @@ def test_helpers_wait_one_claim_recheck_at_the_end():
     m = Model(items=100, item_s=0.01, cores=1, node_disk_s=0.0, head_disk_s=0.0)
     one, two = planning.option(m, 1), planning.option(m, 2)
     assert two["run_s"] - one["run_s"] == pytest.approx(planning.CLAIM_RECHECK_S - 0.5, abs=0.02)
+    assert (one["claim_recheck_s"], two["claim_recheck_s"]) == (0.0, planning.CLAIM_RECHECK_S)   # said apart
 
 
 def test_a_local_machine_pays_for_every_process_of_the_run():

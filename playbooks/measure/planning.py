@@ -158,8 +158,12 @@ def option(m: Model, nodes: int) -> dict:
             bottleneck, rate, phase = MACHINE_CPU, allowed[MACHINE_CPU], machine
     per_worker_tail = m.item_s + max(m.node_disk_s, m.io_s) if m.items else 0.0
     # with helpers, a node that runs out of items while others still hold claims on theirs looks again one
-    # claim recheck later (workloads/fw_runner.py CLAIM_RECHECK): the run ends up to that much after its last item
-    per_worker_tail += m.claim_recheck_s if nodes > 1 and m.items else 0.0
+    # claim recheck later (workloads/fw_runner.py CLAIM_RECHECK): the run ends up to that much after its last item.
+    # Counted whole: a run skips it only when its nodes finish their own shards within about one claim block of
+    # each other (no helper meets a held block), which depends on timing; ``claim_recheck_s`` says how much of
+    # ``run_s`` it is.
+    recheck = m.claim_recheck_s if nodes > 1 and m.items else 0.0
+    per_worker_tail += recheck
     run_s = 2 * rounds(m, nodes) * m.ssh_s + phase + m.pool_start_s + per_worker_tail + m.poll_s / 2
     boot_s = m.boot_s + 3 * rounds(m, nodes) * m.ssh_s
     wall = boot_s + run_s
@@ -170,6 +174,7 @@ def option(m: Model, nodes: int) -> dict:
             cost += m.head_price_h * max(wall, m.min_billed_s) / 3600
         cost = round(cost, 4)
     return {"nodes": nodes, "wall_s": round(wall, 2), "run_s": round(run_s, 2), "boot_s": round(boot_s, 2),
+            "claim_recheck_s": round(recheck, 2),
             "cost_usd": cost, "items_per_s": round(rate, 2), "bottleneck": bottleneck,
             "node_cpu_share": round(rate / allowed[NODE_CPU], 3), "lever": LEVERS.get(bottleneck, "")}
 
