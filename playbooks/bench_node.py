@@ -154,8 +154,9 @@ def probe_command(node, src_on_node: str, workload: str, items: int, env: dict[s
 
 def probe_disk(c, conn, fleet: str, node, src_on_node: str, scale: str, provider: str) -> dict:
     """The shared disk's cost per item of each of ``PROBED``: one real run of the workload through the node's
-    mount (``bench/disk_probe.py``) on one sample copied there for all of them, the head's sshd sessions
-    measured here around each run alone (when the head is this machine).  Nothing else may use the fleet
+    mount (``bench/disk_probe.py``) on one sample copied there for all of them, then the same as two shards at
+    once (what helping costs), the head's sshd sessions measured here around each run alone (when the head is
+    this machine).  Nothing else may use the fleet
     meanwhile: the head's figure counts every session."""
     out = {}
     items = PROBE_ITEMS.get(scale, PROBE_ITEMS["default"])
@@ -174,14 +175,20 @@ def probe_disk(c, conn, fleet: str, node, src_on_node: str, scale: str, provider
     prepared = step(PROBED[0], "prepare")      # its copy costs the head too: outside what is measured
     try:
         for workload in PROBED:
+            start = step(workload, "start") if not prepared.stdout.strip() else None
             before = sessions_cpu_s(c, fleet)
             result = step(workload, "run") if not prepared.stdout.strip() else prepared   # else: its error
             after = sessions_cpu_s(c, fleet)
-            try:
-                probe = json.loads((result.stdout.strip().splitlines() or ["{}"])[-1])
-            except ValueError:
-                probe = {}
-            fig = disk_cost.figures(probe, after - before if before is not None and after is not None else None)
+            probe = json_line(result)
+            helped, help_head = {}, None
+            if probe.get("done"):       # the same as two shards at once: what one more node costs
+                before_help = sessions_cpu_s(c, fleet)
+                helped = json_line(step(workload, "help"))
+                after_help = sessions_cpu_s(c, fleet)
+                help_head = after_help - before_help if None not in (before_help, after_help) else None
+            fig = disk_cost.figures({**probe, **json_line(start)},
+                                    after - before if before is not None and after is not None else None,
+                                    helped, help_head)
             if fig is None:
                 console.print(f"warning: the shared-disk probe of {workload} on {node.name} measured nothing "
                               f"({probe.get('error') or probe.get('stderr') or result.stderr.strip()[-200:]})",
@@ -191,6 +198,15 @@ def probe_disk(c, conn, fleet: str, node, src_on_node: str, scale: str, provider
     finally:
         step(PROBED[0], "clean")
     return out
+
+
+def json_line(result) -> dict:
+    """The last line of a probe step's output as JSON ({} when there is none)."""
+    try:
+        data = json.loads((result.stdout.strip().splitlines() or ["{}"])[-1]) if result is not None else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def summary_lines(p: dict) -> list[str]:

@@ -29,6 +29,10 @@ from playbooks.settings.defaults import profile_path, shared_root
 from playbooks.settings.errors import user_errors
 
 console = Console()
+RUN_S_MEANS = ("`invoke run --wait` on a fleet that is up, from its first SSH round to the poll that sees the "
+               "last node end; not the start of the `invoke` command itself (its Python and imports, before it "
+               "connects); with more than one node it counts one claim recheck at the end, which a run skips "
+               "when its nodes happen to finish their own shards together")
 BOOT_S = {"local": 1.0, "gcp": 60.0, "aws": 90.0}     # plan.boot_s = -1: seconds until a new node answers SSH
 SSH_S = {"local": 0.15, "gcp": 0.5, "aws": 0.5}      # plan.ssh_s = -1 (local: run.start's two rounds took 0.27-0.42 s)
 
@@ -122,6 +126,7 @@ def build_model(c, workload: str, items: int, in_bytes: float | None, provider: 
                         + f"), outputs {out_b / 1e3:.1f} kB (" + ("the profile's sample)" if out_b else "unknown)"))
     here_cores, here_eff, here_src = _this_machine(c)
     links, machine_cores, machine_eff, uses_here = [], None, 1.0, False
+    run_cpu, start_cpu, help_cpu = None, 0.0, None
     if provider == "local":
         node_machine_eff = p.get("machine_efficiency") if p.get("measured_on") == "node" else None
         head_cores, machine_cores = here_cores, here_cores
@@ -129,6 +134,18 @@ def build_model(c, workload: str, items: int, in_bytes: float | None, provider: 
         uses_here = not node_machine_eff and bool(here_eff)
         sources["machine"] = (f"{here_cores} cores shared by the nodes and the head; efficiency "
                               + ("measured by `invoke bench --node`" if node_machine_eff else here_src))
+        run_cpu, start_cpu = local_cpu(disk)
+        help_cpu = disk.get("help_cpu_s_per_item")
+        help_cpu = float(help_cpu) if isinstance(help_cpu, (int, float)) else None
+        sources["machine_cpu"] = (
+            (f"per item the runner's {run_cpu * 1e3:.2f} ms through the mount" if run_cpu is not None else
+             f"per item the work's {item_s * 1e3:.2f} ms (the runner's CPU through the mount not measured)")
+            + " + the node's sshfs + the head's sshd"
+            + (f" + {help_cpu * 1e3:.2f} ms for each node beyond the first (helping)" if help_cpu is not None
+               else " (what helping costs: not measured)")
+            + "; " + (f"{start_cpu:.2f} s of CPU to start each node's runner" if start_cpu
+                      else "each node's start: not measured (0 s)")
+            + (" (measured by bench --node's probe)" if start_cpu or help_cpu is not None else ""))
     elif head == "instance":
         hmt = head_type(c, provider)
         head_cores = profiles.type_cores(hmt) or 2
@@ -154,7 +171,8 @@ def build_model(c, workload: str, items: int, in_bytes: float | None, provider: 
         node_disk_s=float(node_disk or planning.DEFAULT_NODE_DISK_S),
         head_disk_s=float(head_disk or planning.DEFAULT_HEAD_DISK_S), head_cores=float(head_cores),
         io_s=float(io_s or 0.0), disk_on_node_cores=provider != "local",
-        links=tuple(links), machine_cores=machine_cores, machine_efficiency=float(machine_eff), boot_s=boot,
+        links=tuple(links), machine_cores=machine_cores, machine_efficiency=float(machine_eff),
+        run_cpu_s=run_cpu, start_cpu_s=float(start_cpu or 0.0), help_cpu_s=float(help_cpu or 0.0), boot_s=boot,
         ssh_s=ssh_s if ssh_s >= 0 else SSH_S[provider],
         max_parallel=setting(c, "fleet.max_parallel"),
         run_start_s=float((p.get("run_start_s") or {}).get(workload) or 0.3),
@@ -163,6 +181,16 @@ def build_model(c, workload: str, items: int, in_bytes: float | None, provider: 
         notes=tuple(busy_notes({"the per-item time": profile,
                                 "this machine's profile": profiles.load(profile_path(c)) if uses_here else None})))
     return model, sources
+
+
+def local_cpu(disk: dict) -> tuple[float | None, float | None]:
+    """From the probe's entry: the runner's CPU per item through the mount (without its start) and its start's
+    CPU; (None, None) when the probe did not measure them (older profiles: ``work_cpu_s_per_item`` counts the
+    start in, it is not taken)."""
+    run, start = disk.get("run_cpu_s_per_item"), disk.get("start_cpu_s")
+    if not isinstance(start, (int, float)) or not isinstance(run, (int, float)):
+        return None, None
+    return float(run), float(start)
 
 
 def busy_notes(named: dict[str, dict | None]) -> list[str]:
@@ -265,7 +293,8 @@ def plan(c, workload="", items=0, src="", args="", provider="", machine_type="",
     head = "local" if provider == "local" else setting(c, f"{provider}.head")
     model, sources = build_model(c, workload, n, in_bytes, provider, mtype, head)
     result = planning.plan(model, fleet_sizes, deadline_s, budget_usd)
-    result.update(workload=workload, items=n, provider=provider, machine_type=mtype, head=head, inputs=sources)
+    result.update(workload=workload, items=n, provider=provider, machine_type=mtype, head=head, inputs=sources,
+                  run_s_means=RUN_S_MEANS)
     if engine == "batch":
         result["engine"] = "batch"
         result["fleet"] = {"options": result.pop("options"), "recommended": result.pop("recommended")}
@@ -286,8 +315,8 @@ def show(r: dict) -> None:
     console.print(f"plan: {r['items']:,} items of {r['workload']} on {r['provider']} {r['machine_type']} "
                   f"({m['cores']} cores, efficiency {m['efficiency']:.2f}), head: {r['head']}",
                   markup=False, highlight=False)
-    for key in ("item_s", "cores", "efficiency", "shared_disk", "io_wait", "bytes", "machine", "head", "price",
-                "boot_s"):
+    for key in ("item_s", "cores", "efficiency", "shared_disk", "io_wait", "bytes", "machine", "machine_cpu",
+                "head", "price", "boot_s"):
         if key in r["inputs"]:
             label = {"item_s": f"per item {m['item_s'] * 1e3:.2f} ms"}.get(key, key)
             console.print(f"  {label}: {r['inputs'][key]}", markup=False, highlight=False, soft_wrap=True)
@@ -309,6 +338,8 @@ def show(r: dict) -> None:
             table.add_row(f"{o['nodes']}{mark}", _t(o["wall_s"]), _t(o["run_s"]), cost, f"{o['items_per_s']:,.1f}",
                           o["bottleneck"])
     console.print(table)
+    if not batch:
+        console.print(f"run: {r.get('run_s_means', RUN_S_MEANS)}", markup=False, highlight=False, soft_wrap=True)
     what = f"{best['shards']:,} shards" if batch else f"{best['nodes']} node(s)"
     console.print(f"recommended: {what}, {_t(best['wall_s'])}"
                   + ("" if best["cost_usd"] is None else f", ${best['cost_usd']:.2f}") + f" ({best['why']})",

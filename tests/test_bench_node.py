@@ -75,6 +75,11 @@ def test_bench_node_measures_the_node_and_deploy_ships_its_profile(bench_fleet, 
         assert d["items"] == 10 and d["mount_processes"] >= 2          # sshfs and its ssh
         assert d["node_cpu_s_per_item"] > 0 and d["head_cpu_s_per_item"] > 0
         assert d["item_wall_s"] > d["node_cpu_s_per_item"] / 10        # one worker waits for its mount
+        # a run with nothing to do costs its interpreter and imports; the rest of the runner's CPU is per item
+        assert 0.01 < d["start_cpu_s"] < d["work_cpu_s_per_item"] * d["items"], d
+        assert d["run_cpu_s_per_item"] == pytest.approx(d["work_cpu_s_per_item"] - d["start_cpu_s"] / d["items"],
+                                                        abs=1e-5)
+        assert d["help_cpu_s_per_item"] is not None and d["help_cpu_s_per_item"] >= 0, d   # two shards at once
     assert "shared disk per item" in printed
     assert not (Path(c.config.shared.root) / ".fleetbook" / "probe" / node.name / "src").exists()   # the scratch is gone
     # the node ran it as itself: its own user and home, the bench files copied there

@@ -201,3 +201,32 @@ def test_local_plan_from_the_shared_disk_bench_node_measured(tmp_path, capsys):
     assert r["model"]["node_disk_s"] == 0.009                    # the features entry, not resize's
     assert r["model"]["head_disk_s"] == pytest.approx(1.3e-3)   # not measured (a head instance): the default
     assert "head not measured" in r["inputs"]["shared_disk"]
+
+
+def test_local_plan_counts_the_runners_cpu_and_their_starts_from_the_probe(tmp_path, capsys):
+    """A probe that measured the runner's CPU through the mount and its start: the machine term of a local
+    fleet takes them (an older probe without a start figure: the work's time, as before), and the plan says
+    what its run time leaves out."""
+    c = make_ctx(tmp_path, bench__profile=str(tmp_path / "none.json"), bench__profiles=str(tmp_path / "profiles"))
+    p = copy.deepcopy(RECORDED)
+    item_s = p["item_seconds"]["resize"]
+    entry = {"items": 200, "node_cpu_s_per_item": 0.0015, "head_cpu_s_per_item": 0.0013,
+             "item_wall_s": item_s + 0.002, "work_cpu_s_per_item": item_s + 0.002,
+             "start_cpu_s": 0.25, "run_cpu_s_per_item": item_s + 0.00075, "help_cpu_s_per_item": 0.0009}
+    p["shared_disk"] = {"resize": entry}
+    f = profiles.profile_file(c, "local", "1cpu")
+    f.parent.mkdir()
+    f.write_text(json.dumps(p))
+    r = _plan(c, capsys, workload="resize", provider="local", sizes="1,2,3", items=600)
+    assert r["model"]["run_cpu_s"] == item_s + 0.00075 and r["model"]["start_cpu_s"] == 0.25
+    assert r["model"]["help_cpu_s"] == 0.0009 and "0.90 ms for each node beyond the first" in r["inputs"]["machine_cpu"]
+    assert "to start each node's runner (measured" in r["inputs"]["machine_cpu"]
+    assert "not the start of the `invoke` command" in r["run_s_means"]
+    f.write_text(json.dumps({**p, "shared_disk": {"resize": {k: v for k, v in entry.items()
+                                                             if k not in ("start_cpu_s", "run_cpu_s_per_item",
+                                                                          "help_cpu_s_per_item")}}}))
+    r = _plan(c, capsys, workload="resize", provider="local", sizes="1,2,3", items=600)
+    assert r["model"]["run_cpu_s"] is None and r["model"]["start_cpu_s"] == r["model"]["help_cpu_s"] == 0.0
+    assert "not measured" in r["inputs"]["machine_cpu"]
+    plan.plan(c, workload="resize", provider="local", sizes="1,2,3", items=600)
+    assert "run: `invoke run --wait` on a fleet that is up" in capsys.readouterr().out

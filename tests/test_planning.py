@@ -134,3 +134,58 @@ def test_helpers_wait_one_claim_recheck_at_the_end():
     m = Model(items=100, item_s=0.01, cores=1, node_disk_s=0.0, head_disk_s=0.0)
     one, two = planning.option(m, 1), planning.option(m, 2)
     assert two["run_s"] - one["run_s"] == pytest.approx(planning.CLAIM_RECHECK_S - 0.5, abs=0.02)
+    assert (one["claim_recheck_s"], two["claim_recheck_s"]) == (0.0, planning.CLAIM_RECHECK_S)   # said apart
+
+
+def test_a_local_machine_pays_for_every_process_of_the_run():
+    """A local fleet's machine runs the runners (their CPU through the mount, not only the work's), the nodes'
+    sshfs and the head's sshd: 2 cores, 3 + 1.5 + 1.5 ms per item = 6 ms: 333 items/s, not the 2 / 5 ms the
+    work alone (2 ms) would give."""
+    m = Model(items=600, item_s=0.002, cores=1, node_disk_s=0.0015, head_disk_s=0.0015, disk_on_node_cores=False,
+              machine_cores=2, run_cpu_s=0.003, run_start_s=0.1, ssh_s=0.15, poll_s=0.2, claim_recheck_s=1.0)
+    assert planning.machine_item_s(m) == pytest.approx(0.006)
+    assert planning.caps(m, 3)[planning.MACHINE_CPU] == pytest.approx(2 / 0.006)
+    o = planning.option(m, 3)
+    assert o["bottleneck"] == planning.MACHINE_CPU and o["items_per_s"] == pytest.approx(333.33, abs=0.01)
+    assert o["run_s"] == pytest.approx(0.3 + 0.1 + 600 * 0.006 / 2 + 0.002 + 0.0015 + 1.0 + 0.1, abs=0.01)
+    # not measured: the work's own time per item, as before
+    assert planning.machine_item_s(Model(items=1, item_s=0.002, node_disk_s=0.001, head_disk_s=0.001)) == \
+        pytest.approx(0.004)
+
+
+def test_more_local_nodes_than_cores_start_one_after_the_other():
+    """Each runner's start costs 0.3 s of CPU: 2 nodes on 2 cores start in 0.3 s (run_start_s), 4 take 0.6 s,
+    and that time is not spent on items."""
+    m = Model(items=600, item_s=0.002, cores=1, node_disk_s=0.001, head_disk_s=0.001, disk_on_node_cores=False,
+              machine_cores=2, run_cpu_s=0.002, start_cpu_s=0.3, run_start_s=0.3, ssh_s=0.0, poll_s=0.0,
+              claim_recheck_s=0.0)
+    assert planning.start_s(m, 1) == planning.start_s(m, 2) == pytest.approx(0.3)
+    assert planning.start_s(m, 4) == pytest.approx(4 * 0.3 / 2)
+    two, four = planning.option(m, 2), planning.option(m, 4)
+    assert two["bottleneck"] == four["bottleneck"] == planning.MACHINE_CPU
+    assert four["run_s"] - two["run_s"] == pytest.approx(0.3, abs=0.01)    # the same items, two more starts
+    # a cloud fleet: every node starts on its own cores
+    cloud = Model(items=600, item_s=0.002, start_cpu_s=0.3, run_start_s=0.3)
+    assert planning.start_s(cloud, 50) == pytest.approx(0.3)
+
+
+def test_a_local_node_bound_run_is_not_shortened_by_the_machine_term():
+    """One worker waiting on the mount (node I/O wait) binds before the machine does: the machine phase
+    (start + items at the machine's rate) is shorter than start + items at the wait-bound rate."""
+    m = Model(items=600, item_s=0.0026, cores=1, node_disk_s=0.0015, head_disk_s=0.0013, io_s=0.0023,
+              disk_on_node_cores=False, machine_cores=2, run_cpu_s=0.003, start_cpu_s=0.2, run_start_s=0.1,
+              ssh_s=0.15, poll_s=0.2)
+    o = planning.option(m, 1)
+    assert o["bottleneck"] == planning.NODE_WAIT and o["items_per_s"] == pytest.approx(1 / 0.0049, abs=0.01)
+    assert o["run_s"] == pytest.approx(0.3 + 0.1 + 600 * 0.0049 + 0.0026 + 0.0023 + 0.1, abs=0.01)
+
+
+def test_each_local_node_beyond_the_first_adds_what_helping_costs():
+    """Helping costs 1 ms per item for each node beyond the first: 3 nodes pay 6 + 2 ms per item on 2 cores."""
+    m = Model(items=600, item_s=0.002, cores=1, node_disk_s=0.0015, head_disk_s=0.0015, disk_on_node_cores=False,
+              machine_cores=2, run_cpu_s=0.003, help_cpu_s=0.001, run_start_s=0.1, ssh_s=0.15, poll_s=0.2)
+    assert [planning.machine_item_s(m, n) for n in (1, 2, 3)] == pytest.approx([0.006, 0.007, 0.008])
+    assert planning.caps(m, 3)[planning.MACHINE_CPU] == pytest.approx(2 / 0.008)
+    three = planning.option(m, 3)
+    assert three["run_s"] == pytest.approx(0.3 + 0.1 + 600 * 0.008 / 2 + 0.002 + 0.0015 + 1.0 + 0.1, abs=0.01)
+    assert three["run_s"] > planning.option(m, 2)["run_s"]       # a third node only adds cost on 2 cores

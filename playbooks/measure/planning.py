@@ -11,13 +11,30 @@ The model (every figure per item is CPU seconds unless it says bytes):
 * the head serves the shared disk: ``head_cores / head_disk_s`` items/s at most (its sshd/sftp-server per item);
 * each link carries its share of the bytes: the head's link (a head instance) both ways, or the operator's
   uplink (inputs) and downlink (outputs) when the head is the operator's machine behind a tunnel;
-* a local fleet runs nodes and head on one machine: ``machine_cores * machine_efficiency / (item_s +
-  node_disk_s + head_disk_s)`` items/s at most;
-* the fleet's rate is the smallest of these; the one that binds is the bottleneck.
+* a local fleet runs nodes and head on one machine, which pays for every process of the run: each node's
+  runner (``run_cpu_s``: its CPU per item through the mount, i.e. the work plus its system calls through FUSE,
+  its claims and renames, measured by ``bench --node``'s probe; else ``item_s``), its sshfs and ssh
+  (``node_disk_s``) and the head's sshd (``head_disk_s``), and for each node beyond the first what helping
+  costs (``help_cpu_s``: a node done with its own shard goes over the others', claiming their blocks and
+  checking each output; the probe's two-shard run less its one-runner run): at most ``machine_cores *
+  machine_efficiency / machine_item_s`` items/s, ``machine_item_s`` the sum, ``(nodes - 1) * help_cpu_s``
+  included.  Each node's runner also pays its start once
+  (``start_cpu_s``: interpreter, imports, listing, exit; the probe's run with nothing to do) on the same
+  cores: ``nodes`` starts take ``max(run_start_s, nodes * start_cpu_s / (machine_cores *
+  machine_efficiency))``, so more local nodes than cores start slower, and the machine-bound phase is that
+  start plus ``items * machine_item_s / (machine_cores * machine_efficiency)``;
+* the fleet's rate is the smallest of these; the one that binds is the bottleneck (the machine, when its phase
+  is longer than the start plus the items at the smallest other rate).
+
+Not counted: what helping costs a cloud node's cores and the head (only a local fleet's machine has it), the
+``invoke`` command's own start (its interpreter and imports, before ``run.start``), this
+machine's poller and fan-out (a few per cent of one core), and the kernel's threads (the FUSE and loopback
+work they do outside the processes above).
 
 Wall time = boot (create, wait, mount, deploy: ``boot_s`` plus three SSH fan-out rounds) + the run (two fan-out
-rounds to check and start, the workload's start on a node, its pool start, the items at the fleet's rate, one
-item per worker at the end, with more than one node one claim recheck, half a progress poll).  ``run_s`` alone is what ``invoke run --wait`` takes on a
+rounds to check and start, the workload's start on a node, its pool start, the items at the fleet's rate (a
+local fleet: or the machine-bound phase above, whichever is longer), one item per worker at the end, with
+more than one node one claim recheck, half a progress poll).  ``run_s`` alone is what ``invoke run --wait`` takes on a
 fleet that is up.  Cost = node-hours at the node price (at least ``min_billed_s`` per node) + the head instance.
 
 AWS Batch (``batch_options``): one job per shard; each job pays ``job_start_s`` before its items; the jobs run
@@ -72,6 +89,9 @@ class Model:
     links: tuple[Link, ...] = ()
     machine_cores: float | None = None    # local fleet: nodes and head share this machine's CPUs
     machine_efficiency: float = 1.0
+    run_cpu_s: float | None = None    # local fleet: a runner's CPU per item through the mount (None: item_s)
+    start_cpu_s: float = 0.0          # local fleet: a runner's CPU to start (on the machine the nodes share)
+    help_cpu_s: float = 0.0           # local fleet: CPU per item of the run that each node beyond the first adds
     boot_s: float = 0.0               # until the nodes answer SSH (create + boot)
     ssh_s: float = 0.3                # one fan-out round (connect + a short command), per max_parallel nodes
     max_parallel: int = 16
@@ -97,9 +117,28 @@ def caps(m: Model, nodes: int) -> dict[str, float]:
         if link.bytes_per_item > 0 and link.bytes_per_s > 0:
             out[link.name] = link.bytes_per_s / link.bytes_per_item
     if m.machine_cores:
-        out[MACHINE_CPU] = (
-            m.machine_cores * m.machine_efficiency / max(1e-12, m.item_s + m.node_disk_s + m.head_disk_s))
+        out[MACHINE_CPU] = machine_capacity(m) / max(1e-12, machine_item_s(m, nodes))
     return out
+
+
+def machine_capacity(m: Model) -> float:
+    """CPU seconds per second a local fleet's machine gives all its processes."""
+    return (m.machine_cores or 0.0) * m.machine_efficiency
+
+
+def machine_item_s(m: Model, nodes: int = 1) -> float:
+    """CPU seconds one item costs a local fleet's machine: the runner's, the node's sshfs+ssh, the head's, and
+    with ``nodes`` nodes ``nodes - 1`` times what helping costs."""
+    run = m.run_cpu_s if m.run_cpu_s is not None else m.item_s
+    return run + m.node_disk_s + m.head_disk_s + max(0, nodes - 1) * m.help_cpu_s
+
+
+def start_s(m: Model, nodes: int) -> float:
+    """Until the nodes' runners have started: ``run_start_s``; on a local fleet at least the CPU of all their
+    starts on the machine's cores (more nodes than cores start one after the other)."""
+    if not m.machine_cores:
+        return m.run_start_s
+    return max(m.run_start_s, nodes * m.start_cpu_s / max(1e-12, machine_capacity(m)))
 
 
 def rounds(m: Model, nodes: int) -> int:
@@ -109,15 +148,23 @@ def rounds(m: Model, nodes: int) -> int:
 def option(m: Model, nodes: int) -> dict:
     """One fleet size: wall time (boot + run), cost, items/s and what saturates first."""
     allowed = caps(m, nodes)
-    bottleneck = min(allowed, key=allowed.get)
-    rate = allowed[bottleneck]
-    work = m.items / rate if m.items else 0.0
+    others = {k: v for k, v in allowed.items() if k != MACHINE_CPU}
+    bottleneck = min(others, key=others.get)
+    rate = others[bottleneck]
+    phase = m.run_start_s + (m.items / rate if m.items else 0.0)     # start, then the items
+    if MACHINE_CPU in allowed:
+        machine = start_s(m, nodes) + (m.items / allowed[MACHINE_CPU] if m.items else 0.0)
+        if machine > phase:
+            bottleneck, rate, phase = MACHINE_CPU, allowed[MACHINE_CPU], machine
     per_worker_tail = m.item_s + max(m.node_disk_s, m.io_s) if m.items else 0.0
     # with helpers, a node that runs out of items while others still hold claims on theirs looks again one
-    # claim recheck later (workloads/fw_runner.py CLAIM_RECHECK): the run ends up to that much after its last item
-    per_worker_tail += m.claim_recheck_s if nodes > 1 and m.items else 0.0
-    run_s = (2 * rounds(m, nodes) * m.ssh_s + m.run_start_s + m.pool_start_s + work + per_worker_tail
-             + m.poll_s / 2)
+    # claim recheck later (workloads/fw_runner.py CLAIM_RECHECK): the run ends up to that much after its last item.
+    # Counted whole: a run skips it only when its nodes finish their own shards within about one claim block of
+    # each other (no helper meets a held block), which depends on timing; ``claim_recheck_s`` says how much of
+    # ``run_s`` it is.
+    recheck = m.claim_recheck_s if nodes > 1 and m.items else 0.0
+    per_worker_tail += recheck
+    run_s = 2 * rounds(m, nodes) * m.ssh_s + phase + m.pool_start_s + per_worker_tail + m.poll_s / 2
     boot_s = m.boot_s + 3 * rounds(m, nodes) * m.ssh_s
     wall = boot_s + run_s
     cost = None
@@ -127,6 +174,7 @@ def option(m: Model, nodes: int) -> dict:
             cost += m.head_price_h * max(wall, m.min_billed_s) / 3600
         cost = round(cost, 4)
     return {"nodes": nodes, "wall_s": round(wall, 2), "run_s": round(run_s, 2), "boot_s": round(boot_s, 2),
+            "claim_recheck_s": round(recheck, 2),
             "cost_usd": cost, "items_per_s": round(rate, 2), "bottleneck": bottleneck,
             "node_cpu_share": round(rate / allowed[NODE_CPU], 3), "lever": LEVERS.get(bottleneck, "")}
 
