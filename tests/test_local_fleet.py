@@ -92,7 +92,7 @@ def test_progress_json_for_scripts(up, fleet_base):
                          "nodes_replaced"}
     assert snap["total"] == snap["done"] == IMAGES and snap["cost_usd"] is None
     assert {n["name"] for n in snap["nodes"]} == {f"{NAME}-{i}" for i in range(3)}
-    assert set(snap["nodes"][0]) == {"name", "rate_per_s", "last_seen_s", "state"}
+    assert set(snap["nodes"][0]) == {"name", "rate_per_s", "last_seen_s", "state", "cause"}
     watched = invoke_cli(fleet_base, "progress", "--watch", "--json")  # a finished run: one line, then done
     assert watched.returncode == 0 and [json.loads(ln)["done"] for ln in watched.stdout.splitlines()] == [IMAGES]
 
