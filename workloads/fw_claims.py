@@ -17,36 +17,27 @@ A claim is *stale*, and may be taken over, when its holder is gone:
 
 Claims per block (``block_of``): a runner that knows the run's item count (``Job.total``) claims a block of
 about ``$FLEETBOOK_CLAIM_BLOCK`` items (16 by default; 1 = one claim per item) at once: the items of one shard
-whose hash falls in the same bucket.  The bucket depends on the item, the number of shards and the item count
-only, so every node computes the same blocks.  A block's claim file (``<dst>/.claims/b-<sha1(key)[:24]>``) is
-never removed during the run; it goes through three states, so that its holder needs no stat per item over the
-mount to know what is left (``acquire_block``, ``settle``):
+whose hash falls in the same bucket (the item, the number of shards and the item count decide it, so every
+node computes the same blocks).  A block's claim file (``.claims/b-<sha1(key)[:24]>``) stays for the run and
+tells, with no stat per item over the mount, what is left (``acquire_block``, ``settle``): *held*; *done* (its
+holder settled, i.e. did, skipped or recorded as failed, every item it had of the block: the claim is replaced
+atomically, a temp renamed over it, by a done marker: a node of the run that comes to the block later skips it
+whole, its ``O_EXCL`` create fails and one read shows "done"); or *partial* (its holder stopped early: a
+notice, an error, a dropped mount, a block cut in two): the marker lists the items settled, the next taker
+skips them.  A holder that made the claim from nothing knows nobody of the run has worked on the block and
+does its items without looking at their outputs (the runner's start scan, one listing, left out what was
+done); so does one that takes over a *clean* partial marker (its chain of holders goes back to a claim made
+from nothing).  Only a holder that took over a stale claim (its holder died mid-block), its own claim left by
+a dropped mount, or a marker of another run checks the outputs of the items it has no word on: one stat each,
+at most a block's worth (a listing of a flat output folder would cost more); so a dead holder's block redoes
+only the item that was in flight.  A block another worker of the same runner holds (``SHARED``) is busy: it
+comes back at the end of the pass (``fw_pool`` keeps blocks whole; it times one item of a block, then the rest).
 
-* *held*: the claim as above;
-* *done*: its holder settled (did, skipped or recorded as failed) every item of the block it had to do: the claim
-  is replaced atomically (a temp file renamed over it) by a done marker.  A node of the same run that comes to
-  the block later skips all its items: its ``O_EXCL`` create fails, one read shows "done";
-* *partial*: its holder stopped before the end (a preemption notice, an error, a mount that dropped, a block
-  cut in two by a pool chunk): the marker lists the items it settled; the next taker skips those and checks
-  the others' outputs.
-
-A holder that made the claim from nothing (its ``O_EXCL`` create succeeded) knows nobody of the run has worked on
-the block, and does its items without looking at their outputs (the runner's start scan, one listing, left out
-what was done before); so does one that takes over a *clean* partial marker (its chain of holders goes back to
-a claim made from nothing, so its list is every item of the block done in this run).  Only a holder that took
-over a stale claim (its holder died mid-block), its own claim left by a dropped mount, or a marker of another
-run checks the outputs of the items it has no word on: one stat each, at most a block's worth (a listing of a
-flat output folder would cost more); so a block taken over from a dead holder redoes only the item that was
-in flight.  Its marker is then not clean, and the next taker checks again.  A block another worker of the same
-runner holds (``SHARED``: a pool chunk cut it in two) is busy for the other worker: it comes back at the end of
-the pass, from the marker; ``fw_pool`` keeps blocks whole in its chunks, its first timing chunks included.
-
-Markers belong to a run: the token of ``$FLEETBOOK_RUN`` (every node and every replacement of one run), or,
-without it, of the runner alone (``run_token``).  A marker of another run is never trusted: it is taken over
-like a stale claim and its items' outputs are checked, so a re-run after outputs were deleted redoes them.
-The claims folder thus holds one small file per block touched by the run (330,000 items / 16 = about 20,000
-files): the head removes it once every node has ended (``playbooks/runs/sweep.py``); the runner's own sweep
-leaves block markers alone (no read of them).
+Markers belong to a run: the token of ``$FLEETBOOK_RUN`` (every node and replacement of one run), else of the
+runner alone (``run_token``).  Another run's marker is never trusted: it is taken over like a stale claim and
+its items' outputs are checked, so a re-run after outputs were deleted redoes them.  The claims folder thus
+holds one small file per block (330,000 items / 16 = about 20,000): the head removes it once every node has
+ended (``playbooks/runs/sweep.py``); the runner's own sweep does not read block files.
 
 Taking over renames the stale claim away (only one of several takers can rename the same file) and creates a
 fresh one with ``O_EXCL`` again.  Per-item claims are removed when their item is done or failed, and a runner
@@ -127,8 +118,7 @@ class Held(NamedTuple):
 
 
 class Done(NamedTuple):
-    """acquire_block: the block's done marker of this run: every item is settled (``failed``: item -> reason of
-    those recorded as failed)."""
+    """acquire_block: this run's done marker: every item is settled (``failed``: item -> reason, if any)."""
     failed: dict
 
 
@@ -336,19 +326,12 @@ def settle(claim: Held, *, token: str, done: bool, settled=(), failed: dict | No
 
 
 def unsettled(dst: str) -> list[str]:
-    """The claim files below ``dst`` that are not done markers (claims held or stale, partial markers, temp
-    files): what a run that finished every item should not leave (tests, diagnostics; reads every file)."""
+    """The claim files below ``dst`` but done markers: what a run that finished every item should not leave
+    (held or stale claims, partial markers, temps; for tests and diagnostics: it reads every file)."""
     folder = os.path.join(dst, DIR)
-    try:
-        names = sorted(e.name for e in os.scandir(folder))
-    except FileNotFoundError:
-        return []
-    left = []
-    for name in names:
-        rec, _ = _read(os.path.join(folder, name))
-        if STALE_MARK in name or not name.startswith(BLOCK_PREFIX) or (rec or {}).get("mark") != "done":
-            left.append(name)
-    return left
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    return [n for n in names if STALE_MARK in n or not n.startswith(BLOCK_PREFIX)
+            or (_read(os.path.join(folder, n))[0] or {}).get("mark") != "done"]
 
 
 def release(path: str | None) -> None:

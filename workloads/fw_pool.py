@@ -191,29 +191,29 @@ class _PoolRun:
         return chunksize
 
     def choose_chunksize(self, pool, todo: list[Task], inflight: dict) -> tuple[int, list[Task]]:
-        """(chunk size, the tasks not done yet): from the workload's hint, else by timing the first items, one
-        claim block per task (one item each without blocks; the first item of each worker also pays its
-        imports: the fastest one counts)."""
+        """(chunk size, the tasks not done yet): from the workload's hint, else by timing the first items one per
+        task, each of another claim block (the first item of each worker also pays its imports: the fastest one
+        counts).  The rest of a probed block waits for its probe: it finds the block's clean partial marker."""
         workers, overhead = self.plan.workers, self.plan.overhead
         hint = self.job.workload.item_seconds_hint
         if hint:
             return choose_chunksize(len(todo), workers, hint, overhead), todo
-        groups = group_by_block(todo, block_key(self.job))
-        probe = [members for _key, members in groups[:2 * workers]]
-        futs = [pool.submit(_worker_chunk, chunk) for chunk in probe]
-        inflight.update(zip(futs, probe))
+        probe = [members[0] for _key, members in group_by_block(todo, block_key(self.job))[:2 * workers]]
+        futs = [pool.submit(_worker_chunk, [t]) for t in probe]
+        inflight.update((f, [t]) for f, t in zip(futs, probe))
         self.prog.start_thread()
         times = []
-        for fut, chunk in zip(futs, probe):
+        for fut in futs:
             while not cf.wait([fut], timeout=0.5).done:
                 check_stop()
             results, secs = fut.result()
             del inflight[fut]
-            times.append(secs / max(1, len(chunk)))
+            times.append(secs)
             self.take(results)
         per_item = min(times)
         self.info["item_seconds"] = round(per_item, 6)
-        rest = [t for _key, members in groups[2 * workers:] for t in members]
+        probed = {t.item for t in probe}
+        rest = [t for t in todo if t.item not in probed]
         return choose_chunksize(len(rest), workers, per_item, overhead), rest
 
     def run_chunks(self, pool, chunk_list: list[list[Task]], inflight: dict) -> None:
