@@ -192,6 +192,8 @@ def wait_until_finished(c, record: dict) -> dict:
                 break
             time.sleep(poll)
             snap = snapshot(c, record)
+    from playbooks.runs.sweep import sweep_if_ended
+    sweep_if_ended(c, record, snap)           # every node ended: the claims' markers and dead temps go
     nodehealth.name_causes(c, record, snap)   # a lost node's own last words, over SSH (issue 13 item 4)
     console.print(table(snap))
     left = snap["total"] - snap["done"] - snap["failed"]

@@ -149,7 +149,8 @@ def test_second_run_changes_nothing_and_costs_one_scan(tmp_path, monkeypatch):
     # a few checks of src/dst themselves (isdir, realpath, makedirs), none of any item or output
     assert len(calls["stat"]) <= 10, calls
     assert not [p for p in calls["stat"] if p.endswith((".jpg", ".json"))], calls
-    dirs_in_dst = 1 + sum(len(d) for _r, d, _f in os.walk(dst))  # dst, its subfolders and .failed
+    # dst, its subfolders and .failed (.claims, the first run's done markers, is not listed)
+    dirs_in_dst = 1 + sum(len([x for x in d if x != ".claims"]) for _r, d, _f in os.walk(dst))
     assert calls["scandir_dst"] == dirs_in_dst, calls            # one walk, each folder listed once
     after = {n: (os.stat(dst / n).st_ino, os.stat(dst / n).st_mtime_ns) for n in fleetwork.scan_outputs(str(dst))}
     assert after == before
@@ -181,22 +182,27 @@ class Recorder(fleetwork.Workload):
         fleetwork.atomic_write(os.path.join(dst, self.output_for(item, opts)), item.encode())
 
 
-def test_shard_does_own_share_first_then_helps(tmp_path):
+def test_shard_does_own_share_first_then_helps(tmp_path, monkeypatch):
+    import fw_claims
     wl = Recorder(n=40)
     n, i = 3, 1
     own = [it for it in wl.list_items(None, None) if fleetwork.shard_of(it, n) == i]
     victim = next(it for it in wl.list_items(None, None) if fleetwork.shard_of(it, n) != i)
+    monkeypatch.setenv("FLEETBOOK_RUN", "run-t")
 
     def another_node_does(item, dst):
-        if item == own[0]:                 # meanwhile another node finishes `victim`
+        if item == own[0]:                 # meanwhile another node of the run does `victim` under its block's
+            key = fw_claims.block_of(victim, n, 40)    # claim, then stops: its marker names what it settled
+            held = fw_claims.acquire_block(dst, key, token="run-t", node="n2")
             Path(dst, victim + ".txt").write_text("by another node")
+            fw_claims.settle(held, token="run-t", done=False, settled={victim})
 
     wl.on_process = another_node_does
     rc = fleetwork.main(wl, ["--dst", str(tmp_path), "--shard", f"{i}/{n}", "--workers", "1", "--node", "n1",
                              "--quiet"])
     assert rc == 0
     assert wl.order[:len(own)] == own                          # own share first, in order
-    assert victim not in wl.order                               # re-checked just before: not redone
+    assert victim not in wl.order                               # its block's marker says so: not redone
     helped = wl.order[len(own):]
     assert helped != sorted(helped)                             # the help phase is shuffled
     assert Path(tmp_path, victim + ".txt").read_text() == "by another node"

@@ -70,9 +70,9 @@ def test_bad_input_and_other_errors_are_recorded_but_a_full_disk_stops_the_run(t
 
 # ------------------------------------------------------------------------------------------------ issue 15
 def test_claims_per_block_one_claim_for_many_items_and_a_held_block_is_busy(tmp_path, monkeypatch):
-    """With the run's item count known, a block of items costs one claim (made and removed once), not one per
-    item; a block another live process holds is busy for all its items; the blocks every node computes are
-    the same and cover every item once."""
+    """With the run's item count known, a block of items costs one claim (made once, then turned into a done
+    marker), not one per item; a block another live process holds is busy for all its items; the blocks every
+    node computes are the same and cover every item once."""
     import fw_claims
 
     monkeypatch.setenv("FLEETBOOK_CLAIM_BLOCK", "8")
@@ -81,27 +81,34 @@ def test_claims_per_block_one_claim_for_many_items_and_a_held_block_is_busy(tmp_
     assert keys == {it: fw_claims.block_of(it, 2, len(items)) for it in reversed(items)}
     assert 4 <= len(set(keys.values())) <= 16                  # about 64 / 8 blocks, never one per item
     wl = Echo()
-    j = Job(wl, str(tmp_path / "src"), str(tmp_path / "dst"), SimpleNamespace(shard="0/2"), "n1", total=len(items))
+    j = Job(wl, str(tmp_path / "src"), str(tmp_path / "dst"), SimpleNamespace(shard="0/2"), "n1", total=len(items),
+            token="run-1")
     made = []
     real_create = fw_claims._create
     monkeypatch.setattr(fw_claims, "_create", lambda path, rec: real_create(path, rec) and not made.append(path))
     held_key = keys[items[0]]
     held = [it for it in items if keys[it] == held_key]
-    other = fw_claims.acquire(j.dst, held_key, node="n2")       # held by "another node" (this live process,
-    monkeypatch.setattr(fw_claims, "HOST", "elsewhere")          # seen as another host with no heartbeat)
+    other = fw_claims.acquire_block(j.dst, held_key, token="run-1", node="n2")   # held by "another node" (this
+    monkeypatch.setattr(fw_claims, "HOST", "elsewhere")          # live process, seen as another host, no heartbeat)
     made.clear()
-    results = list(fw_items.run_tasks(j, [Task(it) for it in items]))
+    tasks = fw_items.with_blocks(j, [Task(it) for it in items])
+    results = list(fw_items.run_tasks(j, tasks))
     assert sorted(r.item for r in results) == items
     assert {r.item for r in results if r.status == "busy"} == set(held)
     assert {r.item for r in results if r.status == "done"} == set(items) - set(held)
     assert len(made) == len(set(keys.values())) - 1              # one claim per free block
-    fw_claims.release(other)
-    assert not os.listdir(tmp_path / "dst" / ".claims")
-    # the held block comes back (recheck): done now, and an output that appeared meanwhile is skipped
+    assert fw_claims.unsettled(j.dst) == [os.path.basename(other.path)]   # the others are done markers
+    # the other node did held[0], then stopped (a notice): its claim names what it settled
     (tmp_path / "dst" / f"{held[0]}.out").write_bytes(b"by the other node")
-    again = {r.item: r.status for r in fw_items.run_tasks(j, [Task(it, recheck=True) for it in held])}
+    fw_claims.settle(other, token="run-1", done=False, settled={held[0]})
+    busy = [t for t in tasks if t.item in held]
+    again = {r.item: r.status for r in fw_items.run_tasks(j, [t._replace(recheck=True) for t in busy])}
     assert again[held[0]] == "skipped" and all(again[it] == "done" for it in held[1:])
     assert sorted(wl.calls) == sorted(set(items) - {held[0]})      # nothing done twice
+    assert fw_claims.unsettled(j.dst) == []                       # every block done
+    # a helper of the same run that comes to every item now: all skipped, nothing done
+    assert {r.status for r in fw_items.run_tasks(j, tasks)} == {"skipped"}
+    assert len(wl.calls) == len(items) - 1
 
 
 def test_block_size_one_is_a_claim_per_item(tmp_path, monkeypatch):

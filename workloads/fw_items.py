@@ -26,13 +26,17 @@ class Job:
     opts: object
     node: str
     total: int = 0      # the run's item count: claims per block when known (fw_claims.block_of), else per item
+    token: str = ""     # whose block markers this runner trusts (fw_claims.run_token); "": none, checks outputs
 
 
 class Task(NamedTuple):
     """One item to do."""
     item: str
-    recheck: bool = False       # check just before that its output is not there yet (a helped or known= item)
+    recheck: bool = False       # per-item claims: check just before that its output is not there yet (a helped
+                                # or known= item); in a claim block the block's state says it (fw_claims)
     had_record: bool = False    # it has a failure record, removed once it is done
+    block: tuple = ()           # the items of the runner's tasks in its claim block (one tuple per block): once
+                                # all are settled the block is marked done (empty: unknown, never marked done)
 
 
 class Result(NamedTuple):
@@ -60,27 +64,61 @@ def do_item(job: Job, task: Task) -> Result:
 
 
 def do_block(job: Job, key: str, tasks: list[Task], ahead=None) -> list[Result]:
-    """The items of one claim block (``fw_claims.block_of``): one claim for all of them; each item's output is
-    still checked just before it is done (a helper, or a dead holder, may have done it)."""
+    """The items of one claim block (``fw_claims.block_of``) under one claim.  No stat per item over the mount:
+    a block made from nothing has no output to check (the runner's start scan left out what was done), a done
+    marker of this run skips every item at once; only a block taken over from a holder that died, its own
+    dropped mount or another run checks the outputs of the items it has no word on.  A block another worker of
+    this runner holds (a pool chunk cut it in two) is busy: it comes back at the end of the pass.  At the end the claim becomes
+    a done marker once every item of the runner's tasks in the block (``Task.block``) is settled (by this call,
+    or as the previous holder's partial marker says), else a partial one (``fw_claims.settle``)."""
     claim = _claim(job, key, block=True)
-    if claim == "busy":
+    if claim in ("busy", fw_claims.SHARED):   # shared: another worker of this runner is on it; back once it ended
         return [Result(t.item, "busy") for t in tasks]
-    results = []
+    if isinstance(claim, fw_claims.Done):
+        return [Result(t.item, "failed", claim.failed[t.item]) if t.item in claim.failed
+                else Result(t.item, "skipped") for t in tasks]
+    held = claim if isinstance(claim, fw_claims.Held) else None
+    check = held is not None and not held.fresh
+    known = held.settled if held is not None else frozenset()
+    results: list[Result] = []
+    whole = False
     try:
         for task in tasks:
             if ahead is not None:
                 ahead(task)
             if fw_notice.stopping(_runner()):
                 results.append(Result(task.item, "busy"))
-            elif claim and os.path.exists(os.path.join(job.dst, job.workload.output_for(task.item, job.opts))):
+            elif task.item in known:
+                results.append(Result(task.item, "skipped"))
+            elif check and os.path.exists(os.path.join(job.dst, job.workload.output_for(task.item, job.opts))):
                 results.append(Result(task.item, "skipped"))
             else:
                 if claim:
                     fw_claims.item_delay()
                 results.append(_do_claimed(job, task))
-    finally:
-        fw_claims.release(claim)
+        whole = all(r.status != "busy" for r in results)
+    except BaseException:
+        if held is not None:
+            try:
+                _settle(job, held, known, results, False)
+            except OSError:
+                pass                      # the error on its way out is the one to report
+        raise
+    if held is not None:
+        _settle(job, held, known, results, whole, tasks[0].block)
     return results
+
+
+def _settle(job: Job, held, known: frozenset, results: list[Result], whole: bool, block: tuple = ()) -> None:
+    settled = known | {r.item for r in results if r.status != "busy"}
+    done = whole and bool(block) and settled.issuperset(block)
+    try:
+        fw_claims.settle(held, token=job.token, done=done, node=job.node, settled=settled,
+                         failed={r.item: r.reason for r in results if r.status == "failed"})
+    except OSError as e:
+        if e.errno in FATAL_ERRNOS:
+            raise destination_error(e, job.dst, "cannot mark a claim block") from None
+        raise
 
 
 def _runner() -> int:
@@ -88,17 +126,21 @@ def _runner() -> int:
 
 
 def _claim(job: Job, item: str, block: bool = False):
-    """The claim's path, or "busy" (a live holder has it, or this node got a preemption notice), or "" (claims
-    off).  ``block``: ``item`` is a block key."""
+    """The claim's path (a block: ``fw_claims.acquire_block``'s answer), or "busy" (a live holder has it, or this
+    node got a preemption notice), or "" (claims off).  ``block``: ``item`` is a block key."""
     dst, opts = job.dst, job.opts
     runner = _runner()
     if fw_notice.stopping(runner):
         return "busy"
     if os.environ.get("FLEETBOOK_CLAIMS", "1") == "0":   # measuring only: the runner as it was before claims
         return ""
-    take = fw_claims.acquire_block if block else fw_claims.acquire
     try:
-        claim = take(dst, item, runner_pid=runner, node=job.node, state_dir=getattr(opts, "state", None))
+        if block:
+            claim = fw_claims.acquire_block(dst, item, token=job.token, runner_pid=runner, node=job.node,
+                                            state_dir=getattr(opts, "state", None))
+        else:
+            claim = fw_claims.acquire(dst, item, runner_pid=runner, node=job.node,
+                                      state_dir=getattr(opts, "state", None))
     except OSError as e:
         if e.errno in FATAL_ERRNOS:
             raise destination_error(e, dst, "cannot claim an item") from None
@@ -159,6 +201,18 @@ def block_key(job: Job):
     shard = parse_shard(getattr(job.opts, "shard", None))
     shards = shard[1] if shard else 1
     return lambda task: fw_claims.block_of(task.item, shards, job.total)
+
+
+def with_blocks(job: Job, tasks: list[Task]) -> list[Task]:
+    """``tasks`` with ``block`` set: the items of ``tasks`` in each one's claim block (one tuple per block)."""
+    key = block_key(job)
+    keys = [key(t) for t in tasks]
+    members: dict = {}
+    for t, k in zip(tasks, keys):
+        if k is not None:
+            members.setdefault(k, []).append(t.item)
+    blocks = {k: tuple(v) for k, v in members.items()}
+    return [t._replace(block=blocks[k]) if k is not None else t for t, k in zip(tasks, keys)]
 
 
 def run_tasks(job: Job, tasks: list[Task]):

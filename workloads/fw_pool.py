@@ -168,14 +168,14 @@ class _PoolRun:
         pool = self.new_pool(self.plan.workers)
         inflight: dict = {}                    # future -> its chunk of tasks
         try:
-            pos = 0
+            rest = todo
             if not chunksize:
-                chunksize, pos = self.choose_chunksize(pool, todo, inflight)
+                chunksize, rest = self.choose_chunksize(pool, todo, inflight)
             self.info["chunksize"] = chunksize
             log(self.job.opts, f"{self.job.workload.name}: {self.prog.total} items, {len(todo)} to do, "
                                f"workers={self.plan.workers} start_method={self.plan.method} chunksize={chunksize} "
                                f"per_task_overhead_us={self.plan.overhead} profile={self.info['profile']}")
-            self.run_chunks(pool, block_chunks(todo[pos:], block_key(self.job), chunksize), inflight)
+            self.run_chunks(pool, block_chunks(rest, block_key(self.job), chunksize), inflight)
         except BrokenProcessPool:
             kill_pool(pool)
             raise PoolBroke([t for chunk in inflight.values() for t in chunk if t.item not in self.finished]) \
@@ -190,14 +190,15 @@ class _PoolRun:
         pool.shutdown(wait=True)
         return chunksize
 
-    def choose_chunksize(self, pool, todo: list[Task], inflight: dict) -> tuple[int, int]:
-        """(chunk size, tasks already done): from the workload's hint, else by timing the first items one per
-        task (the first item of each worker also pays its imports: the fastest one counts)."""
+    def choose_chunksize(self, pool, todo: list[Task], inflight: dict) -> tuple[int, list[Task]]:
+        """(chunk size, the tasks not done yet): from the workload's hint, else by timing the first items one per
+        task, each of another claim block (the first item of each worker also pays its imports: the fastest one
+        counts).  The rest of a probed block waits for its probe: it finds the block's clean partial marker."""
         workers, overhead = self.plan.workers, self.plan.overhead
         hint = self.job.workload.item_seconds_hint
         if hint:
-            return choose_chunksize(len(todo), workers, hint, overhead), 0
-        probe = todo[:2 * workers]
+            return choose_chunksize(len(todo), workers, hint, overhead), todo
+        probe = [members[0] for _key, members in group_by_block(todo, block_key(self.job))[:2 * workers]]
         futs = [pool.submit(_worker_chunk, [t]) for t in probe]
         inflight.update((f, [t]) for f, t in zip(futs, probe))
         self.prog.start_thread()
@@ -211,7 +212,9 @@ class _PoolRun:
             self.take(results)
         per_item = min(times)
         self.info["item_seconds"] = round(per_item, 6)
-        return choose_chunksize(len(todo) - len(probe), workers, per_item, overhead), len(probe)
+        probed = {t.item for t in probe}
+        rest = [t for t in todo if t.item not in probed]
+        return choose_chunksize(len(rest), workers, per_item, overhead), rest
 
     def run_chunks(self, pool, chunk_list: list[list[Task]], inflight: dict) -> None:
         """Keep a bounded number of chunks in flight until every one is done."""

@@ -4,7 +4,10 @@ one chunk.  Standard library only.
 * the outputs already present are found with ONE walk of the destination (or taken from the caller's ``known``
   listing), the temp files of dead processes of this host swept, the failure records read once;
 * collision losers, done items and known failures are counted; the rest is done in shard order
-  (``fw_shards.shard_order``): inline (``--workers 1``, or inside a daemon process) or on a pool (``fw_pool``);
+  (``fw_shards.shard_order``): inline (``--workers 1``, or inside a daemon process) or on a pool (``fw_pool``),
+  under claims (``fw_claims``): per block of items when the item count is known, whose state on the shared
+  disk (held, done, partial) tells what other nodes did since the start scan, without a stat per item;
+  the items others held come back until they are done or their holder is gone;
 * ``--state DIR``: ``heartbeat.json`` every ~2 s and at the end (``fw_progress``); the summary is returned;
 * the mount drops (``MountLost``: ENOTCONN, or EIO over sshfs while it reconnects): the items in flight are
   neither done nor failed; the runner waits for the mount (a ``statvfs`` every second, at most
@@ -25,7 +28,7 @@ import fw_notice
 import fw_progress
 from fw_errors import DestinationError, MountLost
 from fw_failures import FAILED_DIR, find_collisions, read_failed_dir, record_failure
-from fw_items import Job, Task, run_tasks
+from fw_items import Job, Task, run_tasks, with_blocks
 from fw_machine import load_profile, machine_cores, profile_fits
 from fw_outputs import HOST, scan, sweep_temps, write_json_if_can
 from fw_pool import run_pool, plan_pool
@@ -47,8 +50,9 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
     chunk.  ``shard`` defaults to ``opts.shard``; ``collisions`` (loser -> winner, see find_collisions) to the
     collisions among ``items`` (an engine that splits a list should pass the collisions of the whole list).
     ``known=(outputs, failures)``: what the caller already listed (an engine that listed the destination once
-    for all its chunks); then this chunk does not walk the destination again, and checks each item's output
-    just before doing it instead (one stat per item)."""
+    for all its chunks); then this chunk does not walk the destination again, and relies on the claims for
+    what others did since: per block, their state (``fw_claims``); per item, a check of each item's output
+    just before doing it (one stat per item)."""
     t_start = time.perf_counter()
     job = Job(workload, src, dst, opts, node or getattr(opts, "node", None) or HOST)
     state_dir = state_dir or getattr(opts, "state", None)
@@ -59,13 +63,15 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
     os.makedirs(os.path.join(dst, FAILED_DIR), exist_ok=True)
 
     items = list(items)
-    job = dataclasses.replace(job, total=len(items))   # issue 15: claims per block need the run's item count
+    job = dataclasses.replace(job, total=len(items),     # issue 15: claims per block need the run's item count
+                              token=fw_claims.run_token())  # whose block markers this runner trusts
     outputs, failures = _listing(dst, known)
     if collisions is None:
         collisions = find_collisions(workload, items, opts)
     prog = Progress(len(items), job.node, state_dir, sys.stdout.isatty() if progress_bar is None else progress_bar)
     todo, known_failed = _triage(job, items, outputs, failures, collisions, prog)
-    tasks = [t._replace(recheck=helped or known is not None) for t, helped in shard_order(todo, shard)]
+    tasks = with_blocks(job, [t._replace(recheck=helped or known is not None)
+                                   for t, helped in shard_order(todo, shard)])
 
     plan = plan_pool(opts, profile, len(tasks))
     info = {"workers": plan.workers, "start_method": plan.method if plan.workers > 1 else "inline",
@@ -75,7 +81,7 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
     fw_progress.CURRENT[:] = [prog]
     error = None
     try:
-        had = {t.item: t.had_record for t in tasks}
+        by_item = {t.item: t for t in tasks}
         fruitless, seen_before = 0, -1
         while True:
             try:
@@ -96,7 +102,7 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
                 break
             check_stop()
             time.sleep(CLAIM_RECHECK)
-            tasks, prog.busy = [Task(it, True, had.get(it, False)) for it in prog.busy], []
+            tasks, prog.busy = [by_item.get(it, Task(it))._replace(recheck=True) for it in prog.busy], []
         if info["todo"] and not fw_notice.stopping():
             fw_claims.sweep(dst, state_dir)
         if info.get("mount_recoveries"):

@@ -11,6 +11,14 @@ from playbooks.runs import disk as rundisk
 from playbooks.runs import state as runstate
 
 
+def sweep_if_ended(c, record: dict, snap: dict) -> int:
+    """``sweep_ended_run`` once every node of the run has ended by itself (none lost: a lost node may still write);
+    its claim blocks' done markers (one file per block, ``workloads/fw_claims.py``) go with it."""
+    if snap["nodes"] and all(n["state"] in ("done", "failed", "preempted", "unhealthy") for n in snap["nodes"]):
+        return sweep_ended_run(c, record)
+    return 0
+
+
 def sweep_ended_run(c, record: dict) -> int:
     """Remove the temp files and stale claims below the run's destination on this machine's disk; returns how
     many files went.  (With a head instance the destination is not here: nothing is done.)"""
