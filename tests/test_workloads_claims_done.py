@@ -199,3 +199,22 @@ def test_the_runners_sweep_leaves_block_markers_and_removes_stale_item_claims(tm
     assert fw_claims.sweep(str(dst)) == 1
     assert os.listdir(dst / ".claims") == [os.path.basename(held.path)]
     assert fw_claims.acquire_block(str(dst), "block:4:0:1", token="run-1") == fw_claims.Done({})
+
+
+def test_a_run_by_hand_leaves_no_claims_folder_but_keeps_another_runners_claim(tmp_path, monkeypatch, env):
+    """Without $FLEETBOOK_RUN (a workload script run on its own) no other runner trusts this one's markers: it
+    removes them at its end, so the output folder is as it was before claims per block.  Another runner's
+    claim in the same folder (its block still in flight) stays."""
+    monkeypatch.delenv("FLEETBOOK_RUN")
+    dst = tmp_path / "dst"
+    wl = Echo()
+    done = fleetwork.run_items(wl, ITEMS, "", str(dst), opts(dst, None), progress_bar=False)
+    assert done["done"] == len(ITEMS) and outputs(dst) == sorted(ITEMS)
+    assert not (dst / ".claims").exists()
+    other = fw_claims.acquire_block(str(dst), "block:4:0:1", token="someone-else")   # a live holder: this test
+    wl2 = Echo()
+    for it in ITEMS[:3]:
+        os.unlink(dst / (it + ".out"))
+    again = fleetwork.run_items(wl2, ITEMS, "", str(dst), opts(dst, None), progress_bar=False)
+    assert again["done"] == 3 and outputs(dst) == sorted(ITEMS)
+    assert os.listdir(dst / ".claims") == [os.path.basename(other.path)]

@@ -354,10 +354,10 @@ def _unlink(path: str) -> None:
             raise
 
 
-def sweep(dst: str, state_dir: str | None = None) -> int:
-    """Remove the stale per-item claims below ``dst`` and the temp files of takeovers (one scandir of the claims
-    folder; block claims and markers are not read: they stay for the run), and the folder when it is empty;
-    returns how many were removed."""
+def sweep(dst: str, state_dir: str | None = None, own_token: str = "") -> int:
+    """Remove the stale per-item claims below ``dst``, the temp files of takeovers (one scandir of the claims
+    folder; block claims and markers stay for the run, but ``own_token``'s: a runner by hand, whose markers no one
+    trusts, removes its own, one read each), and the folder when it is empty; returns how many were removed."""
     folder = os.path.join(dst, DIR)
     removed = 0
     try:
@@ -367,6 +367,9 @@ def sweep(dst: str, state_dir: str | None = None) -> int:
     for name in names:
         path = os.path.join(folder, name)
         if name.startswith(BLOCK_PREFIX) and STALE_MARK not in name:
+            rec = (_read(path)[0] or {}) if own_token else {}
+            if own_token and rec.get("token") == own_token and rec.get("mark") in ("done", "partial"):
+                removed += _unlink(path) or 1
             continue                      # a block's claim or marker: it stays for the run (the head removes it)
         if STALE_MARK in name:
             rec, mtime = _read(path)

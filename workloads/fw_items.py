@@ -27,6 +27,8 @@ class Job:
     node: str
     total: int = 0      # the run's item count: claims per block when known (fw_claims.block_of), else per item
     token: str = ""     # whose block markers this runner trusts (fw_claims.run_token); "": none, checks outputs
+    trust_fresh: bool = True    # a block made from nothing needs no output check (fw_runner: inside a run,
+                                # $FLEETBOOK_RUN, whose runners all keep their markers; not for a run by hand)
 
 
 class Task(NamedTuple):
@@ -65,7 +67,8 @@ def do_item(job: Job, task: Task) -> Result:
 
 def do_block(job: Job, key: str, tasks: list[Task], ahead=None) -> list[Result]:
     """The items of one claim block (``fw_claims.block_of``) under one claim.  No stat per item over the mount:
-    a block made from nothing has no output to check (the runner's start scan left out what was done), a done
+    inside a run, a block made from nothing has no output to check (the runner's start scan left out what was
+    done; ``Job.trust_fresh``: a runner by hand checks each output as before), a done
     marker of this run skips every item at once; only a block taken over from a holder that died, its own
     dropped mount or another run checks the outputs of the items it has no word on.  A block another worker of
     this runner holds (a pool chunk cut it in two) is busy: it comes back at the end of the pass.  At the end the claim becomes
@@ -78,7 +81,7 @@ def do_block(job: Job, key: str, tasks: list[Task], ahead=None) -> list[Result]:
         return [Result(t.item, "failed", claim.failed[t.item]) if t.item in claim.failed
                 else Result(t.item, "skipped") for t in tasks]
     held = claim if isinstance(claim, fw_claims.Held) else None
-    check = held is not None and not held.fresh
+    check = held is not None and (not held.fresh or not job.trust_fresh)
     known = held.settled if held is not None else frozenset()
     results: list[Result] = []
     whole = False

@@ -64,7 +64,8 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
 
     items = list(items)
     job = dataclasses.replace(job, total=len(items),     # issue 15: claims per block need the run's item count
-                              token=fw_claims.run_token())  # whose block markers this runner trusts
+                              token=fw_claims.run_token(),  # whose block markers this runner trusts
+                              trust_fresh=bool(os.environ.get("FLEETBOOK_RUN")))  # by hand: its markers go
     outputs, failures = _listing(dst, known)
     if collisions is None:
         collisions = find_collisions(workload, items, opts)
@@ -104,7 +105,7 @@ def run_items(workload, items, src, dst, opts, *, state_dir=None, node=None, sha
             time.sleep(CLAIM_RECHECK)
             tasks, prog.busy = [by_item.get(it, Task(it))._replace(recheck=True) for it in prog.busy], []
         if info["todo"] and not fw_notice.stopping():
-            fw_claims.sweep(dst, state_dir)
+            fw_claims.sweep(dst, state_dir, own_token="" if os.environ.get("FLEETBOOK_RUN") else job.token)
         if info.get("mount_recoveries"):
             _sweep_after_mount(dst)
     except MountLost as e:
