@@ -151,6 +151,15 @@ def test_a_change_the_counts_did_not_see_is_no_part_of_the_rate():
     assert eta.per_node_rate(pts, skip) == pytest.approx(2.8, rel=0.01)
 
 
+def test_a_steady_stretch_of_too_few_items_is_noise_not_a_rate():
+    """Chaos test, 0.35 s items looked at every 0.5 s: 1 or 2 outputs per look.  Right after a change only one
+    steady look is left; its 4 items would say 4/s per node: then all the intervals are taken."""
+    pts = window((0.0, 0, 3), (2.0, 12, 3), (2.5, 14, 2), (3.0, 16, 2), (3.5, 20, 2))
+    assert eta.per_node_rate(pts) == pytest.approx(8 / 3)                        # 2.67, not 4.0
+    more = window(*pts, *steady(4.0, 12.0, 22, 2.0, 2, step=0.5))                # 34 more items, all steady
+    assert eta.per_node_rate(more) == pytest.approx(38 / 18)                    # from the steady ones only
+
+
 def test_the_window_follows_a_lasting_change():
     pts = window(*steady(0, 120, 0, 2.0, 3))
     pts = window(*pts, *steady(121.5, 121.5 + eta.MAX_WINDOW_S + 30, pts[-1][1] + 3, 1.0, 3))   # half as fast
@@ -247,39 +256,90 @@ def test_preempted_nodes_are_counted_apart_from_lost_ones_and_their_items_are_no
 
 
 # ------------------------------------------------------------------------------------------------ recorded runs
-def replay(rec: dict) -> list[tuple[float, float]]:
-    """(share settled, the ETA's error as a share of the run) at every recorded point from 10 % settled to the
-    finish, each estimated from the points up to it only, as the head did at that moment."""
+def record_at(rec: dict, t: float) -> tuple[dict, list[dict]]:
+    """The run record and the nodes' states as the head saw them at ``t``, rebuilt from a recording's final
+    record (``nodes``: when each started; ``events``: when each loss was detected and replaced)."""
+    events, entries, states = {}, [], []
+    began_at = {n["name"]: n.get("started_at") or rec["started"] for n in rec["nodes"]}
+    for n in rec["nodes"]:
+        began = began_at[n["name"]]
+        if began > t:
+            continue
+        entry, ev = {"name": n["name"], "started_at": began}, rec["events"].get(n["name"])
+        state = "starting" if t - began < 1.0 else "running"     # heartbeats come within a second of the start
+        if ev and ev["detected_at"] <= t:
+            events[n["name"]], state = {"cause": ev["cause"], "detected_at": ev["detected_at"]}, ev["cause"]
+            if ev.get("replaced_by") and began_at[ev["replaced_by"]] <= t:   # named as it is being started
+                entry["replaced_by"] = ev["replaced_by"]
+            if ev.get("replaced_at", float("inf")) <= t:                    # the event once it has started
+                events[n["name"]].update(replaced_by=ev["replaced_by"], replaced_at=ev["replaced_at"])
+        entries.append(entry)
+        states.append({"name": n["name"], "state": state})
+    return {"started_at": rec["started"], "shards": 3, "until_done": True, "nodes": entries, "events": events}, states
+
+
+def replay(rec: dict, lost_after: float = 6.0) -> list[tuple[float, float, float]]:
+    """(time, share settled, the ETA's error as a share of the run) at every recorded point from 10 % settled to
+    the finish, each estimated from the points up to it only, as the head did at that moment (with the
+    supervisor's record then, where the recording has it)."""
     total, finish, started = rec["total"], rec["finish"], rec["started"]
     errs, pts = [], []
     for t, settled, working in rec["points"]:
         pts = eta.add_point(pts, t, settled, working)
         if 0.1 * total <= settled < total and t < finish:
-            _rate, eta_s = eta.estimate(pts, int(total - settled), int(working))
+            ahead, skip = None, ()
+            if "events" in rec:
+                record, states = record_at(rec, t)
+                start_s = eta.start_delay(pts, started)
+                ahead, skip = eta.slots_ahead(record, states, t, start_s), eta.changes(record, start_s, lost_after)
+            _rate, eta_s = eta.estimate(pts, int(total - settled), int(working), ahead=ahead, skip=skip)
             assert eta_s is not None, f"no ETA at {settled}/{total}"
-            errs.append((settled / total, abs(t + eta_s - finish) / (finish - started)))
+            errs.append((t, settled / total, abs(t + eta_s - finish) / (finish - started)))
     return errs
 
 
-@pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
+BENCH = [p for p in RECORDED if not json.loads(p.read_text()).get("chaos")]
+
+
+@pytest.mark.parametrize("path", BENCH, ids=[p.stem for p in BENCH])
 def test_recorded_runs_stay_within_10_percent_of_the_run(path):
-    """Runs of ~40 s (1,200 images of features on 3 local nodes, a look every 1.5 s) on this shared 2-core
-    machine, whose other jobs move the rate: an ETA at every poll from 10 % done; steady, 5 % off on average and within
-    10 % of the run at every poll from 20 % done (at 10 % done the window holds 3 s of outputs, and the first
-    seconds of a run are often faster than the rest); with a node killed at 30 % done and replaced, within 10 %
-    from half done on (no estimate can know of a loss before it happens)."""
+    """1,200 images of features on 3 local nodes, a look every 1.5 s: runs of ~40 s on this shared 2-core machine
+    under other jobs that moved the rate, and of ~15 s on the quiet machine (``-quiet-``).  An ETA at every poll
+    from 10 % done; steady, 5 % off on average and within 10 % of the run at every poll from 20 % done (at 10 %
+    done the window holds 3 s of outputs, and under load the first seconds of a run were often faster than the
+    rest); with a node killed at 30 % done and replaced, within 10 % from half done on (no estimate can know of
+    a loss before it happens), and quiet, from 10 % on."""
     rec = json.loads(path.read_text())
     errs = replay(rec)
-    assert len(errs) >= 10, "a recording of a real run has many polls from 10 % on"
+    assert len(errs) >= 5, "a recording of a real run has polls from 10 % on"
     if not rec["killed"]:
-        assert sum(e for _f, e in errs) / len(errs) <= 0.05
-    since = 0.5 if rec["killed"] else 0.2
-    worst = max(e for f, e in errs if f >= since)
+        assert sum(e for _t, _f, e in errs) / len(errs) <= 0.05
+    since = 0.1 if "quiet" in path.stem else 0.5 if rec["killed"] else 0.2
+    worst = max(e for _t, f, e in errs if f >= since)
     assert worst <= 0.10, f"worst from {since:.0%} done: {100 * worst:.1f} % of the run"
 
 
+CHAOS = [p for p in RECORDED if json.loads(p.read_text()).get("chaos")]
+
+
+@pytest.mark.parametrize("path", CHAOS, ids=[p.stem for p in CHAOS])
+def test_the_recorded_chaos_run_is_right_but_for_the_losses_still_to_come(path):
+    """The chaos test on the quiet machine (400 items, 0.35 s each, 3 nodes, 9 losses in the first 26 s of a 57 s
+    run: a preemption with a 6 s grace at 2 s, ...).  The old ETA took a lost node as gone for good (30 % of
+    the run too long while a preempted node waited out its grace) and a starting replacement as working; now
+    3 % off on average from 10 % done, within 10 % at every poll once the last loss was replaced, and within
+    20 % before: what is left is the cost of the losses still to come, which no estimate foresees."""
+    rec = json.loads(path.read_text())
+    errs = replay(rec, lost_after=4.0)
+    assert len(errs) >= 50
+    assert sum(e for _t, _f, e in errs) / len(errs) <= 0.05
+    calm = max(ev.get("replaced_at", 0) for ev in rec["events"].values())
+    assert max(e for t, _f, e in errs if t > calm) <= 0.10
+    assert max(e for _t, _f, e in errs) <= 0.20
+
+
 def test_there_are_recorded_runs():
-    assert any(json.loads(p.read_text())["killed"] for p in RECORDED)
+    assert CHAOS and any(json.loads(p.read_text())["killed"] for p in BENCH)
     assert sum(not json.loads(p.read_text())["killed"] for p in RECORDED) >= 2
 
 

@@ -38,6 +38,7 @@ MAX_POINTS = 1200
 MIN_WINDOW_S = 10.0
 MAX_WINDOW_S = 300.0
 WINDOW_SHARE = 1.0
+MIN_ITEMS = 20         # a rate from fewer items is noise (0.35 s items seen every 0.5 s: 1 or 2 in each look)
 
 
 def _clean(points) -> list[tuple[float, float, float]]:
@@ -75,7 +76,10 @@ def per_node_rate(points: list, skip: list[tuple[float, float]] = ()) -> float |
     newest = pts[-1][0]
     window = min(MAX_WINDOW_S, max(MIN_WINDOW_S, WINDOW_SHARE * (newest - pts[begin][0])))
     first = max(begin, next(i for i in range(begin, len(pts)) if newest - pts[i][0] <= window) - 1)
-    node_s, gained, steady_s, steady_gained = 0.0, 0.0, 0.0, 0.0
+    # tiers: all intervals; those outside the fleet's changes known from the record (``skip``); of these, the
+    # steady ones (the same count at both ends and at the point before: an interval next to a change the
+    # counts saw holds node-seconds that made nothing, a node dead before it was seen lost, one starting)
+    sums = {"all": [0.0, 0.0], "known": [0.0, 0.0], "steady": [0.0, 0.0]}
     for i in range(first + 1, len(pts)):
         a, b = pts[i - 1], pts[i]
         worked = (b[0] - a[0]) * min(a[2], b[2])
@@ -83,17 +87,18 @@ def per_node_rate(points: list, skip: list[tuple[float, float]] = ()) -> float |
             # the interval in which the first outputs appeared: they began in its middle, as measured (the first
             # look at 1,200 features on 3 nodes: 80 outputs 1.5 s after the start, made in 0.9 s of it)
             worked /= 2
-        node_s, gained = node_s + worked, gained + b[1] - a[1]
-        # an interval next to a change of the fleet holds node-seconds that made nothing (a node dead before it
-        # was seen lost, one starting) or items of nodes not counted: left out while the window has steady ones
-        if a[2] == b[2] == pts[i - 2 if i >= 2 else 0][2] and \
-                not any(a[0] < t1 and b[0] >= t0 for t0, t1 in skip):
-            steady_s, steady_gained = steady_s + worked, steady_gained + b[1] - a[1]
-    if steady_s > 0 and steady_gained > 0:
-        return steady_gained / steady_s
-    if node_s <= 0 or gained <= 0:
-        return None
-    return gained / node_s
+        tiers = ["all"]
+        if not any(a[0] < t1 and b[0] >= t0 for t0, t1 in skip):
+            tiers.append("known")
+            if a[2] == b[2] == pts[i - 2 if i >= 2 else 0][2]:
+                tiers.append("steady")
+        for k in tiers:
+            sums[k][0] += worked
+            sums[k][1] += b[1] - a[1]
+    for k in ("steady", "known", "all"):      # the first tier with enough items
+        if sums[k][0] > 0 and sums[k][1] > 0 and (k == "all" or sums[k][1] >= MIN_ITEMS):
+            return sums[k][1] / sums[k][0]
+    return None
 
 
 def finish_in(per_node: float, left: float, ahead: list[float]) -> float | None:
@@ -151,14 +156,18 @@ def _median(xs: list[float]) -> float | None:
 
 def changes(record: dict, start_s: float, lost_after: float) -> list[tuple[float, float]]:
     """Stretches in which the fleet changed unseen by the window's counts, for ``per_node_rate``'s ``skip``: the
-    ``lost_after`` seconds before a loss was detected (the node may have been dead, counted working) and a
-    replacement's start (from its start to ``start_s`` after it, counted working, making nothing yet)."""
+    ``lost_after`` seconds before a loss was detected (the node may have been dead, counted working; the look
+    that detected it still counted it) and a replacement's start (from its start to ``start_s`` after it,
+    counted working, making nothing yet).  Between the two the counts are right (a gone node is not working)."""
     by_name = {e.get("name"): e for e in record.get("nodes") or []}
     out = []
-    for ev in (record.get("events") or {}).values():
-        if isinstance(ev.get("detected_at"), (int, float)):
-            out.append((ev["detected_at"] - lost_after, ev["detected_at"]))
-        began = (by_name.get(ev.get("replaced_by")) or {}).get("started_at") or ev.get("replaced_at")
+    for name, ev in (record.get("events") or {}).items():
+        if not isinstance(ev.get("detected_at"), (int, float)):
+            continue
+        # the entry names its replacement as soon as it is being started (the event once it has started)
+        new = by_name.get(ev.get("replaced_by") or (by_name.get(name) or {}).get("replaced_by")) or {}
+        began = new.get("started_at") or ev.get("replaced_at")
+        out.append((ev["detected_at"] - lost_after, ev["detected_at"]))
         if isinstance(began, (int, float)):
             out.append((began, began + start_s))
     return out
