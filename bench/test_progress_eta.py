@@ -4,7 +4,7 @@ A real 3-node local fleet runs ``features`` over sample photos (1,200 at the def
 ``progress.snapshot`` every 1.5 s, as ``invoke progress --watch`` does.  At every poll two ETAs are kept:
 
 * ``head``: what progress now prints (``playbooks/runs/eta.py``: the head's counts over a window of polls, per
-  working node, times the nodes working now);
+  working node, times the nodes working now and the replacements the supervisor will start);
 * ``heartbeats``: what it printed before (items left / the running nodes' own heartbeat rates summed), computed
   from the same snapshot, so both are measured on the same run.
 
@@ -12,7 +12,8 @@ The error of a poll is ``|poll time + ETA - real finish| / run length``, the rea
 modification time, the run length measured from ``run``'s start.  Reported (``extra_info``, and printed): worst
 and mean error over the polls from 10 % done to the finish (and from 10 % to 90 %), how long after the first
 output the first ETA came and at what % done.  The second case kills one node (no notice) at 30 % done while the
-``--until-done`` supervisor runs beside the poller and replaces it.
+``--until-done`` supervisor runs beside the poller and replaces it; there, also the error over the polls with no
+loss or replacement in the ``CALM_S`` seconds before (an extra figure: no ETA foresees a loss).
 
 Ratios of one run, not seconds: a shared 2-core machine is noisy.  Run it at full size with
 ``pytest bench/test_progress_eta.py --bench-scale default -s``.
@@ -32,10 +33,12 @@ from tests.support.fleet import bring_up, make_ctx
 
 from playbooks import progress, run, teardown
 from playbooks.providers import local
+from playbooks.runs import eta
 from playbooks.runs.samples import make_samples
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(1800)]
 NAME = "eta" + secrets.token_hex(2)
+CALM_S = 5.0      # an extra figure with a node killed: the polls with no loss or replacement in the seconds before
 
 
 @pytest.fixture(scope="module")
@@ -55,20 +58,11 @@ def eta_fleet(tmp_path_factory, sized):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def errors(polls: list[dict], key: str, finish: float, started: float, upto: float = 1.0) -> dict:
+def errors(polls: list[dict], key: str, finish: float, started: float, upto: float = 1.0, **calm) -> dict:
     """Worst and mean error of ETA ``key`` (percent of the run) from 10 % done up to ``upto`` done, before the
-    finish; ``unknown``: polls in that range without an ETA."""
-    length = finish - started
-    errs, unknown = [], 0
-    for p in polls:
-        frac = p["settled"] / p["total"]
-        if 0.1 <= frac < 1.0 and frac <= upto and p["t"] < finish:
-            if p[key] is None:
-                unknown += 1
-            else:
-                errs.append(100 * abs(p["t"] + p[key] - finish) / length)
-    return {"max": round(max(errs), 1) if errs else None, "mean": round(sum(errs) / len(errs), 1) if errs else None,
-            "unknown": unknown, "polls": len(errs) + unknown}
+    finish; ``unknown``: polls in that range without an ETA (``eta.error_figures``)."""
+    return eta.error_figures([(p["t"], p["settled"] / p["total"], p[key]) for p in polls], finish, started,
+                             upto=upto, **calm)
 
 
 def first_eta(polls: list[dict], key: str) -> dict:
@@ -94,7 +88,9 @@ def measure(c, base: Path, dst: str, poll: float, kill_at: float | None = None) 
         settled, left = snap["done"] + snap["failed"], snap["total"] - snap["done"] - snap["failed"]
         beat = snap["heartbeat_rate_per_s"]
         polls.append({"t": time.time(), "settled": settled, "total": snap["total"], "head": snap["eta_s"],
-                      "heartbeats": 0.0 if left <= 0 else (left / beat if beat > 0 else None)})
+                      "heartbeats": 0.0 if left <= 0 else (left / beat if beat > 0 else None),
+                      "rate": snap["rate_per_s"], "working": progress.working_nodes(record, snap["nodes"]),
+                      "states": {n["name"]: n["state"] for n in snap["nodes"]}})
         if kill_at is not None and not killed and settled >= kill_at * snap["total"]:
             victim = sorted(n["name"] for n in snap["nodes"] if n["state"] == "running")[0]
             local.kill_node(c, NAME, victim)
@@ -111,17 +107,21 @@ def measure(c, base: Path, dst: str, poll: float, kill_at: float | None = None) 
     keep = os.environ.get("FLEETBOOK_ETA_RECORD")      # a folder: keep the run's window for tests/test_eta.py
     if keep:
         import json
-        from playbooks.runs import eta, state as runstate
+        from playbooks.runs import state as runstate
         from playbooks.runs.disk import LocalDisk
         window = eta.load(LocalDisk(c), runstate.run_rel(record["run_id"]))
         Path(keep).mkdir(parents=True, exist_ok=True)
         (Path(keep) / f"{dst}.json").write_text(json.dumps(
             {"started": started, "finish": finish, "total": polls[-1]["total"], "killed": killed,
-             "points": [[round(x, 3) for x in p] for p in window]}))
+             "points": [[round(x, 3) for x in p] for p in window], "polls": polls,
+             "events": record.get("events") or {}, "nodes": record["nodes"]}))
     out = {"images": len(mtimes), "run_s": round(finish - started, 1), "polls": len(polls), "killed": killed}
+    changes = [t for ev in (record.get("events") or {}).values() for t in (ev.get("detected_at"), ev.get("replaced_at"))
+               if t] + [t for _victim, t in killed]
     for key in ("head", "heartbeats"):
         out[key] = {"from_10pct": errors(polls, key, finish, started),
-                    "10_to_90pct": errors(polls, key, finish, started, upto=0.9), "first_eta": first_eta(polls, key)}
+                    "10_to_90pct": errors(polls, key, finish, started, upto=0.9), "first_eta": first_eta(polls, key),
+                    "calm": errors(polls, key, finish, started, changes=changes, calm_s=CALM_S)}
     return out
 
 
@@ -133,6 +133,10 @@ def report(name: str, res: dict) -> str:
         lines.append(f"  {key:10s} from 10 %: worst {a['max']} % mean {a['mean']} % (unknown at {a['unknown']}/"
                      f"{a['polls']} polls); 10-90 %: worst {b['max']} % mean {b['mean']} %; first ETA "
                      f"{f['after_s']} s after the first output, at {f['pct_done']} % done")
+        if res["killed"]:
+            q = res[key]["calm"]
+            lines.append(f"  {'':10s} from 10 %, no loss or replacement in the {CALM_S:g} s before: worst {q['max']} % "
+                         f"mean {q['mean']} % ({q['polls']} polls)")
     return "\n".join(lines)
 
 

@@ -38,8 +38,8 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
     finished, ``duration_s`` runs from the start to the last exit or heartbeat and ``rate_per_s`` is the run's
     average (items this run made per second), else ``duration_s`` is None and the rate and ``eta_s`` are the
     head's (``runs/eta.py``: outputs counted over the recent looks at the run, per node working, times the nodes
-    working now; this look is added to that window).  ``heartbeat_rate_per_s``: the running nodes' own rates
-    summed (what the ETA fell back on before it had a window).
+    working now, with the replacements the supervisor will make; this look is added to that window).
+    ``heartbeat_rate_per_s``: the running nodes' own rates summed (what the ETA fell back on before it had a window).
     A node's own ``rate_per_s`` is its current rate while it runs, its average once it has finished.
     """
     now = now or time.time()
@@ -70,10 +70,9 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
     if span:   # a finished run: its average, of what this run made (outputs that were there are not its work)
         rate = min(counts["done"], processed) / span
     elif not over:   # the head's own count over time (runs/eta.py), shared by every look at the run
-        working = working_nodes(record, nodes)
-        window = eta.observe(disk, runstate.run_rel(record["run_id"]), now, counts["done"] + counts["failed"],
-                             working)
-        rate, eta_s = eta.estimate(window, left, working, heartbeat_rate=rate)
+        rate, eta_s = eta.look(disk, runstate.run_rel(record["run_id"]), record, nodes, now,
+                               counts["done"] + counts["failed"], left, working_nodes(record, nodes), lost_after,
+                               heartbeat_rate=rate)
     return {
         "run_id": record["run_id"], "workload": record["workload"], "total": counts["total"],
         "done": counts["done"], "failed": counts["failed"], "rate_per_s": round(rate, 3),

@@ -182,6 +182,20 @@ def test_until_done_finishes_a_run_through_preemptions_kills_and_the_whole_fleet
     assert not [k for k in outputs(up) if os.path.basename(k).startswith(".")], outputs(up)
     assert not (out / ".failed").exists() or not list((out / ".failed").iterdir())
     report = json.loads((Path(up.config.shared.root) / runstate.run_rel(run_id) / "report.json").read_text())
+    # the ETA (issue 13 item 5): from 10 % done, and only where no node was lost or replaced in the 5 s before
+    from playbooks.runs.eta import error_figures
+    final, finish = _record(up) or {}, max(p.stat().st_mtime for p in out.rglob("[!.]*.jpg"))
+    changes = [t for ev in (final.get("events") or {}).values() for t in (ev.get("detected_at"), ev.get("replaced_at"))
+               if t]
+    polls = [(p["t"], (p["done"] + p["failed"]) / IMAGES, p["eta_s"]) for p in report["eta_polls"]]
+    print(f"\nCHAOS ETA from 10 %: {error_figures(polls, finish, record['started_at'])}; no loss or replacement in the "
+          f"5 s before: {error_figures(polls, finish, record['started_at'], changes=changes, calm_s=5.0)}")
+    if os.environ.get("FLEETBOOK_ETA_RECORD"):     # a folder: the run's ETA polls and window (tests/test_eta.py)
+        Path(os.environ["FLEETBOOK_ETA_RECORD"]).mkdir(parents=True, exist_ok=True)
+        (Path(os.environ["FLEETBOOK_ETA_RECORD"]) / "chaos.json").write_text(json.dumps(
+            {"started": record["started_at"], "finish": finish, "total": IMAGES, "events": final.get("events"),
+             "nodes": final.get("nodes"), "report": report, "points": json.loads(
+                 (Path(up.config.shared.root) / runstate.run_rel(run_id) / "rate.json").read_text())["points"]}))
     assert report["done"] == IMAGES and report["failed"] == 0 and report["bound"] is None
     assert report["nodes_preempted"] == injected["preempt"]
     assert report["nodes_lost"] == injected["kill"]

@@ -27,14 +27,22 @@ def window(*points):
 
 # ------------------------------------------------------------------------------------------------ the rules
 def test_known_from_the_first_poll_after_items_appear():
-    """run's start point (nothing settled, 3 nodes starting) and one poll that saw outputs: a rate."""
+    """run's start point (nothing settled, 3 nodes starting) and one poll that saw outputs: a rate, the outputs
+    made in the second half of that interval (their start in its middle: measured, the first look at 1,200
+    features saw 80 outputs 1.5 s after the start, made in 0.9 s; over the whole interval the first ETA was
+    60 % of the run long, with its half 14 % short)."""
     pts = window((0.0, 0, 3), (5.0, 30, 3))
-    assert eta.estimate(pts, left=270, working=3) == pytest.approx((6.0, 45.0))
+    assert eta.estimate(pts, left=270, working=3) == pytest.approx((12.0, 22.5))
+    assert eta.start_delay(pts, started_at=0.0) == pytest.approx(2.5)
+    later = eta.add_point(pts, 6.0, 42, 3)                       # from the next look on, only whole intervals
+    assert eta.per_node_rate(later) == pytest.approx(4.0)
+    assert eta.start_delay(later, started_at=0.0) == pytest.approx(2.5)
+    assert eta.start_delay(later[1:], started_at=0.0) == 0.0     # the window no longer holds the start
 
 
 def test_a_flat_start_is_no_part_of_the_rate():
     pts = window((0.0, 0, 3), (1.0, 0, 3), (2.0, 0, 3), (3.0, 0, 3), (4.0, 6, 3))
-    assert eta.per_node_rate(pts) == pytest.approx(2.0)          # 6 items in the one second 3 nodes worked
+    assert eta.per_node_rate(pts) == pytest.approx(4.0)     # 6 items in the half second 3 nodes worked (see above)
 
 
 def test_nothing_settled_yet_falls_back_on_the_heartbeats():
@@ -70,6 +78,86 @@ def test_the_whole_fleet_lost_keeps_the_rate_per_node_for_the_replacements():
     assert eta.estimate(pts, 200, working=0) == (0.0, None)   # no node: no ETA, rather than a wrong one
     back = eta.add_point(pts, dead[-1][0] + 1.5, s, 3)          # three replacements start
     assert eta.estimate(back, 200, working=3) == pytest.approx((6.0, 200 / 6.0), rel=0.05)
+
+
+def test_finish_in_counts_each_slot_from_when_it_produces():
+    assert eta.finish_in(2.0, 30, [0.0, 0.0, 0.0]) == pytest.approx(5.0)
+    # two nodes now, the third in 5 s: 20 items by then, the last 10 at 6 items/s
+    assert eta.finish_in(2.0, 30, [0.0, 0.0, 5.0]) == pytest.approx(5 + 10 / 6)
+    assert eta.finish_in(2.0, 10, [0.0, 0.0, 5.0]) == pytest.approx(2.5)      # done before the third comes
+    assert eta.finish_in(2.0, 12, [4.0, 4.0, 4.0]) == pytest.approx(6.0)      # the whole fleet replaced in 4 s
+    assert eta.finish_in(2.0, 12, []) is None and eta.finish_in(0.0, 12, [0.0]) is None
+    assert eta.finish_in(2.0, 0, []) == 0.0
+
+
+def supervised(events=None, **extra):
+    """A run record as the --until-done supervisor keeps it: n0..n2 started at 0, plus ``extra`` nodes."""
+    nodes = [{"name": f"n{i}", "shard": i} for i in range(3)] + extra.pop("nodes", [])
+    return {"started_at": 0.0, "shards": 3, "until_done": True, "nodes": nodes, "events": events or {}, **extra}
+
+
+def test_a_lost_node_under_the_supervisor_is_counted_back_after_its_replacement_time():
+    """Measured in the chaos test (3 nodes, 0.35 s per item, 9 losses): the old ETA took a lost node as gone
+    for good until its replacement started, 30 % of the run too long while a preempted node waited out its
+    grace; now it comes back as long after its loss as this run's replacements took."""
+    running = [{"name": f"n{i}", "state": "running"} for i in range(3)]
+    # n1 lost at t=10, seen by the supervisor; no replacement measured yet: as long again as it is gone already
+    rec = supervised({"n1": {"cause": "lost", "detected_at": 10.0}})
+    nodes = [dict(n, state="lost") if n["name"] == "n1" else n for n in running]
+    assert eta.slots_ahead(rec, nodes, now=13.0, start_s=0.5) == pytest.approx([0.0, 0.0, 3.5])
+    # an earlier loss of n0 (detected at 2) was replaced by n3 started at 3: 1 s; n1 is due back 1 s after 10
+    rec = supervised({"n0": {"cause": "lost", "detected_at": 2.0, "replaced_by": "n3", "replaced_at": 3.2},
+                      "n1": {"cause": "lost", "detected_at": 10.0}},
+                     nodes=[{"name": "n3", "shard": 0, "started_at": 3.0, "replaces": "n0"}])
+    rec["nodes"][0]["replaced_by"] = "n3"
+    nodes = [{"name": "n0", "state": "lost"}, {"name": "n1", "state": "lost"}, {"name": "n2", "state": "running"},
+             {"name": "n3", "state": "running"}]
+    assert eta.slots_ahead(rec, nodes, now=10.4, start_s=0.5) == pytest.approx([0.0, 0.0, 1.1])
+    assert eta.slots_ahead(rec, nodes, now=14.0, start_s=0.5) == pytest.approx([0.0, 0.0, 0.5])   # late: soon
+    # a preempted node waits for its machine to end: the preempted ones' own time, not the lost ones'
+    rec["events"]["n1"]["cause"] = "preempted"
+    rec["events"]["n2"] = {"cause": "preempted", "detected_at": 4.0, "replaced_by": "n4", "replaced_at": 10.2}
+    rec["nodes"][2]["replaced_by"] = "n4"
+    rec["nodes"].append({"name": "n4", "shard": 2, "started_at": 10.0, "replaces": "n2"})
+    nodes += [{"name": "n4", "state": "starting"}]
+    assert eta.slots_ahead(rec, nodes, now=10.4, start_s=0.5) == pytest.approx([0.0, 0.1, 6.1])
+    # without a supervisor nothing replaces it
+    del rec["until_done"]
+    assert eta.slots_ahead(rec, nodes, now=10.4, start_s=0.5) == pytest.approx([0.0, 0.1])
+
+
+def test_the_whole_fleet_lost_under_the_supervisor_has_an_eta():
+    pts = window(*steady(0, 30, 0, 2.0, 3), (31.5, 90, 0))
+    rec = supervised({f"n{i}": {"cause": "lost", "detected_at": 31.5} for i in range(3)})
+    nodes = [{"name": f"n{i}", "state": "lost"} for i in range(3)]
+    ahead = eta.slots_ahead(rec, nodes, now=33.0, start_s=1.0)
+    assert ahead == pytest.approx([2.5, 2.5, 2.5])
+    assert eta.estimate(pts, 120, 0, ahead=ahead) == pytest.approx((0.0, 2.5 + 20.0))
+
+
+def test_a_change_the_counts_did_not_see_is_no_part_of_the_rate():
+    """The chaos test's whole fleet killed between two looks and replaced before the next: every point says 3
+    nodes working, 1.1 s made nothing; the replacements' start and the seconds before the loss was seen are
+    left out (the old rate fell 17 %, the ETA 10 % of the run too long once all three worked again)."""
+    pts = steady(0, 9, 0, 2.8, 3, step=0.5)
+    t, s = pts[-1][0], pts[-1][1]
+    pts = window(*pts, (t + 0.5, s + 1, 3), (t + 1.6, s + 1, 3), *steady(t + 2.2, t + 5, s + 2.5, 2.8, 3, step=0.5))
+    assert eta.per_node_rate(pts) < 2.55                                   # counted as worked: too slow
+    rec = supervised({f"n{i}": {"cause": "lost", "detected_at": t + 0.5, "replaced_by": f"n{i + 3}",
+                                "replaced_at": t + 1.6} for i in range(3)},
+                     nodes=[{"name": f"n{i + 3}", "shard": i, "started_at": t + 1.5} for i in range(3)])
+    skip = eta.changes(rec, start_s=0.5, lost_after=4.0)
+    assert skip[0] == pytest.approx((t + 0.5 - 4.0, t + 0.5)) and skip[1] == pytest.approx((t + 1.5, t + 2.0))
+    assert eta.per_node_rate(pts, skip) == pytest.approx(2.8, rel=0.01)
+
+
+def test_a_steady_stretch_of_too_few_items_is_noise_not_a_rate():
+    """Chaos test, 0.35 s items looked at every 0.5 s: 1 or 2 outputs per look.  Right after a change only one
+    steady look is left; its 4 items would say 4/s per node: then all the intervals are taken."""
+    pts = window((0.0, 0, 3), (2.0, 12, 3), (2.5, 14, 2), (3.0, 16, 2), (3.5, 20, 2))
+    assert eta.per_node_rate(pts) == pytest.approx(8 / 3)                        # 2.67, not 4.0
+    more = window(*pts, *steady(4.0, 12.0, 22, 2.0, 2, step=0.5))                # 34 more items, all steady
+    assert eta.per_node_rate(more) == pytest.approx(38 / 18)                    # from the steady ones only
 
 
 def test_the_window_follows_a_lasting_change():
@@ -116,7 +204,8 @@ def test_separate_looks_share_the_window_on_the_shared_disk(tmp_path):
         (tmp_path / "data" / "out" / f"{i:02d}.jpg").write_bytes(b"y")
     second = json.loads(invoke_cli(tmp_path, "progress", "--json").stdout)
     assert second["done"] == 10 and second["eta_s"] is not None
-    assert second["eta_s"] == pytest.approx(30 / second["rate_per_s"], rel=0.01) and second["rate_per_s"] > 0
+    # eta_s is rounded to 0.1 s, rate_per_s to 0.001/s
+    assert second["eta_s"] == pytest.approx(30 / second["rate_per_s"], abs=0.06) and second["rate_per_s"] > 0
     saved = eta.load(LocalDisk(c), runstate.run_rel(record["run_id"]))
     assert [p[1] for p in saved] == [0.0, 10.0] and all(p[2] == 3 for p in saved)
 
@@ -167,39 +256,90 @@ def test_preempted_nodes_are_counted_apart_from_lost_ones_and_their_items_are_no
 
 
 # ------------------------------------------------------------------------------------------------ recorded runs
-def replay(rec: dict) -> list[tuple[float, float]]:
-    """(share settled, the ETA's error as a share of the run) at every recorded point from 10 % settled to the
-    finish, each estimated from the points up to it only, as the head did at that moment."""
+def record_at(rec: dict, t: float) -> tuple[dict, list[dict]]:
+    """The run record and the nodes' states as the head saw them at ``t``, rebuilt from a recording's final
+    record (``nodes``: when each started; ``events``: when each loss was detected and replaced)."""
+    events, entries, states = {}, [], []
+    began_at = {n["name"]: n.get("started_at") or rec["started"] for n in rec["nodes"]}
+    for n in rec["nodes"]:
+        began = began_at[n["name"]]
+        if began > t:
+            continue
+        entry, ev = {"name": n["name"], "started_at": began}, rec["events"].get(n["name"])
+        state = "starting" if t - began < 1.0 else "running"     # heartbeats come within a second of the start
+        if ev and ev["detected_at"] <= t:
+            events[n["name"]], state = {"cause": ev["cause"], "detected_at": ev["detected_at"]}, ev["cause"]
+            if ev.get("replaced_by") and began_at[ev["replaced_by"]] <= t:   # named as it is being started
+                entry["replaced_by"] = ev["replaced_by"]
+            if ev.get("replaced_at", float("inf")) <= t:                    # the event once it has started
+                events[n["name"]].update(replaced_by=ev["replaced_by"], replaced_at=ev["replaced_at"])
+        entries.append(entry)
+        states.append({"name": n["name"], "state": state})
+    return {"started_at": rec["started"], "shards": 3, "until_done": True, "nodes": entries, "events": events}, states
+
+
+def replay(rec: dict, lost_after: float = 6.0) -> list[tuple[float, float, float]]:
+    """(time, share settled, the ETA's error as a share of the run) at every recorded point from 10 % settled to
+    the finish, each estimated from the points up to it only, as the head did at that moment (with the
+    supervisor's record then, where the recording has it)."""
     total, finish, started = rec["total"], rec["finish"], rec["started"]
     errs, pts = [], []
     for t, settled, working in rec["points"]:
         pts = eta.add_point(pts, t, settled, working)
         if 0.1 * total <= settled < total and t < finish:
-            _rate, eta_s = eta.estimate(pts, int(total - settled), int(working))
+            ahead, skip = None, ()
+            if "events" in rec:
+                record, states = record_at(rec, t)
+                start_s = eta.start_delay(pts, started)
+                ahead, skip = eta.slots_ahead(record, states, t, start_s), eta.changes(record, start_s, lost_after)
+            _rate, eta_s = eta.estimate(pts, int(total - settled), int(working), ahead=ahead, skip=skip)
             assert eta_s is not None, f"no ETA at {settled}/{total}"
-            errs.append((settled / total, abs(t + eta_s - finish) / (finish - started)))
+            errs.append((t, settled / total, abs(t + eta_s - finish) / (finish - started)))
     return errs
 
 
-@pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
+BENCH = [p for p in RECORDED if not json.loads(p.read_text()).get("chaos")]
+
+
+@pytest.mark.parametrize("path", BENCH, ids=[p.stem for p in BENCH])
 def test_recorded_runs_stay_within_10_percent_of_the_run(path):
-    """Runs of ~40 s (1,200 images of features on 3 local nodes, a look every 1.5 s) on this shared 2-core
-    machine, whose other jobs move the rate: an ETA at every poll from 10 % done; steady, 5 % off on average and within
-    10 % of the run at every poll from 20 % done (at 10 % done the window holds 3 s of outputs, and the first
-    seconds of a run are often faster than the rest); with a node killed at 30 % done and replaced, within 10 %
-    from half done on (no estimate can know of a loss before it happens)."""
+    """1,200 images of features on 3 local nodes, a look every 1.5 s: runs of ~40 s on this shared 2-core machine
+    under other jobs that moved the rate, and of ~15 s on the quiet machine (``-quiet-``).  An ETA at every poll
+    from 10 % done; steady, 5 % off on average and within 10 % of the run at every poll from 20 % done (at 10 %
+    done the window holds 3 s of outputs, and under load the first seconds of a run were often faster than the
+    rest); with a node killed at 30 % done and replaced, within 10 % from half done on (no estimate can know of
+    a loss before it happens), and quiet, from 10 % on."""
     rec = json.loads(path.read_text())
     errs = replay(rec)
-    assert len(errs) >= 10, "a recording of a real run has many polls from 10 % on"
+    assert len(errs) >= 5, "a recording of a real run has polls from 10 % on"
     if not rec["killed"]:
-        assert sum(e for _f, e in errs) / len(errs) <= 0.05
-    since = 0.5 if rec["killed"] else 0.2
-    worst = max(e for f, e in errs if f >= since)
+        assert sum(e for _t, _f, e in errs) / len(errs) <= 0.05
+    since = 0.1 if "quiet" in path.stem else 0.5 if rec["killed"] else 0.2
+    worst = max(e for _t, f, e in errs if f >= since)
     assert worst <= 0.10, f"worst from {since:.0%} done: {100 * worst:.1f} % of the run"
 
 
+CHAOS = [p for p in RECORDED if json.loads(p.read_text()).get("chaos")]
+
+
+@pytest.mark.parametrize("path", CHAOS, ids=[p.stem for p in CHAOS])
+def test_the_recorded_chaos_run_is_right_but_for_the_losses_still_to_come(path):
+    """The chaos test on the quiet machine (400 items, 0.35 s each, 3 nodes, 9 losses in the first 26 s of a 57 s
+    run: a preemption with a 6 s grace at 2 s, ...).  The old ETA took a lost node as gone for good (30 % of
+    the run too long while a preempted node waited out its grace) and a starting replacement as working; now
+    3 % off on average from 10 % done, within 10 % at every poll once the last loss was replaced, and within
+    20 % before: what is left is the cost of the losses still to come, which no estimate foresees."""
+    rec = json.loads(path.read_text())
+    errs = replay(rec, lost_after=4.0)
+    assert len(errs) >= 50
+    assert sum(e for _t, _f, e in errs) / len(errs) <= 0.05
+    calm = max(ev.get("replaced_at", 0) for ev in rec["events"].values())
+    assert max(e for t, _f, e in errs if t > calm) <= 0.10
+    assert max(e for _t, _f, e in errs) <= 0.20
+
+
 def test_there_are_recorded_runs():
-    assert any(json.loads(p.read_text())["killed"] for p in RECORDED)
+    assert CHAOS and any(json.loads(p.read_text())["killed"] for p in BENCH)
     assert sum(not json.loads(p.read_text())["killed"] for p in RECORDED) >= 2
 
 
