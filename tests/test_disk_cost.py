@@ -62,3 +62,26 @@ def test_summary_names_each_workload():
     assert "one worker 8.00 ms wall" in line
     assert disk_cost.summary({}).endswith("not measured")
 
+
+
+def test_the_heads_cpu_is_read_to_the_nanosecond_not_in_clock_ticks():
+    """A probe of a few items costs the head's sshd ~10 ms: in 10 ms ticks it could read 0 (it did, once)."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from playbooks.ssh.daemons import cpu_seconds
+
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt=time.process_time()\n"
+                              "while time.process_time() - t < 0.003: pass\nprint(1, flush=True)\ntime.sleep(30)"],
+                             stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline() == b"1\n"
+        s = cpu_seconds(psutil.Process(child.pid))
+        assert 0.003 < s < 2.0
+        assert abs(s * 100 - round(s * 100)) > 1e-6       # not a whole number of 10 ms ticks
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()

@@ -188,3 +188,31 @@ def test_prefetch_reads_the_next_items_files_ahead_with_the_same_checks(tmp_path
     j = Job(wl, str(src), str(tmp_path / "dst"), None, "n1")
     assert [r.status for r in fw_items.run_tasks(j, [Task("a.jpg"), Task("out.jpg")])] == ["done", "failed"]
     assert not fw_inputs._AHEAD
+
+
+def _prefetch_and_read(path: str) -> bytes:
+    import fw_inputs
+
+    fw_inputs.prefetch(os.path.dirname(path), [os.path.basename(path)])
+    return fw_inputs.read_bytes(path)
+
+
+def test_a_forked_pool_worker_prefetches_on_its_own_thread_not_the_runners_dead_one(tmp_path):
+    """An inline run made the prefetch thread; a pool forked later inherits the executor without its thread.
+    The worker must start its own, else its first read waits forever (a pool run after an inline run hung)."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    import fw_inputs
+
+    (tmp_path / "a.jpg").write_bytes(b"A" * 100)
+    (tmp_path / "b.jpg").write_bytes(b"B" * 100)
+    assert _prefetch_and_read(str(tmp_path / "a.jpg")) == b"A" * 100      # the runner's own thread exists now
+    assert fw_inputs._POOL
+    pool = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+    try:
+        assert pool.submit(_prefetch_and_read, str(tmp_path / "b.jpg")).result(timeout=15) == b"B" * 100
+    finally:
+        for proc in list(pool._processes.values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)

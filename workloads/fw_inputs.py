@@ -182,6 +182,16 @@ def prefetch(src: str, rels, follow_links: bool = False) -> None:
         _AHEAD[path] = _POOL[0].submit(_checked_read, src, rel, follow_links)
 
 
+def _after_fork_in_child() -> None:
+    """A forked pool worker inherits the runner's executor without its thread: a future submitted to it would
+    never run (the worker would wait forever in ``read_bytes``).  The child starts its own on first use."""
+    _POOL.clear()
+    _AHEAD.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def forget_prefetched() -> None:
     """Drop whatever was read ahead and not taken (the end of a list of items)."""
     while _AHEAD:

@@ -203,8 +203,7 @@ def sessions_cpu_s(c, fleet: str) -> float | None:
         return None
     for child in children:
         try:
-            t = child.cpu_times()
-            total += t.user + t.system
+            total += procs.cpu_seconds(child)
         except psutil.Error:
             continue
     return total
