@@ -18,6 +18,16 @@ def photo_src(tmp_path_factory):
     return src, many_jpegs(src, 40, side=480)
 
 
+def _loads(path) -> bool:
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except OSError:
+        return False
+
+
 def assert_complete(src, dst, names):
     r = run("resize", "--src", src, "--dst", dst, "--workers", 2)
     assert r.returncode == 0, r.stderr
@@ -40,10 +50,9 @@ def test_fault_hook_then_rerun(photo_src, tmp_path, point, workers):
     temps = temp_files(dst)
     assert temps, "the fault left its temp file behind"
     if point == "mid-write":
-        from PIL import Image
-        with pytest.raises(OSError):                                     # really a partial file
-            with Image.open(temps[0]) as im:
-                im.load()
+        # really a partial file: the faulty worker's (with 2 workers the other one may have died with a whole
+        # temp not yet renamed, which is no output either)
+        assert any(not _loads(t) for t in temps), temps
     # whatever was renamed is a complete image (never a partial one)
     done_before = fleetwork.scan_outputs(str(dst))
     assert len(done_before) < len(names)
