@@ -63,7 +63,6 @@ def test_summary_names_each_workload():
     assert disk_cost.summary({}).endswith("not measured")
 
 
-
 def test_the_heads_cpu_is_read_to_the_nanosecond_not_in_clock_ticks():
     """A probe of a few items costs the head's sshd ~10 ms: in 10 ms ticks it could read 0 (it did, once)."""
     import subprocess

@@ -204,6 +204,7 @@ def test_a_forked_pool_worker_prefetches_on_its_own_thread_not_the_runners_dead_
     import multiprocessing
 
     import fw_inputs
+    import fw_pool
 
     (tmp_path / "a.jpg").write_bytes(b"A" * 100)
     (tmp_path / "b.jpg").write_bytes(b"B" * 100)
@@ -213,6 +214,4 @@ def test_a_forked_pool_worker_prefetches_on_its_own_thread_not_the_runners_dead_
     try:
         assert pool.submit(_prefetch_and_read, str(tmp_path / "b.jpg")).result(timeout=15) == b"B" * 100
     finally:
-        for proc in list(pool._processes.values()):
-            proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        fw_pool.kill_pool(pool)
