@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import importlib.util
+import resource
+import subprocess
+import sys
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def make_photos(folder: Path, n: int) -> list[str]:
@@ -20,3 +25,13 @@ def make_photos(folder: Path, n: int) -> list[str]:
         crop.save(folder / f"photo{i:04d}.jpg", quality=90)
         names.append(f"photo{i:04d}.jpg")
     return names
+
+
+def workload_cpu_s(workload: str, argv: list, env: dict) -> float:
+    """CPU seconds (user + system) of one run of ``workloads/<workload>.py argv --workers 1 --quiet`` in a child
+    process (which must succeed)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([sys.executable, str(REPO / "workloads" / f"{workload}.py"), *map(str, argv), "--workers", "1",
+                    "--quiet"], check=True, capture_output=True, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from bench_support import workload_cpu_s
 
 from tests.support.fleet import bench_base, make_ctx
 
@@ -172,12 +173,8 @@ def work_cpu_per_item(base: Path, workload: str, n: int) -> float:
     def cpu_of(src: Path) -> float:
         dst = base / "data" / f"local-{workload}"
         shutil.rmtree(dst, ignore_errors=True)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run([sys.executable, str(REPO / "workloads" / f"{workload}.py"), "--src", str(src), "--dst",
-                        str(dst), "--workers", "1", "--quiet"], check=True, capture_output=True,
-                       env={**os.environ, "FLEETBOOK_PROFILE": "/nonexistent"})
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return workload_cpu_s(workload, ["--src", src, "--dst", dst],
+                              {**os.environ, "FLEETBOOK_PROFILE": "/nonexistent"})
 
     few = min(cpu_of(small) for _ in range(2))
     many = min(cpu_of(base / "data" / "src") for _ in range(2))

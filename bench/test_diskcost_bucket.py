@@ -14,14 +14,11 @@ Read: ``node_ms_per_item / work_ms_per_item`` against the mount's node + head fi
 from __future__ import annotations
 
 import os
-import resource
-import subprocess
-import sys
 from pathlib import Path
 
 import psutil
 import pytest
-from bench_support import make_photos
+from bench_support import make_photos, workload_cpu_s
 
 REPO = Path(__file__).resolve().parent.parent
 from tests.support.cloud import moto_endpoint  # noqa: E402,F401  (a fixture: one moto server for this module)
@@ -62,23 +59,16 @@ def bucket_data(moto_endpoint, tmp_path_factory, sized):
     return base, n, k, env, s3
 
 
-def _cpu_of(argv: list[str], env: dict) -> float:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([sys.executable, str(REPO / "workloads" / "resize.py"), *argv, "--workers", "1", "--quiet"],
-                   check=True, capture_output=True, env=env)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-
-
 def test_lever_nodes_read_and_write_a_bucket(bucket_data, moto_endpoint):
     base, n, k, env, s3 = bucket_data
     moto = _moto(moto_endpoint)
     rounds = {"local": [], "s3": [], "moto": []}
     for r in range(2):
-        local = [_cpu_of(["--src", str(base / part), "--dst", str(base / f"out-{part}-{r}")], env)
+        local = [workload_cpu_s("resize", ["--src", str(base / part), "--dst", str(base / f"out-{part}-{r}")], env)
                  for part in ("src", "few")]
         m0 = moto.cpu_times() if moto else None
-        remote = [_cpu_of(["--src", f"s3://{BUCKET}/{part}", "--dst", f"s3://{BUCKET}/out-{part}-{r}"], env)
+        remote = [workload_cpu_s("resize", ["--src", f"s3://{BUCKET}/{part}", "--dst",
+                                            f"s3://{BUCKET}/out-{part}-{r}"], env)
                   for part in ("src", "few")]
         m1 = moto.cpu_times() if moto else None
         rounds["local"].append((local[0] - local[1]) / (n - k))
@@ -91,7 +81,7 @@ def test_lever_nodes_read_and_write_a_bucket(bucket_data, moto_endpoint):
     work = min(rounds["local"])
     node = max(0.0, min(rounds["s3"]) - work)
     info = {"items": n, "work_ms_per_item": round(1000 * work, 3), "node_ms_per_item": round(1000 * node, 3),
-            "node_over_work": round(node / work, 3) if work > 0 else None, "head_ms_per_item": 0.0,
+            "node_over_work": round(node / work, 3) if work > 0 else None,
             "moto_ms_per_item": round(1000 * min(rounds["moto"]), 3) if rounds["moto"] else None}
     print(f"\nbucket lever (resize): work {info['work_ms_per_item']} ms/item, the node's object-store CPU "
           f"{info['node_ms_per_item']} ms/item ({info['node_over_work']} of the work), the head 0 (the bucket "
