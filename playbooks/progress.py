@@ -60,7 +60,8 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
         nodes.append({"name": entry["name"], "rate_per_s": round(node_rate, 3),
                       "last_seen_s": round(now - seen, 1) if seen else None, "state": state,
                       "done": node_done(beat, exit_), "failed": beat.get("failed", 0) if beat else 0,
-                      "error": runstate.node_error(beat, exit_)})
+                      "error": runstate.node_error(beat, exit_),
+                      "first_output_at": (beat or {}).get("first_output_at")})
     left = counts["total"] - counts["done"] - counts["failed"]
     elapsed = now - record["started_at"]
     processed = sum(n["done"] for n in nodes)

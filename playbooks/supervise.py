@@ -28,7 +28,7 @@ from rich.console import Console
 
 from playbooks import nodehealth, progress
 from playbooks.fleet import provider_of
-from playbooks.providers import TERMINATED, FleetSpec
+from playbooks.providers import PENDING, RUNNING, TERMINATED, UNREACHABLE, FleetSpec
 from playbooks.providers.preempt import NOTICE_FILE   # local provider: in the node's workdir (fleet.preempt)
 from playbooks.runs import disk as rundisk
 from playbooks.runs import state as runstate
@@ -40,6 +40,7 @@ from playbooks.settings.defaults import shared_root
 console = Console()
 GONE = ("lost", "preempted", "failed", "unhealthy")   # states of a node that does no more work and is replaced
 STATUS_EVERY_S = 10.0                    # a status line this often
+ALIVE = (RUNNING, PENDING, UNREACHABLE)  # what every provider's create counts as a machine of the fleet
 
 
 def node_env_extra(c, provider: str) -> dict[str, str]:
@@ -125,22 +126,33 @@ def start_on(c, record: dict, pairs: list[tuple[object, dict]]) -> list:
 
 def replace(c, record: dict, gone: list[dict], events: dict) -> list[str]:
     """Refill the fleet (the provider's idempotent create), then mount, deploy and start on the new nodes only.
-    Returns the names of the nodes that started."""
+    Returns the names of the nodes that started.
+
+    A lost (or failed) node whose machine is still listed is made to vanish first, as a cloud's health check
+    would.  A preempted one is left to end by itself: its workload has stopped, its machine still has the rest
+    of its notice, and its replacement boots meanwhile (the notice is there for that: 30 s on GCP, 2 min on
+    AWS), so the fleet is asked for its size plus the machines of the run that are on their way out."""
     from playbooks.mount import mount_all
     provider = record.get("provider", "local")
     prov = provider_of(c, provider)
     name = record["fleet"]
+    listed = {n.name: n.state for n in prov.list_nodes(c, name)}
+    killed = {machine_of(e) for e in gone if events.get(e["name"], {}).get("cause") != "preempted"
+              and listed.get(machine_of(e)) in ALIVE and _vanish(c, prov, name, machine_of(e))}
     # a new machine: not one of the run's other nodes, and under a name the run never had, or (a cloud refills
     # under the names it lost) another machine than the one seen when the loss was detected
     busy = {machine_of(e) for e in _entries(record) if e not in gone}
     known = {machine_of(e) for e in record["nodes"]}
-    old_ids = {events.get(e["name"], {}).get("machine_id") for e in gone} - {None, ""}
+    old_ids = {ev.get("machine_id") for ev in events.values()} - {None, ""}   # every machine the run lost
 
     def is_new(n) -> bool:
         return n.state != TERMINATED and n.name not in busy and (
             n.name not in known or (bool(n.id) and n.id not in old_ids))
     size = int(record.get("shards") or len(_entries(record)))
-    spec = FleetSpec(name=name, count=size, provider=provider, spot=True, min_count=1,
+    # the run's machines that no longer work but are still alive (preempted, within their notice): on top of the
+    # size; one that ends between this look and create's own makes create short by one, never a node too many
+    leaving = sum(1 for m, state in listed.items() if state in ALIVE and m in known and m not in busy | killed)
+    spec = FleetSpec(name=name, count=size + leaving, provider=provider, spot=True, min_count=1,
                      ttl_hours=setting(c, "fleet.ttl_hours"))
     prov.create(c, spec)
     # wait for the NEW nodes only: another node of the fleet may be dying meanwhile (it is replaced next)
@@ -180,12 +192,15 @@ def replace(c, record: dict, gone: list[dict], events: dict) -> list[str]:
     return started
 
 
-def _kill_if_local(c, record: dict, entry: dict) -> None:
-    """A local node that is lost but still listed as running (paused, hung) is made to vanish, as a cloud's
-    health check would: only then can create refill its place."""
-    if record.get("provider", "local") == "local":
-        from playbooks.providers import local
-        local.kill_node(c, record["fleet"], machine_of(entry))
+def _vanish(c, prov, fleet: str, machine: str) -> bool:
+    """Kill a gone node's machine that the provider still lists as alive (paused, hung, its workload failed):
+    only then can create refill its place.  True when it was asked to go."""
+    try:
+        prov.kill_node(c, fleet, machine)
+    except Exception as exc:  # noqa: BLE001 - a cloud's error: create finds it alive and the next poll tries again
+        console.print(f"supervisor: could not remove {machine} ({exc}); trying again", markup=False)
+        return False
+    return True
 
 
 # ------------------------------------------------------------------------------------------------- the loop
@@ -229,47 +244,42 @@ def supervise(c, record: dict, max_replacements: int | None = None, budget_usd: 
                 if st in GONE and ev is None:
                     events[e["name"]] = {"cause": "preempted" if st == "preempted" else st, "detected_at": now,
                                          "machine_id": next((n.id for n in machines if n.name == machine_of(e)), "")}
+                    seen = states.get(e["name"], {}).get("last_seen_s")
+                    if seen is not None:         # its last heartbeat: it worked until then (runs/eta.changes)
+                        events[e["name"]]["seen_at"] = round(now - seen, 2)
                     if states.get(e["name"], {}).get("error"):     # its own words (nodehealth.diagnose)
                         events[e["name"]]["detail"] = states[e["name"]]["error"]
                     console.print(f"supervisor: {e['name']} is {st} (shard {e['shard']})", markup=False)
             for ev in events.values():       # a replacement is working once it made its first output
-                new = ev.get("replaced_by")
-                if new and "working_at" not in ev and (states.get(new, {}).get("done") or 0) > 0:
-                    ev["working_at"] = now
+                new = states.get(ev.get("replaced_by"), {})
+                first = new.get("first_output_at")     # the node's word for it (its done counts whole blocks)
+                if new and "working_at" not in ev and (isinstance(first, (int, float)) or (new.get("done") or 0) > 0):
+                    ev["working_at"] = min(now, first) if isinstance(first, (int, float)) else now
             if left <= 0 and all(states.get(e["name"], {}).get("state") in progress.ENDED for e in _entries(record)):
                 break
             gone = [e for e in _entries(record) if e["name"] in events and left > 0]
             if gone:
-                # a preempted or lost node must be gone from the provider before create refills its place
-                for e in gone:
-                    if listed.get(machine_of(e), TERMINATED) != TERMINATED and \
-                            events[e["name"]]["cause"] != "preempted":
-                        _kill_if_local(c, record, e)
-                ready = [e for e in gone if events[e["name"]]["cause"] != "preempted"
-                         or listed.get(machine_of(e), TERMINATED) == TERMINATED]
                 made = sum(1 for ev in events.values() if ev.get("replaced_by"))
-                if ready and made + len(ready) > max_replacements:
+                if made + len(gone) > max_replacements:
                     bound = f"--max-replacements {max_replacements} reached"
                     break
-                if ready and budget_usd and snap.get("cost_usd") is not None:
+                if budget_usd and snap.get("cost_usd") is not None:
                     price = setting(c, "fleet.price_per_hour")
                     projected = snap["cost_usd"] + price * int(record["shards"]) * (eta or 0) / 3600
                     if projected > budget_usd:
                         bound = f"--budget-usd {budget_usd:g}: projected cost ${projected:.2f} would pass it"
                         break
-                if ready:
-                    try:
-                        started = replace(c, record, ready, events)
-                    except FleetbookError as exc:       # no capacity, a node that does not answer, ...
-                        console.print(f"supervisor: no replacement yet ({exc}); trying again", markup=False)
-                        started = []
-                    if started:
-                        console.print(f"supervisor: replaced {', '.join(e['name'] for e in ready)} with "
-                                      f"{', '.join(started)}", markup=False)
-                    runstate.save_run(rundisk.of_record(c, record),
-                                      record)
-                    if started:
-                        continue
+                try:
+                    started = replace(c, record, gone, events)
+                except FleetbookError as exc:       # no capacity, a node that does not answer, ...
+                    console.print(f"supervisor: no replacement yet ({exc}); trying again", markup=False)
+                    started = []
+                if started:
+                    console.print(f"supervisor: replaced {', '.join(e['name'] for e in gone)} with "
+                                  f"{', '.join(started)}", markup=False)
+                runstate.save_run(rundisk.of_record(c, record), record)
+                if started:
+                    continue
             time.sleep(poll)
     except KeyboardInterrupt:
         _save(c, record)

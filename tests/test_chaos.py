@@ -139,6 +139,7 @@ def test_until_done_finishes_a_run_through_preemptions_kills_and_the_whole_fleet
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     rng = random.Random(13)
     injected = {"preempt": 0, "kill": 0}
+    noticed: dict[str, float] = {}
     timers = []
     try:
         record = _until("the run starts", lambda: _record(up) if _done(up) > 0 else None, 120, proc)
@@ -161,6 +162,7 @@ def test_until_done_finishes_a_run_through_preemptions_kills_and_the_whole_fleet
                 if what == "kill":
                     local.kill_node(up, NAME, v)
                 else:
+                    noticed[v] = time.time()
                     timers.append(preempt.preempt(up, NAME, v, GRACE, wait=False))
                 injected[what] += 1
             last = _done(up)
@@ -196,11 +198,17 @@ def test_until_done_finishes_a_run_through_preemptions_kills_and_the_whole_fleet
             {"started": record["started_at"], "finish": finish, "total": IMAGES, "events": final.get("events"),
              "nodes": final.get("nodes"), "report": report, "points": json.loads(
                  (Path(up.config.shared.root) / runstate.run_rel(run_id) / "rate.json").read_text())["points"]}))
+        import shutil       # the run's folder too (node logs, heartbeats), to read what a slow poll saw
+        shutil.copytree(Path(up.config.shared.root) / runstate.run_rel(run_id),
+                        Path(os.environ["FLEETBOOK_ETA_RECORD"]) / "chaos-run", dirs_exist_ok=True)
     assert report["done"] == IMAGES and report["failed"] == 0 and report["bound"] is None
     assert report["nodes_preempted"] == injected["preempt"]
     assert report["nodes_lost"] == injected["kill"]
     assert report["nodes_replaced"] == injected["preempt"] + injected["kill"]
     assert "duplicate" in stdout and f"replaced {report['nodes_replaced']}" in stdout
+    # a preempted node's replacement is started during its notice, beside the machine on its way out
+    started = {e["replaces"]: e["started_at"] for e in final["nodes"] if e.get("replaces")}
+    assert all(started[v] < at + GRACE for v, at in noticed.items()), (noticed, started)
     duplicate = (renames.count - IMAGES) / IMAGES
     print(f"\nCHAOS: renames={renames.count} for {IMAGES} items (duplicate {100 * duplicate:.1f} %), "
           f"report={ {k: v for k, v in report.items() if k != 'eta_polls'} }")

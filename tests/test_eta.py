@@ -160,6 +160,44 @@ def test_a_steady_stretch_of_too_few_items_is_noise_not_a_rate():
     assert eta.per_node_rate(more) == pytest.approx(38 / 18)                    # from the steady ones only
 
 
+def test_a_loss_is_left_out_from_its_last_heartbeat_and_few_known_items_beat_many_wrong_ones():
+    """The chaos test after replacements got fast (9 losses in 15 s): n0 and n1 beat at 5.0, died at 5.2, were
+    seen lost by the look at 5.5 (which still counted them, and so did the interval after it, up to the look
+    at 6.6 that saw their replacements starting, making outputs from 7.1).  Left out from their last heartbeat
+    on, 16 known items give the rate per node; all the intervals as counted put it a sixth too low (the chaos
+    recordings: the ETA 36 % of the run too long at worst, now within 9 %)."""
+    def made(t):       # 3 nodes at 1 item/s each, 1 between the deaths and the replacements' first outputs
+        return 3 * min(t, 5.2) + max(0.0, min(t, 7.1) - 5.2) + 3 * max(0.0, t - 7.1)
+    times = [0.0] + [0.5 * k for k in range(1, 12)] + [6.6, 7.1, 7.6, 8.1]
+    pts = window(*[(t, float(int(made(t))), 3) for t in times])
+    rec = supervised({old: {"cause": "lost", "detected_at": 5.5, "seen_at": 5.0, "replaced_by": new,
+                            "replaced_at": 6.7} for old, new in (("n0", "n3"), ("n1", "n4"))},
+                     nodes=[{"name": n, "shard": i, "started_at": 6.6} for i, n in enumerate(("n3", "n4"))])
+    rec["nodes"][0]["replaced_by"], rec["nodes"][1]["replaced_by"] = "n3", "n4"
+    skip = eta.changes(rec, start_s=0.5, lost_after=4.0)
+    assert sorted(set(skip)) == [(5.0, 5.5), (6.6, 7.1)]
+    assert eta.per_node_rate(pts, skip) == pytest.approx(1.0, rel=0.05)     # 16 known items
+    assert eta.per_node_rate(pts) < 0.85                                     # every interval, as counted
+    del rec["events"]["n0"]["seen_at"]                                      # no heartbeat seen: lost_after
+    assert eta.changes(rec, start_s=0.5, lost_after=4.0)[0] == (1.5, 5.5)
+
+
+def test_an_interval_next_to_a_change_the_record_knows_is_not_steady():
+    """The chaos test's whole fleet replaced at 10.0 (outputs expected from 10.5, as at the run's start): the
+    three replacements, started at once on a busy machine, made outputs only from 11.0; the interval after
+    their start's stretch and the look just after it (10.6-11.2) held one item where 3 nodes at 1/s make 1.8.
+    Next to a change, it is not steady, and the few steady items before it give the rate per node."""
+    pts = window(*[(0.5 * k, 1.5 * k, 3) for k in range(0, 8)],                   # 3 items/s up to 3.5
+                 (4.0, 11.0, 3), (10.0, 11.0, 3), (10.5, 11.0, 3), (10.6, 11.0, 3), (11.2, 12.0, 3))
+    rec = supervised({f"n{i}": {"cause": "lost", "detected_at": 4.0, "seen_at": 3.6, "replaced_by": f"n{i + 3}",
+                                "replaced_at": 10.1} for i in range(3)},
+                     nodes=[{"name": f"n{i + 3}", "shard": i, "started_at": 10.0} for i in range(3)])
+    for i in range(3):
+        rec["nodes"][i]["replaced_by"] = f"n{i + 3}"
+    skip = eta.changes(rec, start_s=0.5, lost_after=4.0)
+    assert eta.per_node_rate(pts, skip) == pytest.approx(1.0, rel=0.02)        # 9 steady items, 0.5-3.5
+
+
 def test_the_window_follows_a_lasting_change():
     pts = window(*steady(0, 120, 0, 2.0, 3))
     pts = window(*pts, *steady(121.5, 121.5 + eta.MAX_WINDOW_S + 30, pts[-1][1] + 3, 1.0, 3))   # half as fast
@@ -268,7 +306,7 @@ def record_at(rec: dict, t: float) -> tuple[dict, list[dict]]:
         entry, ev = {"name": n["name"], "started_at": began}, rec["events"].get(n["name"])
         state = "starting" if t - began < 1.0 else "running"     # heartbeats come within a second of the start
         if ev and ev["detected_at"] <= t:
-            events[n["name"]], state = {"cause": ev["cause"], "detected_at": ev["detected_at"]}, ev["cause"]
+            events[n["name"]], state = {k: ev[k] for k in ("cause", "detected_at", "seen_at") if k in ev}, ev["cause"]
             if ev.get("replaced_by") and began_at[ev["replaced_by"]] <= t:   # named as it is being started
                 entry["replaced_by"] = ev["replaced_by"]
             if ev.get("replaced_at", float("inf")) <= t:                    # the event once it has started
@@ -322,23 +360,36 @@ def test_recorded_runs_stay_within_10_percent_of_the_run(path):
 CHAOS = [p for p in RECORDED if json.loads(p.read_text()).get("chaos")]
 
 
+def _fast_refill(rec: dict) -> bool:
+    """Recorded by the supervisor that replaces a preempted node at its notice and keeps each loss's last
+    heartbeat (``seen_at``); ``chaos-quiet-1`` came from the one before it, which waited for the preempted
+    machine to end (7 s of the run's 57 per preemption)."""
+    return any("seen_at" in ev for ev in rec["events"].values())
+
+
 @pytest.mark.parametrize("path", CHAOS, ids=[p.stem for p in CHAOS])
-def test_the_recorded_chaos_run_is_right_but_for_the_losses_still_to_come(path):
-    """The chaos test on the quiet machine (400 items, 0.35 s each, 3 nodes, 9 losses in the first 26 s of a 57 s
-    run: a preemption with a 6 s grace at 2 s, ...).  The old ETA took a lost node as gone for good (30 % of
-    the run too long while a preempted node waited out its grace) and a starting replacement as working; now
-    3 % off on average from 10 % done, within 10 % at every poll once the last loss was replaced, and within
-    20 % before: what is left is the cost of the losses still to come, which no estimate foresees."""
+def test_the_recorded_chaos_runs_are_right_but_for_the_losses_still_to_come(path):
+    """The chaos test on the quiet machine (400 items, 0.35 s each, 3 nodes, 9 losses).  With a preempted node
+    replaced at its notice, the 9 losses come in the first 17 s of a 55 s run, a change every 1.5-2 s: few
+    intervals of the window are whole, and the rate rests on them (``per_node_rate``'s tiers).  Measured on 8
+    recordings (``chaos-quiet-2`` to ``-9``; the first five were used to shape the tiers, the last three were
+    not): worst from 10 % done 5.4-9.3 % of the run in 7 of them, 14.4 % in one; 0.9-5.4 % on average; within
+    10 % at every poll once the last loss was replaced.  What is left is early, by the cost of the losses still
+    to come, which no estimate foresees (and, in ``-7``, 2.5 s of stragglers at the very end).  The older
+    recording (its supervisor waited for a preempted machine to end, 7 s of the run's 57 per preemption): 3 %
+    off on average, within 10 % once the last loss was replaced, within 20 % before."""
     rec = json.loads(path.read_text())
     errs = replay(rec, lost_after=4.0)
     assert len(errs) >= 50
-    assert sum(e for _t, _f, e in errs) / len(errs) <= 0.05
     calm = max(ev.get("replaced_at", 0) for ev in rec["events"].values())
     assert max(e for t, _f, e in errs if t > calm) <= 0.10
-    assert max(e for _t, _f, e in errs) <= 0.20
+    fast = _fast_refill(rec)
+    assert sum(e for _t, _f, e in errs) / len(errs) <= (0.06 if fast else 0.05)
+    assert max(e for _t, _f, e in errs) <= (0.15 if fast else 0.20)
 
 
 def test_there_are_recorded_runs():
+    assert sum(_fast_refill(json.loads(p.read_text())) for p in CHAOS) >= 8
     assert CHAOS and any(json.loads(p.read_text())["killed"] for p in BENCH)
     assert sum(not json.loads(p.read_text())["killed"] for p in RECORDED) >= 2
 

@@ -113,3 +113,30 @@ def test_eta_error_is_the_worst_poll_between_10_and_90_percent():
     assert supervise.eta_error(polls, finish=100.0, started=0.0) == 5.0
     polls[1]["eta_s"] = None
     assert supervise.eta_error(polls, finish=100.0, started=0.0) is None
+
+
+def test_the_first_output_is_in_the_heartbeat_before_its_block_is_counted(tmp_path):
+    """``done`` counts a claim block once it is settled (16 items); the supervisor's "replacement working"
+    reads ``first_output_at``, written with the first output (it came up to a block's time late: the chaos
+    test's 5.4-10.4 s from a loss to its replacement working)."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    many_jpegs(src, 40, side=64)
+    proc = subprocess.Popen([PY, script("resize"), "--src", str(src), "--dst", str(dst), "--workers", "1",
+                             "--state", str(state), "--quiet"], stdout=subprocess.DEVNULL,
+                            env={**os.environ, "FLEETBOOK_PROFILE": "/nonexistent", "FLEETBOOK_ITEM_DELAY": "0.3"})
+    try:
+        deadline, beat = time.monotonic() + 60, {}
+        while "first_output_at" not in beat:
+            assert time.monotonic() < deadline and proc.poll() is None, beat
+            try:
+                beat = json.loads((state / "heartbeat.json").read_text())
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        made = [p for p in dst.rglob("*.jpg") if not p.name.startswith(".")]
+        assert made and beat["done"] < len(made) + 16 and beat["done"] == 0
+        assert abs(beat["first_output_at"] - min(p.stat().st_mtime for p in made)) < 1.0
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -10,6 +10,7 @@ from typing import NamedTuple
 import fw_claims
 import fw_faults
 import fw_notice
+import fw_progress
 from fw_disk import FATAL_ERRNOS, destination_error, mount_lost
 from fw_errors import MountLost, is_bad_input
 from fw_failures import clear_failure, record_failure
@@ -99,6 +100,8 @@ def do_block(job: Job, key: str, tasks: list[Task], ahead=None) -> list[Result]:
                 if claim:
                     fw_claims.item_delay()
                 results.append(_do_claimed(job, task))
+                if results[-1].status == "done":
+                    fw_progress.first_output()
         whole = all(r.status != "busy" for r in results)
     except BaseException:
         if held is not None:
