@@ -198,7 +198,8 @@ def slots_ahead(record: dict, nodes: list[dict], now: float, start_s: float) -> 
     * a node gone (lost, preempted, failed: the supervisor's events, or its state) while the supervisor carries
       the run (``record["until_done"]``): its replacement, as long after the loss as this run's replacements
       took (their start less the loss's detection; of the same cause when there are such), plus ``start_s``;
-      before any replacement was measured, as long again as the node has been gone already (the more it is late, the less it is near);
+      before any replacement was measured, as long again as the node has been gone already (the more it is
+      late, the less it is near);
     * without a supervisor, a gone node and a finished one never produce again (left out).
     At most the run's shard count of slots, the soonest."""
     events = record.get("events") or {}
