@@ -186,10 +186,13 @@ def heal(c, record: dict, states: dict, listed: dict, events: dict, env: dict[st
         if not rep.get("open"):
             continue
         st = states.get(rep["node"], {})
-        # working again: it made an output since, or it ended well (the others may have left it nothing to do)
-        if (st.get("state") == "running" and (st.get("done") or 0) > rep.get("done_before", 0)) or \
+        # working again: it made an output since (its heartbeat's last_output_at; done counts whole claim blocks),
+        # or it ended well (the others may have left it nothing to do)
+        made = st.get("last_output_at")
+        made = made if isinstance(made, (int, float)) and made > rep["detected_at"] else None
+        if (st.get("state") == "running" and (made or (st.get("done") or 0) > rep.get("done_before", 0))) or \
                 st.get("state") == "done":
-            rep.update(open=False, working_at=now)
+            rep.update(open=False, working_at=min(now, made) if made else now)
             console.print(f"supervisor: {rep['node']} works again ({now - rep['detected_at']:.1f} s after its "
                           f"mount loss was seen)", markup=False)
         elif st.get("state") in ("failed", "preempted"):
@@ -226,6 +229,9 @@ def heal(c, record: dict, states: dict, listed: dict, events: dict, env: dict[st
         why = cause(d) or "mount lost"
         again = next((r for r in repairs if r["node"] == e["name"] and r.pop("recheck", False)), None)
         rep = again or {"node": e["name"], "shard": e["shard"], "cause": why, "detected_at": now}
+        seen = states.get(e["name"], {}).get("last_seen_s")
+        if seen is not None and "seen_at" not in rep:   # its last heartbeat: it worked until then (runs/eta.changes)
+            rep["seen_at"] = round(now - seen, 2)
         rep.update(open=True, done_before=int(states.get(e["name"], {}).get("done") or 0))
         console.print(f"supervisor: {e['name']} stopped reporting: {why}", markup=False)
         node = dataclasses.replace(nodes[machine_of(e)], name=e["name"])   # its state folder: the run's name

@@ -61,7 +61,8 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
                       "last_seen_s": round(now - seen, 1) if seen else None, "state": state,
                       "done": node_done(beat, exit_), "failed": beat.get("failed", 0) if beat else 0,
                       "error": runstate.node_error(beat, exit_),
-                      "first_output_at": (beat or {}).get("first_output_at")})
+                      "first_output_at": (beat or {}).get("first_output_at"),
+                      "last_output_at": (beat or {}).get("last_output_at")})
     left = counts["total"] - counts["done"] - counts["failed"]
     elapsed = now - record["started_at"]
     processed = sum(n["done"] for n in nodes)

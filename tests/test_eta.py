@@ -198,6 +198,17 @@ def test_an_interval_next_to_a_change_the_record_knows_is_not_steady():
     assert eta.per_node_rate(pts, skip) == pytest.approx(1.0, rel=0.02)        # 9 steady items, 0.5-3.5
 
 
+def test_a_node_whose_mount_dropped_is_left_out_until_it_works_again():
+    """The mount test: the node's sshfs killed, its workload waiting, silent but counted working until the
+    supervisor remounted it and it made an output again (``record["repairs"]``, playbooks/nodehealth.py)."""
+    rec = supervised(repairs=[{"node": "n1", "detected_at": 10.0, "seen_at": 8.0, "working_at": 14.0},
+                              {"node": "n2", "detected_at": 20.0, "open": True},
+                              {"node": "n0", "detected_at": 30.0, "seen_at": 29.0}])     # replaced instead
+    assert eta.changes(rec, start_s=0.5, lost_after=4.0) == [(8.0, 14.0), (16.0, float("inf")), (29.0, 30.0)]
+    pts = window(*steady(0, 8, 0, 1.0, 3), *[(8.0 + 0.5 * k, 24 + k, 3) for k in range(1, 13)])   # 2/s: n1 silent
+    assert eta.per_node_rate(pts, eta.changes(rec, start_s=0.5, lost_after=4.0)[:1]) == pytest.approx(1.0)
+
+
 def test_the_window_follows_a_lasting_change():
     pts = window(*steady(0, 120, 0, 2.0, 3))
     pts = window(*pts, *steady(121.5, 121.5 + eta.MAX_WINDOW_S + 30, pts[-1][1] + 3, 1.0, 3))   # half as fast

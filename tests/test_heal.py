@@ -118,7 +118,8 @@ def test_eta_error_is_the_worst_poll_between_10_and_90_percent():
 def test_the_first_output_is_in_the_heartbeat_before_its_block_is_counted(tmp_path):
     """``done`` counts a claim block once it is settled (16 items); the supervisor's "replacement working"
     reads ``first_output_at``, written with the first output (it came up to a block's time late: the chaos
-    test's 5.4-10.4 s from a loss to its replacement working)."""
+    test's 5.4-10.4 s from a loss to its replacement working), and "working again" after a mount repair reads
+    ``last_output_at``."""
     src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
     many_jpegs(src, 40, side=64)
     proc = subprocess.Popen([PY, script("resize"), "--src", str(src), "--dst", str(dst), "--workers", "1",
@@ -137,6 +138,10 @@ def test_the_first_output_is_in_the_heartbeat_before_its_block_is_counted(tmp_pa
         assert made and beat["done"] < len(made) + 16 and beat["done"] == 0
         assert abs(beat["first_output_at"] - min(p.stat().st_mtime for p in made)) < 1.0
         assert proc.wait(timeout=60) == 0
+        last = json.loads((state / "heartbeat.json").read_text())          # its newest output, for a repair
+        made = [p for p in dst.rglob("*.jpg") if not p.name.startswith(".")]
+        assert abs(last["last_output_at"] - max(p.stat().st_mtime for p in made)) < 1.0
+        assert last["first_output_at"] == beat["first_output_at"]
     finally:
         if proc.poll() is None:
             proc.kill()

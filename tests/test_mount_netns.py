@@ -50,7 +50,12 @@ def test_a_link_cut_longer_than_the_keepalive_window_is_ridden_out(fleet_base):
         check_resized(c, size=64)
         _, exit_ = runstate.node_files(c, record["run_id"], node.name)
         assert exit_["code"] == 0 and exit_["summary"]["failed"] == 0
-        log = (fleet_base / "data" / runstate.node_state_rel(record["run_id"], node.name) / "log.txt").read_text()
+        # the workload's exit file comes before the node's shell copies its whole local log over the shared one
+        # (whose tee copy lost what the cut broke): once read empty, mid-copy
+        path = fleet_base / "data" / runstate.node_state_rel(record["run_id"], node.name) / "log.txt"
+        deadline = time.monotonic() + 30
+        while "done=" not in (log := path.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert "Input/output error" in log, log                  # the cut did break requests of this node
         rode = exit_["summary"].get("mount_recoveries", 0)
         if rode:                                                  # an item's request was one of them

@@ -223,7 +223,8 @@ def test_state_files_and_progress(tmp_path, monkeypatch):
     assert rc == 0
     hb = json.loads((state / "heartbeat.json").read_text())
     assert set(hb) == {"node", "pid", "host", "total", "done", "skipped", "failed", "rate_per_s", "started_at",
-                       "updated_at"}
+                       "updated_at", "first_output_at", "last_output_at"}
+    assert hb["started_at"] <= hb["first_output_at"] <= hb["last_output_at"] <= hb["updated_at"]
     assert (hb["node"], hb["total"], hb["done"], hb["failed"]) == ("node1", 20, 18, 2)
     ex = json.loads((state / "exit.json").read_text())
     assert ex["code"] == 0 and ex["summary"]["done"] == 18 and ex["finished_at"] >= hb["started_at"]

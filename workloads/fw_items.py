@@ -101,7 +101,7 @@ def do_block(job: Job, key: str, tasks: list[Task], ahead=None) -> list[Result]:
                     fw_claims.item_delay()
                 results.append(_do_claimed(job, task))
                 if results[-1].status == "done":
-                    fw_progress.first_output()
+                    fw_progress.output_made()
         whole = all(r.status != "busy" for r in results)
     except BaseException:
         if held is not None:

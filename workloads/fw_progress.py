@@ -15,14 +15,19 @@ HEARTBEAT_EVERY = 2.0
 CURRENT: list = []          # the run's Progress while run_items runs (fw_cli's notice hook marks its heartbeat)
 
 
-def first_output() -> None:
-    """An output was just written in this process (``fw_items``): the first one goes into the heartbeat at
-    once as ``first_output_at``, since ``done`` counts a claim block only once it is settled (16 items, 5.6 s of
-    the chaos test's), so the supervisor's "replacement working" would come that much late.  Nothing in a pool
-    worker (its parent's Progress is not here: the pool reports per chunk)."""
+def output_made() -> None:
+    """An output was just written in this process (``fw_items``): its time goes into the heartbeat as
+    ``last_output_at`` (with the next beat), the first one at once as ``first_output_at``, since ``done``
+    counts a claim block only once it is settled (16 items, 5.6 s of the chaos test's), so the supervisor's
+    "replacement working" or "working again" came that much late.  Nothing in a pool worker (its parent's
+    Progress is not here: the pool reports per chunk)."""
+    now = time.time()
     for prog in CURRENT:
-        if prog.owner == os.getpid() and "first_output_at" not in prog.extra:   # not a forked worker's copy
-            prog.extra["first_output_at"] = time.time()
+        if prog.owner != os.getpid():           # a forked worker's copy
+            continue
+        prog.extra["last_output_at"] = now
+        if "first_output_at" not in prog.extra:
+            prog.extra["first_output_at"] = now
             prog.beat()
 
 
