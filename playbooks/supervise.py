@@ -309,7 +309,8 @@ def _save(c, record: dict, report: dict | None = None) -> None:
 def final_report(c, record: dict, snap: dict, polls: list, bound: str | None) -> dict:
     events = record.get("events", {})
     ends = [ev for ev in events.values()]
-    finish = max((p["t"] for p in polls if p["done"] + p["failed"] >= p["total"]), default=time.time())
+    # the first look that saw every item settled (the nodes end a little later)
+    finish = min((p["t"] for p in polls if p["done"] + p["failed"] >= p["total"]), default=time.time())
     boot = [ev["working_at"] - ev["detected_at"] for ev in ends if "working_at" in ev]
     wall = finish - record["started_at"]
     replaced = [e for e in record["nodes"] if e.get("replaces")]
