@@ -229,9 +229,8 @@ def heal(c, record: dict, states: dict, listed: dict, events: dict, env: dict[st
         why = cause(d) or "mount lost"
         again = next((r for r in repairs if r["node"] == e["name"] and r.pop("recheck", False)), None)
         rep = again or {"node": e["name"], "shard": e["shard"], "cause": why, "detected_at": now}
-        seen = states.get(e["name"], {}).get("last_seen_s")
-        if seen is not None and "seen_at" not in rep:   # its last heartbeat: it worked until then (runs/eta.changes)
-            rep["seen_at"] = round(now - seen, 2)
+        if states.get(e["name"], {}).get("seen_at") and "seen_at" not in rep:   # its last heartbeat (eta.changes)
+            rep["seen_at"] = states[e["name"]]["seen_at"]
         rep.update(open=True, done_before=int(states.get(e["name"], {}).get("done") or 0))
         console.print(f"supervisor: {e['name']} stopped reporting: {why}", markup=False)
         node = dataclasses.replace(nodes[machine_of(e)], name=e["name"])   # its state folder: the run's name

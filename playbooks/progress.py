@@ -58,7 +58,7 @@ def snapshot(c, record: dict, now: float | None = None) -> dict:
         seen = beat.get("updated_at") if beat else None
         last = max(last, seen or 0.0, (exit_ or {}).get("finished_at") or 0.0)
         nodes.append({"name": entry["name"], "rate_per_s": round(node_rate, 3),
-                      "last_seen_s": round(now - seen, 1) if seen else None, "state": state,
+                      "last_seen_s": round(now - seen, 1) if seen else None, "seen_at": seen, "state": state,
                       "done": node_done(beat, exit_), "failed": beat.get("failed", 0) if beat else 0,
                       "error": runstate.node_error(beat, exit_),
                       "first_output_at": (beat or {}).get("first_output_at"),

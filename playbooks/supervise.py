@@ -244,9 +244,8 @@ def supervise(c, record: dict, max_replacements: int | None = None, budget_usd: 
                 if st in GONE and ev is None:
                     events[e["name"]] = {"cause": "preempted" if st == "preempted" else st, "detected_at": now,
                                          "machine_id": next((n.id for n in machines if n.name == machine_of(e)), "")}
-                    seen = states.get(e["name"], {}).get("last_seen_s")
-                    if seen is not None:         # its last heartbeat: it worked until then (runs/eta.changes)
-                        events[e["name"]]["seen_at"] = round(now - seen, 2)
+                    if states.get(e["name"], {}).get("seen_at"):   # its last heartbeat (runs/eta.changes)
+                        events[e["name"]]["seen_at"] = states[e["name"]]["seen_at"]
                     if states.get(e["name"], {}).get("error"):     # its own words (nodehealth.diagnose)
                         events[e["name"]]["detail"] = states[e["name"]]["error"]
                     console.print(f"supervisor: {e['name']} is {st} (shard {e['shard']})", markup=False)

@@ -100,8 +100,6 @@ def do_block(job: Job, key: str, tasks: list[Task], ahead=None) -> list[Result]:
                 if claim:
                     fw_claims.item_delay()
                 results.append(_do_claimed(job, task))
-                if results[-1].status == "done":
-                    fw_progress.output_made()
         whole = all(r.status != "busy" for r in results)
     except BaseException:
         if held is not None:
@@ -185,6 +183,7 @@ def _do_claimed(job: Job, task: Task) -> Result:
         return Result(item, "failed", reason)
     if task.had_record:
         clear_failure(dst, item)
+    fw_progress.output_made()
     return Result(item, "done")
 
 

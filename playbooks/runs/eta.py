@@ -163,16 +163,25 @@ def _median(xs: list[float]) -> float | None:
     return None if not xs else (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
 
 
+def _silent_since(change: dict, lost_after: float) -> float:
+    """From when a node found lost (an event) or with its mount dropped (a repair) may have made nothing: its
+    last heartbeat (``seen_at``), else ``lost_after`` before it was found."""
+    detected, seen = change["detected_at"], change.get("seen_at")
+    if isinstance(seen, (int, float)) and detected - lost_after < seen <= detected:
+        return seen
+    return detected - lost_after
+
+
 def changes(record: dict, start_s: float, lost_after: float) -> list[tuple[float, float]]:
-    """Stretches in which the fleet changed unseen by the window's counts, for ``per_node_rate``'s ``skip``: before
-    a loss was detected, from the node's last heartbeat (the event's ``seen_at``; else the ``lost_after`` seconds
-    before), as the node may have been dead while counted working, up to the look that detected it (which still
-    counted it, and so did the interval after it); and a replacement's start (from its start to ``start_s``
-    after it, counted working, making nothing yet); and a node whose mount dropped (``record["repairs"]``,
-    nodehealth), from its last heartbeat until it works again.  Between them the counts are right (a gone node
-    is not working).  Measured on the chaos test (9 losses in 15 s, a whole-fleet loss among them): with ``lost_after``
-    alone every interval was left out, the fallback on all of them put the rate per node at 1.9 instead of 2.8,
-    and the ETA ran 31 % of the run too long."""
+    """Stretches in which the fleet changed unseen by the window's counts, for ``per_node_rate``'s ``skip``:
+    before a loss was detected, from the node's last heartbeat (the event's ``seen_at``; else the ``lost_after``
+    seconds before), as the node may have been dead while counted working, up to the look that detected it
+    (which still counted it, and so did the interval after it); a replacement's start (from its start to
+    ``start_s`` after it, counted working, making nothing yet); and a node whose mount dropped
+    (``record["repairs"]``, nodehealth), from its last heartbeat until it works again.  Between them the counts
+    are right (a gone node is not working).  Measured on the chaos test (9 losses in 15 s, a whole-fleet loss
+    among them): with ``lost_after`` alone every interval was left out, the fallback on all of them put the
+    rate per node at 1.9 instead of 2.8, and the ETA ran 31 % of the run too long."""
     by_name = {e.get("name"): e for e in record.get("nodes") or []}
     out = []
     for name, ev in (record.get("events") or {}).items():
@@ -181,22 +190,15 @@ def changes(record: dict, start_s: float, lost_after: float) -> list[tuple[float
         # the entry names its replacement as soon as it is being started (the event once it has started)
         new = by_name.get(ev.get("replaced_by") or (by_name.get(name) or {}).get("replaced_by")) or {}
         began = new.get("started_at") or ev.get("replaced_at")
-        seen = ev.get("seen_at")        # its last heartbeat before the loss: it may have died any time after
-        since = ev["detected_at"] - lost_after
-        if isinstance(seen, (int, float)) and since < seen <= ev["detected_at"]:
-            since = seen
-        out.append((since, ev["detected_at"]))
+        out.append((_silent_since(ev, lost_after), ev["detected_at"]))
         if isinstance(began, (int, float)):
             out.append((began, began + start_s))
     for rep in record.get("repairs") or []:     # a dropped mount: silent, counted working, until it works again
-        detected = rep.get("detected_at")
-        if not isinstance(detected, (int, float)):
+        if not isinstance(rep.get("detected_at"), (int, float)):
             continue
-        seen = rep.get("seen_at")
-        since = seen if isinstance(seen, (int, float)) and detected - lost_after < seen <= detected \
-            else detected - lost_after
         back = rep.get("working_at")
-        out.append((since, back if isinstance(back, (int, float)) else float("inf") if rep.get("open") else detected))
+        end = back if isinstance(back, (int, float)) else float("inf") if rep.get("open") else rep["detected_at"]
+        out.append((_silent_since(rep, lost_after), end))
     return out
 
 
