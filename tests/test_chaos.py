@@ -11,6 +11,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -198,7 +199,7 @@ def test_until_done_finishes_a_run_through_preemptions_kills_and_the_whole_fleet
             {"started": record["started_at"], "finish": finish, "total": IMAGES, "events": final.get("events"),
              "nodes": final.get("nodes"), "report": report, "points": json.loads(
                  (Path(up.config.shared.root) / runstate.run_rel(run_id) / "rate.json").read_text())["points"]}))
-        import shutil       # the run's folder too (node logs, heartbeats), to read what a slow poll saw
+        # the run's folder too (node logs, heartbeats), to read what a slow poll saw
         shutil.copytree(Path(up.config.shared.root) / runstate.run_rel(run_id),
                         Path(os.environ["FLEETBOOK_ETA_RECORD"]) / "chaos-run", dirs_exist_ok=True)
     assert report["done"] == IMAGES and report["failed"] == 0 and report["bound"] is None
