@@ -22,6 +22,7 @@ from playbooks.engines.launch import node_command, preflight, workload_opts  # n
 from playbooks.runs import buckets
 from playbooks.runs import disk as rundisk
 from playbooks.fleet import fleet_name, nodes_or_exit, provider_of
+from playbooks.mount import mount_all
 from playbooks.fs import safefs
 from playbooks.measure.profiles import node_env
 from playbooks.runs import state as runstate
@@ -248,7 +249,8 @@ def run_(c, workload="", src="", dst="", args="", wait=False, name="", provider=
         raise Exit("--engine dask works on the shared disk: a bucket run (s3://) takes the default engine")
     if engine == "dask":
         from playbooks.engines import dask as dask_engine
-        return dask_engine.run(c, name, nodes, workload or job.workload, src, dst, args or job.args, provider)
+        return dask_engine.run(c, name, nodes, workload or job.workload, src, dst, args or job.args, provider,
+                               remount=lambda ns: mount_all(c, name, ns, provider))
     record = start(c, name, nodes, workload or job.workload, src, dst, args or job.args, provider, then=plan)
     if plan:
         return run_stages(c, record, until_done, wait, bounds)

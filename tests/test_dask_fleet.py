@@ -5,6 +5,7 @@ import copy
 import math
 import secrets
 import socket
+import time
 from pathlib import Path
 
 import psutil
@@ -12,7 +13,7 @@ import pytest
 from tests.support.fleet import bring_up, check_resized, cmdline, fleet_processes, outputs
 from invoke import Config, Context
 
-from playbooks import dask_tasks, fleet, progress, run, teardown
+from playbooks import dask_tasks, fleet, mount, progress, run, teardown
 from playbooks.runs import state as runstate
 from playbooks.settings.defaults import DEFAULTS
 from playbooks.engines import dask as engine
@@ -38,7 +39,7 @@ def dask_ctx(base: Path) -> Context:
     defaults["shared"]["root"] = str(base / "data")
     defaults["fleet"]["ready_timeout"] = 30.0
     defaults["job"].update(lost_after=3.0, poll=0.2)
-    defaults["dask"] = dict(engine.DASK_DEFAULTS, port=free_port(), dashboard_port=free_port())
+    defaults["dask"] = dict(engine.DASK_DEFAULTS, port=free_port(), dashboard_port=free_port(), mount_check_s=1.0)
     cfg = Config(overrides={"run": {"hide": True}})
     cfg.load_collection(defaults)
     return Context(config=cfg)
@@ -141,6 +142,43 @@ def test_the_engines_are_interchangeable_on_one_destination(up):
     assert result["todo"] == IMAGES - IMAGES // 2 and result["tasks"] == math.ceil(result["todo"] / 4)
     mixed = check_resized(up, "out-mixed", 64)
     assert all(mixed[rel].read_bytes() == local_outs[rel].read_bytes() for rel in mixed)
+
+
+def test_a_worker_whose_mount_dropped_is_remounted_and_loses_nothing(up):
+    """A node's sshfs dies mid-run (its worker lives on): the head finds the dead mount through Dask and remounts
+    it; the node's chunks in flight wait for it and go on, no chunk fails, no item is failed."""
+    nodes = local.list_nodes(up, NAME)
+    hit = []
+
+    def kill_a_busy_mount(summary, client):
+        if hit:
+            return
+        info = client.scheduler_info(n_workers=-1)["workers"]
+        busy = [addr for addr, keys in client.processing().items() if keys]
+        victims = [info[a]["name"] for a in busy if a in info and info[a]["name"] != summary["node"]]
+        assert victims, "no other worker was busy: the run is too fast for this test, make IMAGES larger"
+        mounts = [p for p in local.node_processes(NAME, victims[0]) if "sshfs" in cmdline(p)]
+        assert mounts, f"no sshfs process on {victims[0]}"
+        for p in mounts:
+            p.kill()
+        hit.append((victims[0], time.time()))
+
+    t0 = time.time()
+    result = engine.run(up, NAME, nodes, "resize", "src", "out-mount", "--size 80 --no-draft --chunksize 2",
+                        on_result=kill_a_busy_mount, remount=lambda ns: mount.mount_all(up, NAME, ns, "local"))
+    took = time.time() - t0
+    assert hit and not result["errors"], result["errors"]
+    assert result["done"] + result["skipped"] == IMAGES and result["failed"] == 0
+    assert not list((Path(up.config.shared.root) / "out-mount" / ".failed").glob("*"))
+    check_resized(up, "out-mount", 80)
+    victim, killed_at = hit[0]
+    [rep] = result["mount_repairs"]
+    assert rep["node"] == victim and "not connected" in rep["cause"].lower(), rep
+    assert killed_at < rep["remounted_at"] < killed_at + 10, rep   # a check every dask.mount_check_s (1 s here)
+    print(f"mount killed -> remounted {rep['remounted_at'] - killed_at:.1f} s; run {took:.1f} s")
+    # the node works again: its mount answers, and it did chunks after the repair
+    assert any(s["node"] == victim and s["ended_at"] > rep["remounted_at"] for s in result["chunks"]), \
+        "the remounted node did no chunk after its repair"
 
 
 def test_a_worker_killed_mid_run_loses_nothing(up):

@@ -54,6 +54,7 @@ def test_worker_command_is_detached_quoted_and_on_the_workloads_path():
     cmd = engine.worker_command(node, "tcp://127.0.0.1:8786", 2, 1, local=True)
     assert "setsid nohup" in cmd and cmd.endswith("& echo $!; }")
     assert "PYTHONPATH='/home/n 0/fleetbook/workloads'" in cmd and "FLEETBOOK_MOUNT='/mnt/fleet book'" in cmd
+    assert "FLEETBOOK_MOUNT_WAIT=60 " in cmd         # a chunk waits for a dropped mount (job.mount_wait)
     argv = shlex.split(cmd.split("setsid nohup ", 1)[1].split(" > ", 1)[0])
     assert argv[:4] == ["/opt/venv/bin/python", "-m", "distributed.cli.dask_worker", "tcp://127.0.0.1:8786"]
     assert argv[argv.index("--nworkers") + 1] == "2" and argv[argv.index("--host") + 1] == "127.0.1.10"

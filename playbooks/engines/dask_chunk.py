@@ -4,12 +4,19 @@ Standard library only, and shipped to the workers BY VALUE (``cloudpickle.regist
 has ``<workdir>/workloads`` on its path (so ``fleetwork`` and the workloads import), but not ``playbooks``.
 Paths are relative to the shared disk and resolved below the node's own mountpoint (``$FLEETBOOK_MOUNT``, set by
 ``dask.up``; else the mountpoint the head passed), so the inputs are read from the shared disk, never shipped.
+
+A chunk that finds the node's mount dead waits for it (``$FLEETBOOK_MOUNT_WAIT`` seconds, ``job.mount_wait``)
+instead of failing at once: the head remounts such a node (``engines/dask/mounts.py``, which asks every worker
+``mount_state``), and a chunk failing fast there would only use up Dask's retries on it.
 """
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
+
+MOUNT_PROBE_S = 3.0          # a statfs on the mount that takes longer than this: no answer (a link that is down)
 
 
 def run_chunk(workload: str, items: list, src_rel: str, dst_rel: str, args: list, mountpoint: str,
@@ -25,9 +32,10 @@ def run_chunk(workload: str, items: list, src_rel: str, dst_rel: str, args: list
     mp = os.environ.get("FLEETBOOK_MOUNT") or mountpoint
     src = os.path.join(mp, src_rel)
     dst = os.path.join(mp, dst_rel)
+    node = os.environ.get("FLEETBOOK_NODE_NAME") or socket.gethostname()
+    _wait_for_mount(mp, node)
     wl = fleetwork.load(workload)
     opts = wl.parse_args(["--src", src, "--dst", dst, "--workers", "1", "--quiet", *args])
-    node = os.environ.get("FLEETBOOK_NODE_NAME") or socket.gethostname()
     summary = fleetwork.run_items(wl, items, src, dst, opts, node=node, collisions=collisions or {},
                                   progress_bar=False, known=(set(), dict(failures or {})))
     if summary.get("error"):  # the destination failed on this node (mount gone, disk full): let Dask retry
@@ -36,7 +44,49 @@ def run_chunk(workload: str, items: list, src_rel: str, dst_rel: str, args: list
     summary["pid"] = os.getpid()
     summary["items"] = len(items)
     summary["task_seconds"] = round(time.perf_counter() - t0, 6)
+    summary["ended_at"] = time.time()
     return summary
+
+
+def _probe(mp: str, timeout: float = MOUNT_PROBE_S) -> str | None:
+    """Why the mount at ``mp`` does not answer (None: it does).  ``statvfs`` reaches the server every time (FUSE
+    caches no statfs); on a thread, so that a link that is down costs ``timeout`` seconds, not sshfs's own."""
+    why: list = [f"no answer within {timeout:g} s"]
+
+    def look() -> None:
+        try:
+            os.statvfs(mp)
+            why[0] = None
+        except OSError as e:
+            why[0] = e.strerror or str(e)
+    t = threading.Thread(target=look, daemon=True)
+    t.start()
+    t.join(timeout)
+    return why[0]
+
+
+def mount_state() -> dict:
+    """This worker's node and whether its mount answers (``client.run`` on every worker, from the head)."""
+    mp = os.environ.get("FLEETBOOK_MOUNT", "")
+    why = _probe(mp) if mp else "no FLEETBOOK_MOUNT"
+    return {"node": os.environ.get("FLEETBOOK_NODE_NAME") or socket.gethostname(), "ok": why is None,
+            "error": why, "mountpoint": mp}
+
+
+def _wait_for_mount(mp: str, node: str) -> None:
+    """Return once the mount answers; raise (Dask retries the chunk, maybe elsewhere) if it does not within
+    ``$FLEETBOOK_MOUNT_WAIT`` seconds."""
+    try:
+        wait = max(0.0, float(os.environ.get("FLEETBOOK_MOUNT_WAIT", "60")))
+    except ValueError:
+        wait = 60.0
+    t0 = time.monotonic()
+    why = _probe(mp)
+    while why is not None:
+        if time.monotonic() - t0 >= wait:
+            raise RuntimeError(f"{node}: the shared disk at {mp} does not answer ({why}) after {wait:g} s")
+        time.sleep(1.0)
+        why = _probe(mp)
 
 
 def noop(x: int) -> int:

@@ -13,6 +13,7 @@ ENGINE_DEFAULTS = {
         "item_seconds": 0.0,         # 0 = time one item on the head before submitting
         "max_in_flight": 0,          # tasks submitted at once; 0 = 4 x the cluster's worker threads
         "retries": 2,                # extra attempts of a chunk whose task raised
+        "mount_check_s": 5.0,        # seconds between two looks at the workers' mounts in a run (a dead one: remounted)
         "start_timeout": 60.0,       # seconds to wait for the scheduler and every worker
         "idle_timeout": "4h",        # the scheduler exits after this long without work (a safety net); "" = never
     },

@@ -93,8 +93,9 @@ def wait_port(host: str, port: int, pid: int, log: Path, timeout: float) -> None
                       f"(see {log})")
 
 
-def worker_command(node, address: str, nworkers: int, nthreads: int, local: bool) -> str:
-    """Shell command that starts ``dask worker`` on the node, detached, and prints its process group id."""
+def worker_command(node, address: str, nworkers: int, nthreads: int, local: bool, mount_wait: float = 60.0) -> str:
+    """Shell command that starts ``dask worker`` on the node, detached, and prints its process group id.
+    ``mount_wait``: how long a chunk waits for the node's dropped mount (``job.mount_wait``, ``dask_chunk``)."""
     wd = node.workdir
     scratch = f"{wd}/.dask"
     argv = [node.python, "-m", "distributed.cli.dask_worker", address, "--nworkers", str(nworkers),
@@ -103,7 +104,7 @@ def worker_command(node, address: str, nworkers: int, nthreads: int, local: bool
     if local:
         argv += ["--host", node.host]  # a local node is its own loopback address, like a machine
     env = (f"FLEETBOOK_MOUNT={q(node.mountpoint)} FLEETBOOK_NODE_NAME={q(node.name)} "
-           f"PYTHONPATH={q(wd + '/workloads')}")
+           f"FLEETBOOK_MOUNT_WAIT={q(f'{float(mount_wait):g}')} PYTHONPATH={q(wd + '/workloads')}")
     # only the worker goes to the background (see launch.node_command: bash would hold the channel open)
     return (f"cd {q(wd)} && mkdir -p {q(scratch)} && {{ {env} setsid nohup {shlex.join(argv)} "
             f"> {q(scratch + '/worker.log')} 2>&1 < /dev/null & echo $!; }}")
@@ -143,8 +144,8 @@ def _start_workers(c, name: str, nodes, provider: str, address: str, nworkers: i
 
     def start(conn, node):
         n = int(nworkers or setting(c, "dask.nworkers") or node_cores(c, conn, provider, ssh_timeout))
-        pgid = int(run_checked(conn, worker_command(node, address, n, nthreads, provider == "local"),
-                               ssh_timeout).split()[-1])
+        cmd = worker_command(node, address, n, nthreads, provider == "local", setting(c, "job.mount_wait"))
+        pgid = int(run_checked(conn, cmd, ssh_timeout).split()[-1])
         return {"pid": pgid, "nworkers": n}
 
     return fan_out(c, name, nodes, start, step="dask-worker")

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from playbooks.engines.dask.cluster import connect_client, read_state, scheduler_alive
+from playbooks.engines.dask.mounts import MountWatch
 from playbooks.engines.errors import EngineError
 from playbooks.engines.launch import workload_opts
 from playbooks.engines.plan import WARN_SHARE, chunk_line
@@ -136,7 +137,7 @@ def _prepare(c, name: str, nodes, workload: str, src: str, dst: str, args: str, 
     return DaskRun(c, state["address"], wl, opts, extra, workload, src, dst, items, todo, collisions,
                    {i: records[i] for i in todo if i in records}, record, disk,
                    totals={"done": 0, "skipped": len(items) - len(todo) - failed, "failed": failed, "tasks": 0,
-                           "errors": []})
+                           "errors": [], "chunks": []})
 
 
 class _Heartbeat:
@@ -177,14 +178,16 @@ class _Heartbeat:
 
 
 def run(c, name: str, nodes, workload: str, src: str, dst: str, args: str, provider: str = "",
-        on_result=None) -> dict:
+        on_result=None, remount=None) -> dict:
     """Run the workload on the fleet's Dask cluster in chunks; returns the run's totals.
 
     ``on_result(summary, client)`` (optional) is called after every finished chunk (tests use it to kill a node).
+    ``remount(nodes)`` (``run`` passes ``mount.mount_all``): how a node whose mount dropped is mounted again
+    (``mounts.MountWatch``); without it such a node is left as it is.
     """
     r = _prepare(c, name, nodes, workload, src, dst, args, provider)
     with _Heartbeat(r) as heart:
-        result = _run(r, heart, on_result)
+        result = _run(r, heart, on_result, nodes, remount)
     # every chunk has ended: what killed workers left half-written goes
     from playbooks.runs.sweep import sweep_ended_run
     sweep_ended_run(c, r.record)
@@ -252,6 +255,8 @@ def _stream(r: DaskRun, client, chunks: list[list[str]], retries: int, on_result
                 for k in ("done", "skipped", "failed"):
                     totals[k] += summary[k]
                 task_seconds.append(summary.get("task_seconds", 0.0))
+                totals["chunks"].append({"node": summary.get("node"), "items": summary.get("items"),
+                                         "ended_at": summary.get("ended_at")})
                 bar.update(job, advance=summary["items"], tasks=totals["tasks"])
             fut.release()
             nxt = next(pending, None)
@@ -262,17 +267,22 @@ def _stream(r: DaskRun, client, chunks: list[list[str]], retries: int, on_result
     return task_seconds
 
 
-def _run(r: DaskRun, heart: _Heartbeat, on_result) -> dict:
+def _run(r: DaskRun, heart: _Heartbeat, on_result, nodes, remount) -> dict:
     retries = setting(r.c, "dask.retries")
     with connect_client(r.address) as client:
         chunks, chunk, overhead_us, item_s = _chunks(r, client)
-        task_seconds = _stream(r, client, chunks, retries, on_result)
+        with MountWatch(remount, nodes, client, setting(r.c, "dask.mount_check_s")) as watch:
+            task_seconds = _stream(r, client, chunks, retries, on_result)
+    if watch.repairs:
+        r.record["mount_repairs"] = watch.repairs
+        runstate.save_run(r.disk, r.record)
     totals, run_id = r.totals, r.run_id
     elapsed = time.time() - r.t0
     result = {"run_id": run_id, "items": len(r.items), "todo": len(r.todo), "tasks": totals["tasks"],
               "tasks_planned": len(chunks), "chunksize": chunk, "done": totals["done"],
               "skipped": totals["skipped"], "failed": totals["failed"], "errors": totals["errors"],
-              "per_task_overhead_us": overhead_us, "item_seconds": item_s, "seconds": round(elapsed, 3)}
+              "per_task_overhead_us": overhead_us, "item_seconds": item_s, "seconds": round(elapsed, 3),
+              "mount_repairs": watch.repairs, "chunks": totals["chunks"]}
     complete = totals["done"] + totals["skipped"] + totals["failed"] == len(r.items) and not totals["errors"]
     heart.beat({"code": 0 if complete else 1, "summary": {k: result[k] for k in ("done", "skipped", "failed", "tasks")},
                 "finished_at": time.time()})
