@@ -15,15 +15,19 @@ from playbooks.fleet import nodes_or_exit, provider_of
 from playbooks.settings import setting
 from playbooks.settings.errors import user_errors
 from playbooks.ssh.fanout import fan_out, q, run_checked, show_failures
-from playbooks.ssh.sshd import AEAD_CIPHERS
+from playbooks.ssh.sshd import AEAD_CIPHERS, config_word
 
 console = Console()
 
 
-def home(node) -> str:
-    """The node's home as a shell word: its own folder on a local fleet, else $HOME."""
+def home_file_option(node, option: str, rel: str) -> str:
+    """``-o Option=<the node's home>/rel`` for the node's ssh (or sshfs, which hands it on), as shell words: the
+    home is the node's own folder on a local fleet (a path of this checkout's, maybe with a space), else $HOME;
+    the path is one word of ssh's config syntax (``sshd.config_word``) once the shell has expanded it."""
     h = node.labels.get("home")
-    return q(h) if h else '"$HOME"'
+    if h:
+        return "-o " + q(f"{option}={config_word(f'{h}/{rel}')}")
+    return f'-o "{option}=\\"$HOME/{rel}\\""'
 
 
 def head_for(c, fleet: str, provider: str):
@@ -49,7 +53,6 @@ def ssh_options(head) -> list[str]:
 
 
 def mount_command(node, head) -> str:
-    h = home(node)
     mp = q(node.mountpoint)
     ssh_opts = ssh_options(head)
     # no directory cache: a folder the head deleted and made again must not look stale on the nodes;
@@ -59,7 +62,8 @@ def mount_command(node, head) -> str:
     # sshfs splits -o at commas: a comma inside a value (the cipher list) is escaped for it ("\\,")
     opts = q(",".join(["reconnect", *(o.replace(",", "\\,") for o in ssh_opts), "dir_cache=no", "max_read=131072",
                        "max_write=131072"]))
-    keys = f"-o IdentityFile={h}/.ssh/fleet_head -o UserKnownHostsFile={h}/.ssh/known_hosts"
+    keys = (f"{home_file_option(node, 'IdentityFile', '.ssh/fleet_head')} "
+            f"{home_file_option(node, 'UserKnownHostsFile', '.ssh/known_hosts')}")
     target = q(f"{head.user}@{head.host}:{head.remote_path}")
     # sshfs hides why ssh gave up (a changed host key shows as "Connection reset by peer"): on failure, one
     # plain ssh to the head's SFTP subsystem says it on stderr, where remote.error_line finds it

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from playbooks.settings import setting
 from playbooks.settings.defaults import fleet_dir, state_dir  # noqa: F401 - fleet_dir: one copy, in settings
+from playbooks.ssh.sshd import config_word
 
 if TYPE_CHECKING:                  # any object with the Node's fields will do: the ssh layer is below providers
     from playbooks.providers import Node
@@ -65,7 +66,8 @@ def openssh_argv(c, fleet: str, node: Node, *options: str) -> list[str]:
     config files (so no SendEnv), no agent, no forwarding, no prompts; ``options`` go before the destination,
     a remote command after the returned list."""
     return ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={fleet_known_hosts(c, fleet)}", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", f"UserKnownHostsFile={config_word(fleet_known_hosts(c, fleet))}",
+            "-o", "GlobalKnownHostsFile=/dev/null",
             "-o", "UpdateHostKeys=no", "-o", "IdentitiesOnly=yes", "-i", str(fleet_key(c, fleet)),
             "-o", "ForwardAgent=no", "-o", "ForwardX11=no",
             "-o", f"ConnectTimeout={max(1, int(setting(c, 'fleet.ssh_timeout')))}", "-p", str(node.port),

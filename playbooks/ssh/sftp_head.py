@@ -27,7 +27,7 @@ from playbooks.fs import safefs
 from playbooks.fs.public import public_folder
 from playbooks.settings.defaults import REPO, fleet_dir, public_dir, public_fleet_dir, shared_root, state_dir
 from playbooks.ssh.keys import ensure_fleet
-from playbooks.ssh.sshd import AEAD_CIPHERS, sshd_alive, sshd_config, start_sshd
+from playbooks.ssh.sshd import AEAD_CIPHERS, config_word, sshd_alive, sshd_config, start_sshd
 
 
 @dataclass(frozen=True)
@@ -123,13 +123,14 @@ def _config(c, fleet: str, root: Path) -> tuple[Path, Head, list[str]]:
         (chroot / DATA).mkdir(mode=0o755, exist_ok=True)
         # sshd reads the authorized keys as the SFTP user: they sit beside the chroot, root's, 0644
         authorized = public_folder(c, chroot_dir(c, fleet).with_name("head-keys")) / "authorized_keys"
-        extra = ["PermitRootLogin no", f"ChrootDirectory {chroot}", f"ForceCommand internal-sftp -d /{DATA}"]
+        extra = ["PermitRootLogin no", f"ChrootDirectory {config_word(chroot)}",
+                 f"ForceCommand internal-sftp -d /{DATA}"]
         head = Head(addr["host"], addr["port"], user, f"/{DATA}")
         # the bind mount lives in the daemon's own mount namespace only, and dies with it
         wrapper = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
                    'mount --bind -- "$1" "$2" && shift 2 && exec "$@"', "sh", str(root), str(chroot / DATA)]
     else:
-        extra = [f"ForceCommand internal-sftp -d {root}"]
+        extra = [f"ForceCommand internal-sftp -d {config_word(root)}"]
         head = Head(addr["host"], addr["port"], user, str(root))
     node_pub = (fdir / "node_ed25519.pub").read_text().strip()
     authorized.write_text(f"restrict {node_pub}\n")
@@ -156,15 +157,25 @@ def start(c, fleet: str) -> Head:
         for _ in range(200):  # until our own daemon listens: an answer from another program does not count
             proc = sshd_alive(pid, cfg)
             if proc is None:
-                raise AddressTaken(f"the head sshd did not start on {head.host}:{head.port} (is the address taken by "
-                           f"another program?): see {hdir / 'sshd.log'}, then `invoke fleet.down --name {fleet}` "
-                           "and create the fleet again")
+                raise AddressTaken(f"the head sshd did not start on {head.host}:{head.port} ({_said(hdir)}; is the "
+                                   f"address taken by another program?): `invoke fleet.down --name {fleet}` and "
+                                   "create the fleet again")
             if _listens(proc, head.host, head.port):
                 break
             time.sleep(0.05)
         else:
-            raise HeadError(f"the head sshd did not start on {head.host}:{head.port}: see {hdir / 'sshd.log'}")
+            raise HeadError(f"the head sshd did not start on {head.host}:{head.port}: {_said(hdir)}")
     return head
+
+
+def _said(hdir: Path) -> str:
+    """The last line the head's sshd logged, for an error (a failed create removes the fleet's folder, its log
+    with it)."""
+    try:
+        lines = (hdir / "sshd.log").read_text(errors="replace").strip().splitlines()
+    except OSError:
+        lines = []
+    return f"it said: {lines[-1]}" if lines else "it logged nothing"
 
 
 def _listens(proc, host: str, port: int) -> bool:

@@ -18,20 +18,32 @@ SSHD = "/usr/sbin/sshd"
 AEAD_CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com"
 
 
+def config_word(value) -> str:
+    """``value`` as one word of an OpenSSH config line (sshd_config, or ``ssh -o``): OpenSSH splits its lines into
+    words as a shell does, so a path with a space (a checkout in "~/My Projects") is double-quoted, its quotes and
+    backslashes escaped; a plain one is left as it is."""
+    text = str(value)
+    if text and not any(ch in text for ch in " \t\"'\\#"):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class SshdRejected(Exit):
     """sshd -t refused a config (typed; an Exit so that a step shows its one line)."""
 
 
 def sshd_alive(pid: int | None, cfg: Path) -> psutil.Process | None:
-    """The process ``pid`` if it is the sshd started with ``cfg`` (a recycled pid is not ours)."""
-    return procs.ours(pid, lambda proc: str(cfg) in proc.cmdline())
+    """The process ``pid`` if it is the sshd started with ``cfg`` (a recycled pid is not ours).  Its command line
+    is read whole: sshd rewrites it as one title ("sshd: /usr/sbin/sshd -D -e -f <cfg> [listener] ..."), which
+    psutil splits at spaces, a space in ``cfg`` too."""
+    return procs.ours(pid, lambda proc: f" -f {cfg}" in " ".join(proc.cmdline()))
 
 
 def sshd_config(*, listen: str, port: int, host_key: Path, pid_file: Path, authorized: Path, user: str,
                 extra: list[str]) -> str:
     lines = [
-        f"ListenAddress {listen}:{port}", f"HostKey {host_key}", f"PidFile {pid_file}",
-        f"AuthorizedKeysFile {authorized}", f"AllowUsers {user}",
+        f"ListenAddress {listen}:{port}", f"HostKey {config_word(host_key)}", f"PidFile {config_word(pid_file)}",
+        f"AuthorizedKeysFile {config_word(authorized)}", f"AllowUsers {user}",
         "PubkeyAuthentication yes", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
         "UsePAM no", "StrictModes no", "PrintMotd no", "X11Forwarding no", "PermitTunnel no",
         "PermitUserEnvironment no", "MaxStartups 100:30:200", "MaxSessions 64", "LogLevel ERROR",
