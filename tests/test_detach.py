@@ -59,3 +59,36 @@ def test_a_dask_worker_start_returns_its_pid_at_once(tmp_path, slow_python, shel
                 workdir=str(tmp_path / "wd"))
     (tmp_path / "wd").mkdir()
     assert _returns_at_once(shell, dask_cluster.worker_command(node, "tcp://127.0.0.1:8786", 1, 1, local=True)) > 1
+
+
+def test_the_final_copy_of_the_log_never_shows_it_half_written(tmp_path):
+    """Once the workload has ended, the node's shell puts its local log (and exit file) on the shared disk.  A plain
+    ``cp`` over the shared log emptied it first: a reader at that moment (``progress``, the head's last look, a test)
+    read nothing (found in tests/test_mount_netns.py and tests/test_node_hardware.py).  Now it is copied beside it,
+    then renamed into place."""
+    exe = tmp_path / "python"                 # a workload that says a lot, then ends
+    exe.write_text("#!/bin/sh\nhead -c 30000000 /dev/zero | tr '\\0' x; echo; echo 'fleetwork: summary {}'\n")
+    exe.chmod(0o755)
+    node = Node(name="n-0", host="127.0.0.1", mountpoint=str(tmp_path / "mnt"), python=str(exe),
+                workdir=str(tmp_path / "wd"))
+    (tmp_path / "wd").mkdir()
+    (tmp_path / "mnt").mkdir()
+    record = {"run_id": "resize-y", "workload": "resize", "src": "src", "dst": "out", "nodes": [{"name": "n-0"}]}
+    state = tmp_path / "mnt" / ".fleetbook" / "runs" / "resize-y" / "nodes" / "n-0"
+    subprocess.run(["sh", "-c", node_command(node, record, 0, [], None)], capture_output=True, timeout=10, check=True)
+    log, seen, shrank, ended = state / "log.txt", 0, [], None
+    deadline = time.monotonic() + 30
+    while ended is None or time.monotonic() < ended + 1.0:     # up to a second after the exit file came
+        assert time.monotonic() < deadline, "the workload's exit file did not reach the shared disk"
+        try:
+            size = log.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size < seen:
+            shrank.append((seen, size))
+        seen = max(seen, size)
+        if ended is None and (state / "exit.json").exists():
+            ended = time.monotonic()
+    assert seen > 30_000_000 and not shrank, f"the shared log shrank while it was copied: {shrank[:3]}"
+    assert log.read_bytes() == (tmp_path / "wd" / ".runs" / "resize-y" / "log.txt").read_bytes()
+    assert sorted(p.name for p in state.iterdir()) == ["exit.json", "log.txt"]     # no copy left beside them

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -42,7 +43,7 @@ def two_address_sshd(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     shim = bin_dir / "python3"            # a link would lose the venv (found beside the path it is run by)
-    shim.write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+    shim.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} \"$@\"\n")
     shim.chmod(0o755)
     for port, host_key, d in run_fleet_sshd(tmp_path, ADDRESSES, ["AllowTcpForwarding remote"], str(bin_dir)):
         yield port, host_key, d / "home"

@@ -51,7 +51,7 @@ def test_a_link_cut_longer_than_the_keepalive_window_is_ridden_out(fleet_base):
         _, exit_ = runstate.node_files(c, record["run_id"], node.name)
         assert exit_["code"] == 0 and exit_["summary"]["failed"] == 0
         # the workload's exit file comes before the node's shell copies its whole local log over the shared one
-        # (whose tee copy lost what the cut broke): once read empty, mid-copy
+        # (whose tee copy lost what the cut broke): wait for that copy
         path = fleet_base / "data" / runstate.node_state_rel(record["run_id"], node.name) / "log.txt"
         deadline = time.monotonic() + 30
         while "done=" not in (log := path.read_text()) and time.monotonic() < deadline:

@@ -56,7 +56,7 @@ def kill_on(c, node, pid: int) -> None:
 def burner(ctx):
     """One CPU burner on node 0."""
     n0 = local.list_nodes(ctx, NAME)[0]
-    pid = start_on(ctx, n0, f"{n0.python} -c 'while True: pass'")
+    pid = start_on(ctx, n0, f"{shlex.quote(n0.python)} -c 'while True: pass'")
     yield n0
     kill_on(ctx, n0, pid)
 
@@ -172,7 +172,7 @@ def slow_link():
 def test_a_slow_link_is_network_bound(ctx, capsys, slow_link):
     n1 = local.list_nodes(ctx, NAME)[1]
     time.sleep(0.3)  # the server listens
-    pid = start_on(ctx, n1, f"{n1.python} -c {shlex.quote(NET_CLIENT.format(addr=slow_link))}")
+    pid = start_on(ctx, n1, f"{shlex.quote(n1.python)} -c {shlex.quote(NET_CLIENT.format(addr=slow_link))}")
     try:
         time.sleep(0.5)
         data = run_overhead(ctx, capsys)

@@ -59,7 +59,7 @@ def test_reading_inputs_over_a_slow_link_is_network_bound(node, capsys):
     if shape.returncode != 0:
         pytest.skip(f"cannot shape the node's link: {shape.stderr.strip()}")
     code = READER.format(path=f"{n.mountpoint}/inputs.bin")
-    line = f"setsid nohup {n.python} -c {shlex.quote(code)} > /dev/null 2>&1 < /dev/null & echo $!"
+    line = f"setsid nohup {shlex.quote(n.python)} -c {shlex.quote(code)} > /dev/null 2>&1 < /dev/null & echo $!"
     [r] = remote.fan_out(c, NAME, [n], lambda conn, x: int(remote.run_checked(conn, line, 20).split()[-1]),
                          step="start")
     assert r.ok, r.error

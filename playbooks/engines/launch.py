@@ -85,7 +85,8 @@ def node_command(node, record: dict, shard: int, extra: list[str], workers: int 
     """The shell that starts the workload detached: its log goes to the node's own disk and, while the mount
     answers, to the shared one (``tee``, which goes on with the local copy when the mount fails); its exit file
     to both; once it has ended, the local log and exit file are copied onto the shared disk where they are
-    missing (a mount that came back)."""
+    missing (a mount that came back), each into place by a rename: a reader (``progress``, the head's last look)
+    never sees one half copied (a plain ``cp`` over the log left it empty for a moment)."""
     mp = node.mountpoint
     state = f"{mp}/{runstate.node_state_rel(record['run_id'], node.name)}"
     local = local_state(record["run_id"])
@@ -96,14 +97,16 @@ def node_command(node, record: dict, shard: int, extra: list[str], workers: int 
         argv += ["--workers", str(workers)]
     argv += extra
     # the exit file is written by the workload; if it dies before that, the shell writes the code
-    lx, sx, ll, sl = (q(f"{d}/{f}") for d, f in ((local, "exit.json"), (state, "exit.json"),
-                                                  (local, "log.txt"), (state, "log.txt")))
+    lx, sx, ll, sl, sx_part, sl_part = (q(f"{d}/{f}") for d, f in (
+        (local, "exit.json"), (state, "exit.json"), (local, "log.txt"), (state, "log.txt"),
+        (state, ".exit.json.part"), (state, ".log.txt.part")))
     # tee ignores the stop signals: it must outlive the workload's last words (its summary, its exit file)
     inner = (f"{{ {shlex.join(argv)}; echo $? > {q(local + '/rc')}; }} 2>&1 | "
              f"( trap '' TERM INT HUP; exec tee -a {ll} {sl} >/dev/null ); "
              f"rc=$(cat {q(local + '/rc')} 2>/dev/null || echo 1); "
              f"[ -e {lx} ] || printf '{{\"code\": %d}}\\n' \"$rc\" > {lx}; "
-             f"[ -e {sx} ] || cp {lx} {sx}; cp {ll} {sl}; true")
+             f"[ -e {sx} ] || {{ cp {lx} {sx_part} && mv -f {sx_part} {sx}; }}; "
+             f"cp {ll} {sl_part} && mv -f {sl_part} {sl}; true")
     envs = " ".join(f"{k}={q(v)}" for k, v in {"FLEETBOOK_RUN": record["run_id"], "FLEETBOOK_LOCAL_STATE": local,
                                                **bucket_env(record), **(env or {})}.items())
     # only the workload goes to the background, with every fd redirected: a login shell that does not exec
