@@ -61,16 +61,20 @@ def _kill_machine(c, node_name: str, mountpoint: str, record: dict) -> None:
             os.killpg(int(entry["pid"]), signal.SIGKILL)       # setsid: the workload leads its own group
         except (ProcessLookupError, PermissionError):
             pass
-    for p in psutil.process_iter(["name", "cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if p.info["name"] == "sshfs" and mountpoint in cmd:
-            p.kill()
-    subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True)
+    _unmount(mountpoint)
     pid_file = fleet_dir(c, FLEET) / "tunnels" / f"{node_name}.pid"
     try:
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
     except (OSError, ValueError):
         pass
+
+
+def _unmount(mountpoint: str) -> None:
+    for p in psutil.process_iter(["name", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if p.info["name"] == "sshfs" and mountpoint in cmd:
+            p.kill()
+    subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True)
 
 
 def _gcp_cloud(request, port, host_key):
@@ -196,4 +200,6 @@ def test_a_deleted_instance_is_replaced_by_one_more_bulk_call_and_the_run_finish
     finally:
         for e in (record or {}).get("nodes", []):
             _kill_machine(c, e["name"], c.config.shared.mountpoint, record)
+        if record is None:                  # a mount or a deploy that failed: no sshfs is left behind either
+            _unmount(c.config.shared.mountpoint)
         fleet.down(c, name=FLEET, provider=provider)
