@@ -75,17 +75,14 @@ def mount_state() -> dict:
 
 def _wait_for_mount(mp: str, node: str) -> None:
     """Return once the mount answers; raise (Dask retries the chunk, maybe elsewhere) if it does not within
-    ``$FLEETBOOK_MOUNT_WAIT`` seconds."""
-    try:
-        wait = max(0.0, float(os.environ.get("FLEETBOOK_MOUNT_WAIT", "60")))
-    except ValueError:
-        wait = 60.0
-    t0 = time.monotonic()
+    ``$FLEETBOOK_MOUNT_WAIT`` seconds (the bound and the pace of fleetwork's own ride-out)."""
+    from fw_runner import MOUNT_PROBE_EVERY, mount_wait   # on the worker's path, like fleetwork
+    wait, t0 = mount_wait(), time.monotonic()
     why = _probe(mp)
     while why is not None:
         if time.monotonic() - t0 >= wait:
             raise RuntimeError(f"{node}: the shared disk at {mp} does not answer ({why}) after {wait:g} s")
-        time.sleep(1.0)
+        time.sleep(MOUNT_PROBE_EVERY)
         why = _probe(mp)
 
 

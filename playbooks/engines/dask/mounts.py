@@ -6,9 +6,9 @@ is well). A node whose mount is dead is remounted by the ``remount`` the step ga
 ``mount.mount_all``: lazy unmount of the dead mount, then sshfs), at most once per ``dask.mount_check_s`` x 3 while
 it stays dead. Its chunks in flight wait for the mount (fleetwork's ride-out, ``job.mount_wait``) and go on, and so
 does a chunk that arrives meanwhile (``dask_chunk.run_chunk``): no chunk fails and no item is recorded as failed.
-Without this, its sshfs gone, the node held its chunk for ``job.mount_wait`` (60 s), Dask then ran it elsewhere,
-and the node stayed without its mount (tests/test_dask_fleet.py: 61.4 s for a run of 2.4 s). Each repair is kept (``repairs``: node, cause, when it was seen, when it was
-remounted) for the run's record and result.
+Without this, its sshfs gone, the node held its chunk for ``job.mount_wait`` (60 s), Dask then ran it elsewhere, and
+the node stayed without its mount (tests/test_dask_fleet.py: 61.4 s for a run of 2.4 s). Each repair is kept
+(``repairs``: node, cause, when it was seen, when it was remounted) for the run's record and result.
 """
 from __future__ import annotations
 
