@@ -144,6 +144,15 @@ def test_the_engines_are_interchangeable_on_one_destination(up):
     assert all(mixed[rel].read_bytes() == local_outs[rel].read_bytes() for rel in mixed)
 
 
+def busy_other_node(summary, client) -> str:
+    """A node whose worker has chunks at work, other than the one that just sent ``summary``."""
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    busy = [addr for addr, keys in client.processing().items() if keys]
+    victims = [info[a]["name"] for a in busy if a in info and info[a]["name"] != summary["node"]]
+    assert victims, "no other worker was busy: the run is too fast for this test, make IMAGES larger"
+    return victims[0]
+
+
 def test_a_worker_whose_mount_dropped_is_remounted_and_loses_nothing(up):
     """A node's sshfs dies mid-run (its worker lives on): the head finds the dead mount through Dask and remounts
     it; the node's chunks in flight wait for it and go on, no chunk fails, no item is failed."""
@@ -153,15 +162,12 @@ def test_a_worker_whose_mount_dropped_is_remounted_and_loses_nothing(up):
     def kill_a_busy_mount(summary, client):
         if hit:
             return
-        info = client.scheduler_info(n_workers=-1)["workers"]
-        busy = [addr for addr, keys in client.processing().items() if keys]
-        victims = [info[a]["name"] for a in busy if a in info and info[a]["name"] != summary["node"]]
-        assert victims, "no other worker was busy: the run is too fast for this test, make IMAGES larger"
-        mounts = [p for p in local.node_processes(NAME, victims[0]) if "sshfs" in cmdline(p)]
-        assert mounts, f"no sshfs process on {victims[0]}"
+        victim = busy_other_node(summary, client)
+        mounts = [p for p in local.node_processes(NAME, victim) if "sshfs" in cmdline(p)]
+        assert mounts, f"no sshfs process on {victim}"
         for p in mounts:
             p.kill()
-        hit.append((victims[0], time.time()))
+        hit.append((victim, time.time()))
 
     t0 = time.time()
     result = engine.run(up, NAME, nodes, "resize", "src", "out-mount", "--size 80 --no-draft --chunksize 2",
@@ -188,12 +194,9 @@ def test_a_worker_killed_mid_run_loses_nothing(up):
     def kill_a_busy_node(summary, client):
         if killed:
             return
-        info = client.scheduler_info(n_workers=-1)["workers"]
-        busy = [addr for addr, keys in client.processing().items() if keys]
-        victims = [info[a]["name"] for a in busy if a in info and info[a]["name"] != summary["node"]]
-        assert victims, "no other worker was busy: the run is too fast for this test, make IMAGES larger"
-        local.kill_node(up, NAME, victims[0])  # the whole node vanishes, its worker and its mount with it
-        killed.append(victims[0])
+        victim = busy_other_node(summary, client)
+        local.kill_node(up, NAME, victim)  # the whole node vanishes, its worker and its mount with it
+        killed.append(victim)
 
     result = engine.run(up, NAME, nodes, "resize", "src", "out-kill", "--size 96 --no-draft --chunksize 2",
                         on_result=kill_a_busy_node)

@@ -39,14 +39,20 @@ def _returns_at_once(shell: str, cmd: str) -> int:
     return pid
 
 
-@pytest.mark.parametrize("shell", ["bash", "sh"])
-def test_a_workload_start_returns_its_pid_at_once(tmp_path, slow_python, shell):
-    node = Node(name="n-0", host="127.0.0.1", mountpoint=str(tmp_path / "mnt"), python=str(slow_python),
+def _one_node_run(tmp_path, python, run_id: str):
+    """A node whose workdir and mountpoint are folders of ``tmp_path`` and whose interpreter is ``python``, a run
+    of it, and where its state folder on the "shared disk" is."""
+    node = Node(name="n-0", host="127.0.0.1", mountpoint=str(tmp_path / "mnt"), python=str(python),
                 workdir=str(tmp_path / "wd"))
     (tmp_path / "wd").mkdir()
     (tmp_path / "mnt").mkdir()
-    record = {"run_id": "resize-x", "workload": "resize", "src": "src", "dst": "out", "nodes": [{"name": "n-0"}]}
-    state = tmp_path / "mnt" / ".fleetbook" / "runs" / "resize-x" / "nodes" / "n-0"
+    record = {"run_id": run_id, "workload": "resize", "src": "src", "dst": "out", "nodes": [{"name": "n-0"}]}
+    return node, record, tmp_path / "mnt" / ".fleetbook" / "runs" / run_id / "nodes" / "n-0"
+
+
+@pytest.mark.parametrize("shell", ["bash", "sh"])
+def test_a_workload_start_returns_its_pid_at_once(tmp_path, slow_python, shell):
+    node, record, state = _one_node_run(tmp_path, slow_python, "resize-x")
     state.mkdir(parents=True)
     (state / "exit.json").write_text('{"code": 0, "preempted": true}')    # left by the node it replaces
     assert _returns_at_once(shell, node_command(node, record, 0, [], None)) > 1
@@ -69,12 +75,7 @@ def test_the_final_copy_of_the_log_never_shows_it_half_written(tmp_path):
     exe = tmp_path / "python"                 # a workload that says a lot, then ends
     exe.write_text("#!/bin/sh\nhead -c 30000000 /dev/zero | tr '\\0' x; echo; echo 'fleetwork: summary {}'\n")
     exe.chmod(0o755)
-    node = Node(name="n-0", host="127.0.0.1", mountpoint=str(tmp_path / "mnt"), python=str(exe),
-                workdir=str(tmp_path / "wd"))
-    (tmp_path / "wd").mkdir()
-    (tmp_path / "mnt").mkdir()
-    record = {"run_id": "resize-y", "workload": "resize", "src": "src", "dst": "out", "nodes": [{"name": "n-0"}]}
-    state = tmp_path / "mnt" / ".fleetbook" / "runs" / "resize-y" / "nodes" / "n-0"
+    node, record, state = _one_node_run(tmp_path, exe, "resize-y")
     subprocess.run(["sh", "-c", node_command(node, record, 0, [], None)], capture_output=True, timeout=10, check=True)
     log, seen, shrank, ended = state / "log.txt", 0, [], None
     deadline = time.monotonic() + 30
