@@ -97,7 +97,9 @@ def test_a_dead_mount_mid_run_is_named_repaired_and_the_run_goes_on(up, fleet_ba
     _, exit_ = runstate.node_files(up, record["run_id"], victim.name)
     assert exit_["code"] == 0 and exit_["summary"]["mount_recoveries"] == 1
     log = (fleet_base / "data" / runstate.node_state_rel(record["run_id"], victim.name) / "log.txt").read_text()
-    assert "mount lost: Transport endpoint is not connected" in log and "the mount answers again" in log
+    # its first word there, as in health.json above: ECONNABORTED (in flight when sshfs died) or ENOTCONN
+    assert any(f"mount lost: {os.strerror(e)}" in log for e in (errno.ENOTCONN, errno.ECONNABORTED)), log
+    assert "the mount answers again" in log
     assert "Traceback" not in log, log
     print(f"\nMOUNT-REPAIR: mount loss to the workload going on: {t_back - t_lost:.1f} s (repaired by hand)")
 
